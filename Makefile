@@ -1,0 +1,45 @@
+# speechbatch: every install step lives here or in scripts/, never only on a laptop.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install system-deps test-deps demo test test-fast lint format bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+system-deps:          ## espeak-ng for the offline `local` engine
+	scripts/system-deps.sh espeak-ng
+
+test-deps: install    ## everything the suite needs; services start inside the tests
+	scripts/system-deps.sh espeak-ng redis-server postgresql
+
+demo: install system-deps
+	$(BIN)/python examples/demo.py
+
+test: test-deps
+	$(BIN)/pytest
+
+test-fast: install    ## unit tests only: no services
+	$(BIN)/pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: test-deps      ## starts Redis/PostgreSQL/SeaweedFS as needed, then measures
+	$(BIN)/python -m tests.services run -- $(BIN)/python bench/throughput.py
+
+clean:
+	rm -rf $(VENV) .speechbatch out .pytest_cache .mypy_cache .ruff_cache
