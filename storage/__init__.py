@@ -1,0 +1,1 @@
+"""Infrastructure adapters (database engine, object stores). Imports nothing from jobs/ or workers/."""

@@ -1,0 +1,75 @@
+"""The database engine and session factory: the only place that knows SQLite from PostgreSQL.
+
+Two backends (design §3): PostgreSQL through psycopg 3 in production and on CI, and an SQLite
+file in embedded mode. SQLite is tuned on every new connection so that an API thread, a few
+pipeline threads and the CLI can share one file: WAL lets readers run beside the writer, and a
+busy timeout makes a second writer wait instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA busy_timeout=5000",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA synchronous=NORMAL",
+)
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    database = url.database or ""
+    # ":memory:" and URI filenames ("file:...?mode=memory") have no directory to create.
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False})
+    event.listen(engine, "connect", _set_sqlite_pragmas)
+    return engine
+
+
+def make_engine(url: str) -> Engine:
+    """An Engine for `url` (`sqlite:///path` or `postgresql+psycopg://...`), tuned per backend.
+
+    A driverless `postgresql://` or `postgres://` URL is taken to mean psycopg 3, the only
+    PostgreSQL driver speechbatch installs.
+    """
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed)
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    raise ValueError(
+        f"Unsupported database URL scheme {parsed.drivername!r}: use "
+        "'postgresql+psycopg://user@host:5432/db' or 'sqlite:///path/to/file.db'."
+    )
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions bound to `engine`; objects stay readable after commit (expire_on_commit=False)."""
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def ping(engine: Engine) -> None:
+    """Run `SELECT 1`; raises the driver's error when the database cannot be reached."""
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
