@@ -1,0 +1,14 @@
+"""A local stand-in for hosted speech providers, used by integration, chaos and benchmark runs.
+
+One Starlette app serves every emulated vendor under its own path prefix (`/slng`, later
+`/deepgram`, `/openai`, ...) plus an admin surface under `/_emulator`:
+
+- `config`  — `EmulatorConfig`, the dials a test sets at start-up (and partly at runtime);
+- `dials`   — what every vendor shares: concurrency cap, fault injection, latency, request log;
+- `audio`   — real, decodable audio for TTS answers and canned transcripts for STT answers;
+- `slng`    — SLNG's per-model HTTP routes, bodies and error shapes;
+- `app`     — `create_app()`: mounts the vendors and the admin endpoints;
+- `server`  — `serve()` and a `python -m emulator.server` entry point.
+
+Adding a vendor is one module exposing `PREFIX` and `routes(dials)`, listed in `app.VENDORS`.
+"""

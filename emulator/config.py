@@ -1,0 +1,124 @@
+"""The emulator's dials: what a test chooses at start-up and what it may change at runtime.
+
+`EmulatorConfig` is immutable; `PATCH /_emulator/config` builds a new one with
+`with_changes`, which accepts only the runtime fields and checks their types and ranges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+FAULT_KINDS = ("500", "503", "429", "timeout")
+
+# Fields `PATCH /_emulator/config` may change; limits, keys and the seed are fixed per process.
+RUNTIME_FIELDS = frozenset(
+    {
+        "latency_ms",
+        "latency_jitter_ms",
+        "concurrency",
+        "fault_rate",
+        "fault_kinds",
+        "retry_after_s",
+        "timeout_s",
+    }
+)
+
+
+class ConfigError(ValueError):
+    """A configuration change names an unknown field or carries an unusable value."""
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """How the emulator behaves; the defaults answer every request at once and correctly."""
+
+    latency_ms: float = 0
+    latency_jitter_ms: float = 0
+    # In-flight requests allowed per API key; 0 means unlimited.
+    concurrency: int = 0
+    # Probability that a request admitted past the cap gets one of `fault_kinds`.
+    fault_rate: float = 0.0
+    fault_kinds: tuple[str, ...] = FAULT_KINDS
+    # Sent as Retry-After with injected 429s and with concurrency-cap 429s.
+    retry_after_s: float = 1.0
+    # How long a "timeout" fault holds the request before answering 504.
+    timeout_s: float = 30.0
+    # Empty means any non-empty Bearer token is accepted.
+    api_keys: frozenset[str] = frozenset()
+    max_text_chars: int = 2000
+    max_audio_bytes: int = 25 * 1024 * 1024
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_runtime_values(self)
+
+    def with_changes(self, changes: dict[str, Any]) -> EmulatorConfig:
+        """A copy with `changes` applied; raises ConfigError for fixed or unknown fields."""
+        unknown = sorted(set(changes) - RUNTIME_FIELDS)
+        if unknown:
+            raise ConfigError(f"cannot change at runtime: {', '.join(unknown)}")
+        clean: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name == "fault_kinds":
+                if not isinstance(value, list | tuple) or not all(
+                    isinstance(v, str) for v in value
+                ):
+                    raise ConfigError("fault_kinds must be a list of strings")
+                clean[name] = tuple(value)
+            elif name == "concurrency":
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ConfigError("concurrency must be an integer")
+                clean[name] = value
+            else:
+                if not isinstance(value, int | float) or isinstance(value, bool):
+                    raise ConfigError(f"{name} must be a number")
+                clean[name] = float(value)
+        try:
+            return dataclasses.replace(self, **clean)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    def public_view(self) -> dict[str, Any]:
+        """The config as JSON-ready data, with the API keys reduced to a count."""
+        view = dataclasses.asdict(self)
+        view["fault_kinds"] = list(self.fault_kinds)
+        view["api_keys"] = len(self.api_keys)
+        return view
+
+
+def config_from_options(
+    *, fault_kinds: str, api_keys: tuple[str, ...], environ: dict[str, str], **values: Any
+) -> EmulatorConfig:
+    """Build a config from command-line values (`speechbatch emulator`).
+
+    `fault_kinds` is comma-separated; keys may also come from `EMULATOR_API_KEYS`
+    (comma-separated), which, unlike arguments, `ps` does not show.
+    """
+    from_env = environ.get("EMULATOR_API_KEYS", "").split(",")
+    keys = frozenset(k.strip() for k in (*api_keys, *from_env) if k.strip())
+    kinds = tuple(k.strip() for k in fault_kinds.split(",") if k.strip())
+    return EmulatorConfig(fault_kinds=kinds, api_keys=keys, **values)
+
+
+def _check_runtime_values(config: EmulatorConfig) -> None:
+    numbers = {
+        "latency_ms": config.latency_ms,
+        "latency_jitter_ms": config.latency_jitter_ms,
+        "retry_after_s": config.retry_after_s,
+        "timeout_s": config.timeout_s,
+    }
+    for name, value in numbers.items():
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0")
+    if config.concurrency < 0:
+        raise ValueError("concurrency must be >= 0")
+    if not 0.0 <= config.fault_rate <= 1.0:
+        raise ValueError("fault_rate must be between 0 and 1")
+    unknown = sorted(set(config.fault_kinds) - set(FAULT_KINDS))
+    if unknown:
+        raise ValueError(f"unknown fault kinds {unknown}; known: {list(FAULT_KINDS)}")
+    if config.fault_rate > 0 and not config.fault_kinds:
+        raise ValueError("fault_rate > 0 needs at least one fault kind")

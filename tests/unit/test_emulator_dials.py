@@ -1,0 +1,208 @@
+"""The emulator's dials: concurrency cap, injected faults, magic tokens, scripts and the log."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from emulator.app import create_app
+from emulator.config import ConfigError, EmulatorConfig, config_from_options
+
+KEY = "sk-secret-test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+AURA_EN = "/slng/v1/tts/slng/deepgram/aura:2-en"
+
+
+def run(
+    check: Callable[[httpx.AsyncClient], Awaitable[Any]], config: EmulatorConfig | None = None
+) -> Any:
+    async def main() -> Any:
+        transport = httpx.ASGITransport(app=create_app(config or EmulatorConfig()))
+        async with httpx.AsyncClient(transport=transport, base_url="http://emulator") as client:
+            return await check(client)
+
+    return asyncio.run(main())
+
+
+async def speak(client: httpx.AsyncClient, text: str = "hello", key: str = KEY) -> httpx.Response:
+    body = {"text": text, "model": "aura-2-thalia-en"}
+    return await client.post(AURA_EN, json=body, headers={"Authorization": f"Bearer {key}"})
+
+
+def test_concurrency_cap_rejects_with_retry_after_and_is_never_exceeded() -> None:
+    """With a cap of 3, 20 simultaneous slow requests get 429s and at most 3 run at once."""
+
+    async def check(client: httpx.AsyncClient) -> tuple[list[httpx.Response], Any]:
+        responses = await asyncio.gather(*(speak(client) for _ in range(20)))
+        return list(responses), (await client.get("/_emulator/stats")).json()
+
+    responses, stats = run(check, EmulatorConfig(concurrency=3, latency_ms=50, retry_after_s=2))
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 3
+    rejected = [r for r in responses if r.status_code == 429]
+    assert len(rejected) == 17
+    assert rejected[0].json() == {"error": "Too many concurrent requests", "status": 429}
+    assert rejected[0].headers["Retry-After"] == "2"
+    assert stats["max_in_flight"] == 3
+    assert stats["in_flight"] == 0
+    assert stats["by_status"] == {"200": 3, "429": 17}
+
+
+def test_cap_is_per_api_key() -> None:
+    """Two keys each get their own cap of one in-flight request."""
+
+    async def check(client: httpx.AsyncClient) -> list[int]:
+        responses = await asyncio.gather(speak(client, key="a"), speak(client, key="b"))
+        return [r.status_code for r in responses]
+
+    assert run(check, EmulatorConfig(concurrency=1, latency_ms=30)) == [200, 200]
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "body"),
+    [
+        ("500", 500, {"error": "Service error", "details": "Internal processing error"}),
+        ("503", 503, {"error": "Service unavailable", "status": 503}),
+        ("429", 429, {"error": "Too many requests", "status": 429}),
+        ("timeout", 504, {"error": "Gateway timeout", "status": 504}),
+    ],
+)
+def test_fault_rate_one_always_injects_the_kind(kind: str, status: int, body: Any) -> None:
+    """fault_rate=1 with a single kind answers every request with that fault's status and body."""
+    config = EmulatorConfig(fault_rate=1.0, fault_kinds=(kind,), timeout_s=0.05, retry_after_s=0.5)
+    started = time.perf_counter()
+    response = run(speak, config)
+    assert response.status_code == status
+    assert response.json() == body
+    assert ("Retry-After" in response.headers) == (kind == "429")
+    if kind == "429":
+        assert response.headers["Retry-After"] == "0.5"
+    if kind == "timeout":
+        assert time.perf_counter() - started >= 0.05
+
+
+def test_fail_token_fails_exactly_twice_then_succeeds() -> None:
+    """`[[fail:2]]` makes the first two requests with that text 503 and the third succeed."""
+
+    async def check(client: httpx.AsyncClient) -> list[int]:
+        return [(await speak(client, "retry me [[fail:2]]")).status_code for _ in range(4)]
+
+    assert run(check) == [503, 503, 200, 200]
+
+
+def test_status_and_latency_tokens() -> None:
+    """`[[status:400]]` always rejects; `[[latency:MS]]` delays that request by MS."""
+
+    async def check(client: httpx.AsyncClient) -> tuple[int, int, float]:
+        rejected = await speak(client, "bad [[status:400]]")
+        again = await speak(client, "bad [[status:400]]")
+        started = time.perf_counter()
+        await speak(client, "slow [[latency:80]]")
+        return rejected.status_code, again.status_code, time.perf_counter() - started
+
+    first, second, elapsed = run(check)
+    assert first == second == 400
+    assert elapsed >= 0.08
+
+
+def test_admin_script_queues_failures_for_matching_paths() -> None:
+    """A script fails the next N matching requests with its status and Retry-After, then stops."""
+    script = {"fail_next": 2, "status": 429, "retry_after": 3, "path_contains": "/v1/tts/"}
+
+    async def check(client: httpx.AsyncClient) -> list[httpx.Response]:
+        assert (await client.post("/_emulator/script", json=script)).status_code == 200
+        stt = await client.post(
+            "/slng/v1/stt/slng/deepgram/nova:3-en", headers=AUTH, files={"audio": ("a", b"")}
+        )
+        return [stt] + [await speak(client) for _ in range(3)]
+
+    stt, *tts = run(check)
+    assert stt.status_code == 400  # the path did not match, so the real answer came back
+    assert [r.status_code for r in tts] == [429, 429, 200]
+    assert tts[0].headers["Retry-After"] == "3"
+
+
+def test_script_rejects_bad_bodies() -> None:
+    """A script whose status is not an error code is refused with 400."""
+    response = run(lambda c: c.post("/_emulator/script", json={"fail_next": 1, "status": 200}))
+    assert response.status_code == 400
+
+
+def test_request_log_records_calls_without_the_api_key() -> None:
+    """The log has one entry per request with a key fingerprint, and never the key itself."""
+
+    async def check(client: httpx.AsyncClient) -> tuple[str, list[Any]]:
+        await speak(client, "hello [[fail:1]]")
+        await speak(client, "hello [[fail:1]]")
+        response = await client.get("/_emulator/requests")
+        return response.text, response.json()
+
+    raw, records = run(check)
+    assert KEY not in raw
+    assert [r["status"] for r in records] == [503, 200]
+    assert records[0]["fault"] == "fail-token"
+    assert records[0]["key_fingerprint"] == hashlib.sha256(KEY.encode()).hexdigest()[:8]
+    assert records[1]["model"] == "slng/deepgram/aura:2-en"
+    assert records[1]["text_chars"] == len("hello [[fail:1]]")
+
+
+def test_clearing_requests_resets_log_counters_and_fail_tokens() -> None:
+    """DELETE /_emulator/requests empties the log and stats and restarts `[[fail:N]]` counts."""
+
+    async def check(client: httpx.AsyncClient) -> tuple[Any, Any, int]:
+        await speak(client, "x [[fail:1]]")
+        await client.delete("/_emulator/requests")
+        log = (await client.get("/_emulator/requests")).json()
+        stats = (await client.get("/_emulator/stats")).json()
+        return log, stats, (await speak(client, "x [[fail:1]]")).status_code
+
+    log, stats, status = run(check)
+    assert log == []
+    assert stats["total"] == 0
+    assert status == 503
+
+
+def test_config_patch_changes_runtime_dials_only() -> None:
+    """PATCH /_emulator/config applies runtime fields and refuses fixed or invalid ones."""
+
+    async def check(client: httpx.AsyncClient) -> tuple[httpx.Response, ...]:
+        return (
+            await client.patch("/_emulator/config", json={"fault_rate": 1, "fault_kinds": ["503"]}),
+            await speak(client),
+            await client.patch("/_emulator/config", json={"max_text_chars": 5}),
+            await client.patch("/_emulator/config", json={"fault_rate": 2}),
+            await client.get("/_emulator/health"),
+        )
+
+    changed, faulted, fixed, invalid, health = run(check)
+    assert changed.json()["fault_rate"] == 1.0
+    assert faulted.status_code == 503
+    assert fixed.status_code == invalid.status_code == 400
+    assert health.json() == {"ok": True}
+
+
+def test_config_rejects_unknown_fault_kinds() -> None:
+    """A config naming a fault kind the emulator cannot produce fails at construction."""
+    with pytest.raises(ValueError, match="unknown fault kinds"):
+        EmulatorConfig(fault_kinds=("418",))
+    with pytest.raises(ConfigError):
+        EmulatorConfig().with_changes({"seed": 3})
+
+
+def test_command_line_values_become_the_config() -> None:
+    """`speechbatch emulator` options and EMULATOR_API_KEYS end up in EmulatorConfig."""
+    config = config_from_options(
+        fault_kinds="503, timeout",
+        api_keys=("k3",),
+        environ={"EMULATOR_API_KEYS": "k1, k2"},
+        concurrency=4,
+    )
+    assert config.concurrency == 4
+    assert config.fault_kinds == ("503", "timeout")
+    assert config.api_keys == {"k1", "k2", "k3"}
