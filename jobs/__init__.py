@@ -1,0 +1,1 @@
+"""The domain and the front door: settings, status, models, repository, service, API, CLI."""

@@ -1,0 +1,85 @@
+"""The FastAPI application: resources, routers, the error envelope and the size limit.
+
+Every error leaves as `{"error": {"code", "message"}}` with a stable code, including
+FastAPI's own validation errors and unknown routes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from jobs.api import routes_health, routes_jobs, routes_uploads
+from jobs.api.deps import Resources
+from jobs.api.limits import BodySizeLimit
+from jobs.errors import ApiError
+from jobs.publisher import CeleryPublisher
+from jobs.settings import Settings
+from storage.db import make_engine, make_session_factory
+from storage.objects import open_object_store
+
+log = logging.getLogger(__name__)
+
+
+def error_body(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+def _describe(exc: RequestValidationError) -> tuple[int, str, str]:
+    first = exc.errors()[0] if exc.errors() else {}
+    if first.get("type") == "json_invalid":
+        return 400, "malformed_json", "The request body is not valid JSON."
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    return 422, "invalid_request", f"{where}: {first.get('msg', 'invalid value')}."
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_body(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_body(*_describe(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_body(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return error_body(500, "internal_error", "Something went wrong on our side; try again.")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the API from explicit settings (the CLI's `api` command reads them)."""
+    if not settings.broker_url:
+        raise ValueError("SPEECHBATCH_BROKER_URL is not set; the API publishes work to Redis.")
+    engine = make_engine(settings.database_url)
+    app = FastAPI(title="speechbatch", version="0.1.0")
+    app.state.resources = Resources(
+        settings=settings,
+        sessions=make_session_factory(engine),
+        store=open_object_store(settings.storage_url, endpoint_url=settings.s3_endpoint_url),
+        publisher=CeleryPublisher(settings.broker_url),
+    )
+    install_error_handlers(app)
+    app.include_router(routes_jobs.router)
+    app.include_router(routes_uploads.router)
+    app.include_router(routes_health.router)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_request_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
+    return app

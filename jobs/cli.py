@@ -1,0 +1,176 @@
+"""The `speechbatch` console script: server processes and admin commands.
+
+Job commands (tts, stt, status, ...) live in `jobs/cli_jobs.py`. Worker-side code is
+imported inside the commands that run it, so `jobs/` never depends on `workers/` at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+import click
+
+from jobs.cli_jobs import register_job_commands
+from jobs.settings import get_settings
+
+
+def _logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@click.group()
+@click.version_option(package_name="speechbatch")
+def main() -> None:
+    """speechbatch: batch text-to-speech and speech-to-text over hosted providers."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def api(host: str, port: int) -> None:
+    """Serve the REST API."""
+    import uvicorn
+
+    from jobs.api import create_app
+
+    _logging()
+    uvicorn.run(create_app(get_settings()), host=host, port=port, access_log=False)
+
+
+@main.command()
+@click.option(
+    "--concurrency",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 512),
+    help="Items in flight at once (threads); match the provider's concurrency cap.",
+)
+def worker(concurrency: int) -> None:
+    """Run a Celery worker that processes items."""
+    from workers.celery_app import create_worker_app, worker_argv
+
+    _logging()
+    app = create_worker_app(get_settings(), concurrency=concurrency)
+    app.worker_main(worker_argv(concurrency))
+
+
+@main.command()
+@click.option(
+    "--interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 600),
+    help="Seconds between sweeps.",
+)
+def beat(interval: float) -> None:
+    """Run the sweeper: re-publish due and stale items, recover expired leases."""
+    from jobs.publisher import CeleryPublisher
+    from workers.runtime import build_runtime
+    from workers.sweeper import run_sweeper
+
+    _logging()
+    settings = get_settings()
+    if not settings.broker_url:
+        raise click.UsageError("SPEECHBATCH_BROKER_URL is not set; beat publishes to Redis.")
+    publisher = CeleryPublisher(settings.broker_url)
+    runtime = build_runtime(settings, publisher)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        run_sweeper(
+            runtime,
+            queue_depth=publisher.depth,
+            interval_s=interval,
+            stale_s=runtime.lease_s,
+            stop=stop,
+        )
+    finally:
+        runtime.close()
+
+
+@main.command()
+def migrate() -> None:
+    """Upgrade the database schema to the newest version."""
+    from jobs.migrate import upgrade_to_head
+
+    upgrade_to_head(get_settings().database_url)
+    click.echo("database is at the newest schema version")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9100, show_default=True, type=int)
+@click.option("--latency-ms", default=0.0, show_default=True, type=float)
+@click.option("--latency-jitter-ms", default=0.0, show_default=True, type=float)
+@click.option(
+    "--concurrency",
+    default=0,
+    show_default=True,
+    type=int,
+    help="In-flight requests allowed per API key (0 = unlimited); more get 429.",
+)
+@click.option("--fault-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--fault-kinds", default="500,503,429,timeout", show_default=True)
+@click.option("--retry-after-s", default=1.0, show_default=True, type=float)
+@click.option(
+    "--timeout-s",
+    default=30.0,
+    show_default=True,
+    type=float,
+    help="How long a 'timeout' fault holds the request.",
+)
+@click.option("--max-text-chars", default=2000, show_default=True, type=int)
+@click.option("--seed", default=None, type=int)
+@click.option(
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    help="Accepted key (repeatable; or EMULATOR_API_KEYS); none = any non-empty key.",
+)
+def emulator(
+    host: str, port: int, fault_kinds: str, api_keys: tuple[str, ...], **values: Any
+) -> None:
+    """Serve the provider emulator (SLNG under /slng) for tests and benchmarks."""
+    from emulator.config import config_from_options
+    from emulator.server import serve
+
+    config = config_from_options(
+        fault_kinds=fault_kinds, api_keys=api_keys, environ=dict(os.environ), **values
+    )
+    serve(host, port, config)
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="Tenant name; created when new.")
+def keys_create(tenant: str) -> None:
+    """Create an API key for TENANT and print it (it is shown only once)."""
+    from jobs.migrate import upgrade_to_head
+    from jobs.service import create_api_key
+    from storage.db import make_engine, make_session_factory
+
+    settings = get_settings()
+    if settings.database_url.startswith("sqlite"):
+        upgrade_to_head(settings.database_url)  # embedded default: make the file usable
+    engine = make_engine(settings.database_url)
+    try:
+        click.echo(create_api_key(make_session_factory(engine), tenant))
+    finally:
+        engine.dispose()
+
+
+register_job_commands(main)

@@ -1,0 +1,128 @@
+"""Request and response bodies of the REST API (pydantic), shared by the API and the CLI.
+
+Shape checks live here; rules that need the catalog (known provider/model, ids, limits)
+live in `jobs/validation.py` so each failure gets its own stable code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+AudioFormat = Literal["wav", "flac", "mp3", "ogg", "opus"]
+TranscriptFormat = Literal["json", "txt", "srt", "vtt"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobOptions(Strict):
+    format: AudioFormat = "wav"
+    sample_rate: int | None = Field(default=None, ge=8000, le=48000)
+    language: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+    speed: float = Field(default=1.0, ge=0.5, le=2.0)
+    transcript_formats: list[TranscriptFormat] = Field(
+        default_factory=lambda: ["json", "txt", "srt", "vtt"], min_length=1
+    )
+
+
+class ItemIn(Strict):
+    id: str | None = Field(default=None, max_length=128)
+    text: str | None = None
+    voice: str | None = Field(default=None, max_length=200)
+    source: str | None = Field(default=None, max_length=2048)
+
+
+class OutputSpec(Strict):
+    prefix: str = Field(default="", max_length=200)
+
+
+class JobCreate(Strict):
+    kind: Literal["tts", "stt"]
+    provider: str = Field(max_length=32)
+    model: str | None = Field(default=None, max_length=200)
+    voice: str | None = Field(default=None, max_length=200)
+    options: JobOptions = Field(default_factory=JobOptions)
+    items: list[ItemIn] = Field(default_factory=list)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+
+class Counts(BaseModel):
+    total: int
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    canceled: int
+
+
+class Usage(BaseModel):
+    characters: int
+    audio_seconds: float
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    provider: str
+    model: str
+    voice: str | None
+    options: dict[str, Any]
+    output: OutputSpec
+    status: str
+    counts: Counts
+    usage: Usage
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    next_cursor: str | None
+
+
+class ErrorOut(BaseModel):
+    code: str
+    message: str
+
+
+class OutputFile(BaseModel):
+    format: str
+    key: str
+    url: str | None
+
+
+class ItemOutput(BaseModel):
+    key: str
+    url: str | None
+    bytes: int | None
+    duration_s: float | None
+    content_type: str | None
+    files: list[OutputFile] = Field(default_factory=list)
+
+
+class ItemOut(BaseModel):
+    id: str
+    seq: int
+    status: str
+    attempts: int
+    text: str | None = None
+    source: str | None = None
+    next_attempt_at: datetime | None = None
+    error: ErrorOut | None = None
+    output: ItemOutput | None = None
+
+
+class ItemList(BaseModel):
+    items: list[ItemOut]
+    next_cursor: str | None
+
+
+class UploadOut(BaseModel):
+    source: str
+    bytes: int
+    content_type: str

@@ -1,0 +1,241 @@
+"""Use cases behind the API and the CLI: submit, cancel, retry, keys, uploads.
+
+Each function owns one transaction. Item ids are published only after the commit that
+made them visible, so a worker can never receive an id it cannot find; if publishing
+fails (Redis down) the sweeper publishes them later, because the database is the truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from jobs import repository as repo
+from jobs.clock import utc_now
+from jobs.errors import ApiError, conflict, not_found
+from jobs.keys import generate_key, matches, split_prefix
+from jobs.models import Job, Tenant
+from jobs.schemas import JobCreate
+from jobs.status import JOB_TERMINAL, ItemStatus, JobStatus
+from jobs.validation import ValidJob, validate_job
+from storage.keys import upload_key
+from storage.objects import ObjectStore
+
+log = logging.getLogger(__name__)
+
+# publish(item_ids, countdown_s): hand ids to whatever runs items (Celery or in-process).
+Publish = Callable[[Sequence[int], float], None]
+PUBLISH_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    created: bool
+
+
+def new_job_id() -> str:
+    return f"job_{uuid.uuid4().hex}"
+
+
+def request_digest(body: JobCreate) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def publish_safely(publish: Publish, ids: Sequence[int], countdown: float = 0.0) -> None:
+    """Publish in batches; a broker failure is logged, not raised (the sweeper re-publishes)."""
+    try:
+        for start in range(0, len(ids), PUBLISH_BATCH):
+            publish(ids[start : start + PUBLISH_BATCH], countdown)
+    except Exception:  # the broker may be down; the DB rows are safe and will be swept
+        log.warning(
+            "publishing %d item ids failed; the sweeper will retry", len(ids), exc_info=True
+        )
+
+
+def submit_job(
+    sessions: sessionmaker[Session],
+    tenant_id: str,
+    body: JobCreate,
+    *,
+    idempotency_key: str | None,
+    publish: Publish,
+    max_items: int,
+) -> Submitted:
+    """Validate, store the job and its items, then publish the item ids."""
+    digest = request_digest(body)
+    if idempotency_key is not None:
+        existing = _replay(sessions, tenant_id, idempotency_key, digest)
+        if existing is not None:
+            return Submitted(existing, created=False)
+    valid = validate_job(body, max_items=max_items)
+    job = _job_row(valid, tenant_id, idempotency_key, digest)
+    now = utc_now()
+    rows = [
+        {
+            "seq": r.seq,
+            "external_id": r.external_id,
+            "text": r.text,
+            "source": r.source,
+            "voice": r.voice,
+            "status": ItemStatus.QUEUED.value,
+            "attempts": 0,
+            "characters": len(r.text or ""),
+            "published_at": now,
+            "updated_at": now,
+        }
+        for r in valid.items
+    ]
+    job.created_at = now
+    with sessions() as session:
+        try:
+            repo.insert_job(session, job, rows)
+            session.commit()
+        except IntegrityError:
+            # Another request with the same Idempotency-Key won the race: answer with its job.
+            session.rollback()
+            if idempotency_key is None:
+                raise
+            existing = _replay(sessions, tenant_id, idempotency_key, digest)
+            if existing is None:
+                raise
+            return Submitted(existing, created=False)
+        ids = repo.item_ids(session, job.id, status=ItemStatus.QUEUED)
+    publish_safely(publish, ids)
+    return Submitted(job, created=True)
+
+
+def _replay(sessions: sessionmaker[Session], tenant_id: str, key: str, digest: str) -> Job | None:
+    with sessions() as session:
+        job = repo.find_job_by_idempotency_key(session, tenant_id, key)
+    if job is not None and job.request_digest != digest:
+        raise conflict(
+            "idempotency_key_reused",
+            "This Idempotency-Key was already used with a different request body; "
+            "use a new key for a new job.",
+        )
+    return job
+
+
+def _job_row(valid: ValidJob, tenant_id: str, idempotency_key: str | None, digest: str) -> Job:
+    return Job(
+        id=new_job_id(),
+        tenant_id=tenant_id,
+        kind=valid.kind,
+        provider=valid.provider,
+        model=valid.model,
+        voice=valid.voice,
+        options=valid.options,
+        output_prefix=valid.output_prefix,
+        status=JobStatus.QUEUED.value,
+        idempotency_key=idempotency_key,
+        request_digest=digest,
+        running=0,
+        succeeded=0,
+        failed=0,
+        canceled=0,
+        usage_characters=0,
+        usage_audio_seconds=0.0,
+    )
+
+
+def get_job(sessions: sessionmaker[Session], tenant_id: str, job_id: str) -> Job:
+    with sessions() as session:
+        job = repo.get_job(session, tenant_id, job_id)
+    if job is None:
+        raise not_found("job")
+    return job
+
+
+def cancel_job(sessions: sessionmaker[Session], tenant_id: str, job_id: str) -> Job:
+    """Cancel what has not started; running items finish (their outputs are whole)."""
+    with sessions() as session:
+        job = repo.get_job(session, tenant_id, job_id)
+        if job is None:
+            raise not_found("job")
+        if job.status not in JOB_TERMINAL:
+            repo.cancel_job(session, job_id, now=utc_now())
+            session.commit()
+    return get_job(sessions, tenant_id, job_id)
+
+
+def retry_job(
+    sessions: sessionmaker[Session], tenant_id: str, job_id: str, *, publish: Publish
+) -> Job:
+    """Re-queue only the failed items of a job."""
+    with sessions() as session:
+        job = repo.get_job(session, tenant_id, job_id)
+        if job is None:
+            raise not_found("job")
+        if job.canceled_at is not None:
+            raise conflict("job_canceled", "This job was canceled; submit a new job instead.")
+        ids = repo.retry_failed_items(session, job_id, now=utc_now())
+        session.commit()
+    publish_safely(publish, ids)
+    return get_job(sessions, tenant_id, job_id)
+
+
+# --- tenants and keys -------------------------------------------------------------------
+
+
+def create_api_key(sessions: sessionmaker[Session], tenant_name: str) -> str:
+    """Create (or reuse) a tenant and a new key for it; returns the plaintext, shown once."""
+    new = generate_key()
+    with sessions() as session:
+        now = utc_now()
+        tenant = repo.get_or_create_tenant(
+            session, tenant_name, tenant_id=f"t_{secrets.token_hex(8)}", now=now
+        )
+        repo.add_api_key(
+            session, tenant_id=tenant.id, prefix=new.prefix, digest=new.digest, now=now
+        )
+        session.commit()
+    return new.plaintext
+
+
+def ensure_tenant(sessions: sessionmaker[Session], name: str) -> Tenant:
+    with sessions() as session:
+        tenant = repo.get_or_create_tenant(
+            session, name, tenant_id=f"t_{secrets.token_hex(8)}", now=utc_now()
+        )
+        session.commit()
+        return tenant
+
+
+def authenticate(sessions: sessionmaker[Session], presented: str | None) -> str:
+    """The tenant id a bearer key belongs to; ApiError 401 otherwise."""
+    prefix = split_prefix(presented) if presented else None
+    if presented and prefix:
+        with sessions() as session:
+            key = repo.find_api_key(session, prefix)
+        if key is not None and matches(presented, key.digest):
+            return key.tenant_id
+    raise ApiError(
+        401,
+        "unauthorized",
+        "A valid API key is required: send `Authorization: Bearer <key>` "
+        "(create one with `speechbatch keys create --tenant NAME`).",
+    )
+
+
+# --- uploads ----------------------------------------------------------------------------
+
+
+def store_upload(
+    store: ObjectStore, tenant_id: str, filename: str, stream: BinaryIO, content_type: str
+) -> tuple[str, int]:
+    """Stream an uploaded recording into the store; returns (source, bytes)."""
+    upload_id = uuid.uuid4().hex
+    key = upload_key(tenant_id, upload_id, filename)
+    size = store.put_file(key, stream, content_type)
+    return f"upload://{upload_id}/{key.rsplit('/', 1)[-1]}", size

@@ -1,0 +1,73 @@
+"""The one status vocabulary for jobs and items, and the transitions allowed between them.
+
+The database, the API and the logs all use these strings. An illegal move raises.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ItemStatus(StrEnum):
+    QUEUED = "queued"  # waiting for a worker (maybe not before next_attempt_at)
+    RUNNING = "running"  # claimed by a worker holding a lease
+    SUCCEEDED = "succeeded"  # output written and recorded
+    FAILED = "failed"  # gave up; error_code/error_message say why
+    CANCELED = "canceled"  # the job was canceled before this item ran
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"  # accepted, no item started yet
+    RUNNING = "running"  # at least one item started, some not finished
+    SUCCEEDED = "succeeded"  # every item succeeded
+    COMPLETED_WITH_ERRORS = "completed_with_errors"  # finished; some items failed, some succeeded
+    FAILED = "failed"  # finished; no item succeeded
+    CANCELED = "canceled"  # canceled by the user before every item ran
+
+
+ITEM_TERMINAL = frozenset({ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.CANCELED})
+JOB_TERMINAL = frozenset(
+    {
+        JobStatus.SUCCEEDED,
+        JobStatus.COMPLETED_WITH_ERRORS,
+        JobStatus.FAILED,
+        JobStatus.CANCELED,
+    }
+)
+
+ITEM_TRANSITIONS: dict[ItemStatus, frozenset[ItemStatus]] = {
+    ItemStatus.QUEUED: frozenset({ItemStatus.RUNNING, ItemStatus.CANCELED, ItemStatus.FAILED}),
+    # running -> queued is an item-level retry or a recovered lease.
+    ItemStatus.RUNNING: frozenset(
+        {ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.QUEUED, ItemStatus.CANCELED}
+    ),
+    # failed -> queued is "retry failed items".
+    ItemStatus.FAILED: frozenset({ItemStatus.QUEUED}),
+    ItemStatus.SUCCEEDED: frozenset(),
+    ItemStatus.CANCELED: frozenset(),
+}
+
+
+class IllegalTransition(ValueError):
+    """A status change the transition table does not allow."""
+
+
+def check_item_transition(current: ItemStatus, target: ItemStatus) -> None:
+    """Raise IllegalTransition unless an item may move from `current` to `target`."""
+    if target not in ITEM_TRANSITIONS[current]:
+        raise IllegalTransition(f"item cannot move from {current} to {target}")
+
+
+def job_status_from_counts(
+    *, total: int, queued: int, running: int, succeeded: int, failed: int, canceled: int
+) -> JobStatus:
+    """Derive a job's status from its item counts (the counts are the truth)."""
+    if queued or running:
+        return JobStatus.RUNNING if (succeeded or failed or running) else JobStatus.QUEUED
+    if canceled:
+        return JobStatus.CANCELED
+    if failed == 0:
+        return JobStatus.SUCCEEDED
+    if succeeded == 0:
+        return JobStatus.FAILED
+    return JobStatus.COMPLETED_WITH_ERRORS

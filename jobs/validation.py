@@ -1,0 +1,126 @@
+"""Rules a job body must pass before anything is stored or queued, each with its own code.
+
+Per-item problems that only the provider can judge (text over its limit, audio it cannot
+read) are not rejected here: they fail that one item with a reason, and the job goes on.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from jobs.catalog import get_provider_spec
+from jobs.errors import ApiError, invalid
+from jobs.schemas import JobCreate
+from storage.keys import UnsafeKey, validate_prefix
+
+UPLOAD_SOURCE = re.compile(
+    r"^upload://(?P<upload_id>[0-9a-f]{32})/(?P<name>[A-Za-z0-9._-]{1,120})$"
+)
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    seq: int
+    external_id: str
+    text: str | None
+    source: str | None
+    voice: str | None = None
+
+
+@dataclass(frozen=True)
+class ValidJob:
+    kind: str
+    provider: str
+    model: str
+    voice: str | None
+    options: dict[str, Any]
+    output_prefix: str
+    items: list[ItemRow]
+
+
+def _check_item_id(value: str, index: int) -> str:
+    bad_char = any(unicodedata.category(ch).startswith("C") for ch in value)
+    if not value.strip() or bad_char or "/" in value or "\\" in value or ".." in value:
+        raise invalid(
+            "invalid_item_id",
+            f"items[{index}].id {value!r} is not allowed: ids must be non-empty and contain no "
+            "'/', '\\', '..' or control characters.",
+        )
+    return value
+
+
+def _check_text(text: str | None, index: int) -> str:
+    if text is None or not text.strip():
+        raise invalid("empty_text", f"items[{index}].text is empty; every TTS item needs text.")
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t\r" for ch in text):
+        raise invalid(
+            "invalid_text", f"items[{index}].text contains control characters; remove them."
+        )
+    return text
+
+
+def _check_source(source: str | None, index: int) -> str:
+    if not source:
+        raise invalid("missing_source", f"items[{index}].source is empty; STT items need one.")
+    if not UPLOAD_SOURCE.match(source):
+        raise invalid(
+            "invalid_source",
+            f"items[{index}].source {source!r} is not a source this server can read: upload the "
+            "file with POST /v1/uploads and use the `source` it returns.",
+        )
+    return source
+
+
+def validate_job(body: JobCreate, *, max_items: int) -> ValidJob:
+    """Check a job body against the catalog and limits; raise ApiError with a precise code."""
+    spec = get_provider_spec(body.provider)
+    if spec is None:
+        raise invalid("unknown_provider", f"Provider {body.provider!r} is not supported.")
+    model = body.model or spec.default_model(body.kind)
+    if model is None or model not in spec.models(body.kind):
+        known = ", ".join(spec.models(body.kind)) or "none"
+        raise invalid(
+            "unknown_model",
+            f"Model {body.model!r} is not a {body.kind.upper()} model of {spec.name} "
+            f"(known: {known}).",
+        )
+    if not body.items:
+        raise invalid("no_items", "The job has no items; send at least one.")
+    if len(body.items) > max_items:
+        raise ApiError(
+            413, "too_many_items", f"A job may hold at most {max_items} items; split it."
+        )
+    try:
+        prefix = validate_prefix(body.output.prefix) if body.output.prefix else ""
+    except UnsafeKey as exc:
+        raise invalid("invalid_output_prefix", f"output.prefix is not allowed: {exc}") from None
+
+    seen: set[str] = set()
+    rows: list[ItemRow] = []
+    for index, item in enumerate(body.items):
+        seq = index + 1
+        external_id = _check_item_id(item.id, index) if item.id is not None else str(seq)
+        if external_id in seen:
+            raise invalid(
+                "duplicate_item_id", f"items[{index}].id {external_id!r} appears more than once."
+            )
+        seen.add(external_id)
+        if body.kind == "tts":
+            text = _check_text(item.text, index)
+            rows.append(ItemRow(seq, external_id, text, None, item.voice))
+        else:
+            rows.append(ItemRow(seq, external_id, None, _check_source(item.source, index)))
+
+    voice = body.voice or (spec.default_voice if body.kind == "tts" else None)
+    return ValidJob(
+        kind=body.kind,
+        provider=spec.name,
+        model=model,
+        voice=voice,
+        options=body.options.model_dump(),
+        output_prefix=prefix,
+        items=rows,
+    )

@@ -1,0 +1,99 @@
+"""API views of jobs and items, shared by the endpoints, the JSONL manifest and the CLI's
+local mode, so every surface says the same thing about a job or an item."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from jobs.models import Item, Job
+from jobs.schemas import (
+    Counts,
+    ErrorOut,
+    ItemOut,
+    ItemOutput,
+    JobOut,
+    OutputFile,
+    OutputSpec,
+    Usage,
+)
+
+# url_for(key, item) -> a URL clients can fetch the object from (or None).
+UrlFor = Callable[[str, Item], str | None]
+
+
+def output_files(job: Job, item: Item, url_for: UrlFor | None) -> list[OutputFile]:
+    """Every object an item produced: the main output plus STT renderings."""
+    if not item.output_key:
+        return []
+    keys = [("json" if job.kind == "stt" else item.output_key.rsplit(".", 1)[-1], item.output_key)]
+    if job.kind == "stt":
+        base = item.output_key.removesuffix(".json")
+        keys += [
+            (fmt, f"{base}.{fmt}")
+            for fmt in job.options.get("transcript_formats", [])
+            if fmt != "json"
+        ]
+    return [
+        OutputFile(format=fmt, key=key, url=url_for(key, item) if url_for else None)
+        for fmt, key in keys
+    ]
+
+
+def item_view(job: Job, item: Item, url_for: UrlFor | None) -> ItemOut:
+    output = None
+    if item.output_key:
+        output = ItemOutput(
+            key=item.output_key,
+            url=url_for(item.output_key, item) if url_for else None,
+            bytes=item.output_bytes,
+            duration_s=item.duration_s,
+            content_type=item.output_content_type,
+            files=output_files(job, item, url_for),
+        )
+    error = None
+    if item.error_code and item.status != "succeeded":
+        error = ErrorOut(code=item.error_code, message=item.error_message or "")
+    return ItemOut(
+        id=item.external_id,
+        seq=item.seq,
+        status=item.status,
+        attempts=item.attempts,
+        text=item.text,
+        source=item.source,
+        next_attempt_at=item.next_attempt_at if item.status == "queued" else None,
+        error=error,
+        output=output,
+    )
+
+
+def manifest_line(job: Job, item: Item) -> dict[str, Any]:
+    """One JSON Lines record (keys only: presigned URLs expire, manifests are kept)."""
+    return item_view(job, item, None).model_dump(mode="json", exclude={"text", "next_attempt_at"})
+
+
+def job_view(job: Job) -> JobOut:
+    return JobOut(
+        id=job.id,
+        kind=job.kind,
+        provider=job.provider,
+        model=job.model,
+        voice=job.voice,
+        options=job.options,
+        output=OutputSpec(prefix=job.output_prefix),
+        status=job.status,
+        counts=Counts(
+            total=job.total,
+            queued=job.queued,
+            running=job.running,
+            succeeded=job.succeeded,
+            failed=job.failed,
+            canceled=job.canceled,
+        ),
+        usage=Usage(
+            characters=job.usage_characters, audio_seconds=round(job.usage_audio_seconds, 3)
+        ),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )

@@ -1,0 +1,239 @@
+"""Claims, counters and job-wide operations against real PostgreSQL and SQLite."""
+
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from jobs import repository as repo
+from jobs.clock import utc_now
+from jobs.models import Item, Job
+from jobs.status import ItemStatus, job_status_from_counts
+from tests.integration.helpers import Recorder, migrated_sessions, tts_job
+
+pytestmark = pytest.mark.integration
+
+
+def claim(sessions, item_id: int, token: str = "t1", lease_s: float = 60):  # type: ignore[no-untyped-def]
+    now = utc_now()
+    with sessions() as session:
+        claimed = repo.claim_item(
+            session, item_id, token=token, now=now, lease_until=now + timedelta(seconds=lease_s)
+        )
+        session.commit()
+    return claimed
+
+
+def assert_counters_match_items(sessions, job_id: str) -> Job:  # type: ignore[no-untyped-def]
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        rows = dict(
+            session.execute(
+                select(Item.status, func.count()).where(Item.job_id == job_id).group_by(Item.status)
+            ).all()
+        )
+    for status in ItemStatus:
+        assert getattr(job, status.value) == rows.get(status.value, 0), status
+    return job
+
+
+def test_submit_stores_items_and_publishes_each_once(database_url: str) -> None:
+    """A submitted job has one queued item per line and every id published exactly once."""
+    sessions = migrated_sessions(database_url)
+    recorder = Recorder()
+    submitted = tts_job(sessions, [f"line {n}" for n in range(25)], publish=recorder)
+    assert sorted(recorder.ids) == sorted(set(recorder.ids)) and len(recorder.ids) == 25
+    job = assert_counters_match_items(sessions, submitted.job.id)
+    assert (job.total, job.queued, job.status) == (25, 25, "queued")
+
+
+def test_an_item_can_be_claimed_only_once(database_url: str) -> None:
+    """The conditional UPDATE lets exactly one of many concurrent claimers win."""
+    sessions = migrated_sessions(database_url)
+    recorder = Recorder()
+    tts_job(sessions, ["only one"], publish=recorder)
+    item_id = recorder.ids[0]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda n: claim(sessions, item_id, token=f"t{n}"), range(8)))
+    assert sum(r is not None for r in results) == 1
+
+
+def test_outcomes_move_counters_and_status_together(database_url: str) -> None:
+    """succeed/fail/requeue keep job counters equal to the item rows and derive the status."""
+    sessions = migrated_sessions(database_url)
+    recorder = Recorder()
+    submitted = tts_job(sessions, ["a", "b", "c"], publish=recorder)
+    a, b, c = (claim(sessions, i) for i in recorder.ids)
+    now = utc_now()
+    with sessions() as session:
+        assert repo.succeed_item(
+            session,
+            a,
+            now=now,
+            output_key="k",
+            output_bytes=10,
+            content_type="audio/wav",
+            duration_s=1.5,
+            characters=1,
+        )
+        assert repo.fail_item(session, b, now=now, code="invalid_input", message="no")
+        assert repo.requeue_item(
+            session,
+            c,
+            now=now,
+            next_attempt_at=now,
+            published_at=None,
+            code="rate_limited",
+            message="later",
+        )
+        session.commit()
+    job = assert_counters_match_items(sessions, submitted.job.id)
+    assert job.status == "running" and job.usage_audio_seconds == 1.5
+    c2 = claim(sessions, c.id, token="t2")
+    with sessions() as session:
+        assert repo.succeed_item(
+            session,
+            c2,
+            now=utc_now(),
+            output_key="k2",
+            output_bytes=1,
+            content_type="audio/wav",
+            duration_s=1.0,
+            characters=1,
+        )
+        session.commit()
+    job = assert_counters_match_items(sessions, submitted.job.id)
+    assert job.status == "completed_with_errors" and job.finished_at is not None
+
+
+def test_a_stale_claim_holder_cannot_finish(database_url: str) -> None:
+    """After a lease expires and another worker claims the item, the first worker's write loses."""
+    sessions = migrated_sessions(database_url)
+    recorder = Recorder()
+    tts_job(sessions, ["slow"], publish=recorder)
+    first = claim(sessions, recorder.ids[0], token="old", lease_s=-1)
+    with sessions() as session:
+        assert repo.expire_leases(session, now=utc_now(), limit=10) == [first.id]
+        session.commit()
+    second = claim(sessions, first.id, token="new")
+    now = utc_now()
+    with sessions() as session:
+        assert not repo.succeed_item(
+            session,
+            first,
+            now=now,
+            output_key="k",
+            output_bytes=1,
+            content_type="x",
+            duration_s=1,
+            characters=1,
+        )
+        assert repo.succeed_item(
+            session,
+            second,
+            now=now,
+            output_key="k",
+            output_bytes=1,
+            content_type="x",
+            duration_s=1,
+            characters=1,
+        )
+        session.commit()
+    with sessions() as session:
+        assert session.get(Item, first.id).attempts == 2
+
+
+def test_backoff_hides_an_item_until_it_is_due(database_url: str) -> None:
+    """An item re-queued for later cannot be claimed before next_attempt_at."""
+    sessions = migrated_sessions(database_url)
+    recorder = Recorder()
+    tts_job(sessions, ["x"], publish=recorder)
+    item = claim(sessions, recorder.ids[0])
+    now = utc_now()
+    with sessions() as session:
+        repo.requeue_item(
+            session,
+            item,
+            now=now,
+            next_attempt_at=now + timedelta(minutes=5),
+            published_at=None,
+            code="rate_limited",
+            message="later",
+        )
+        session.commit()
+    assert claim(sessions, item.id, token="early") is None
+    with sessions() as session:
+        due = repo.due_unpublished_items(
+            session, now=now + timedelta(minutes=6), published_before=None, limit=10
+        )
+    assert due == [item.id]
+
+
+def test_cancel_stops_queued_items_and_running_ones_finish(database_url: str) -> None:
+    """Cancel marks queued items canceled; a running item still finishes; the job ends canceled."""
+    sessions = migrated_sessions(database_url)
+    recorder = Recorder()
+    submitted = tts_job(sessions, ["a", "b", "c"], publish=recorder)
+    running = claim(sessions, recorder.ids[0])
+    with sessions() as session:
+        assert repo.cancel_job(session, submitted.job.id, now=utc_now()) == 2
+        session.commit()
+    assert claim(sessions, recorder.ids[1], token="late") is None
+    with sessions() as session:
+        repo.succeed_item(
+            session,
+            running,
+            now=utc_now(),
+            output_key="k",
+            output_bytes=1,
+            content_type="x",
+            duration_s=1,
+            characters=1,
+        )
+        session.commit()
+    job = assert_counters_match_items(sessions, submitted.job.id)
+    assert (job.status, job.succeeded, job.canceled) == ("canceled", 1, 2)
+
+
+def test_retry_requeues_only_failed_items(database_url: str) -> None:
+    """Retry moves failed items back to queued and leaves succeeded ones alone."""
+    sessions = migrated_sessions(database_url)
+    recorder = Recorder()
+    submitted = tts_job(sessions, ["ok", "bad"], publish=recorder)
+    ok, bad = (claim(sessions, i) for i in recorder.ids)
+    with sessions() as session:
+        repo.succeed_item(
+            session,
+            ok,
+            now=utc_now(),
+            output_key="k",
+            output_bytes=1,
+            content_type="x",
+            duration_s=1,
+            characters=1,
+        )
+        repo.fail_item(session, bad, now=utc_now(), code="x", message="y")
+        session.commit()
+        assert repo.retry_failed_items(session, submitted.job.id, now=utc_now()) == [bad.id]
+        session.commit()
+    job = assert_counters_match_items(sessions, submitted.job.id)
+    assert (job.status, job.queued, job.succeeded, job.finished_at) == ("running", 1, 1, None)
+
+
+def test_sql_status_derivation_matches_python(database_url: str) -> None:
+    """The CASE in `_shift_counts` agrees with `job_status_from_counts` for every combination."""
+    sessions = migrated_sessions(database_url)
+    job_id = tts_job(sessions, ["x"]).job.id
+    names = ("queued", "running", "succeeded", "failed", "canceled")
+    for combo in itertools.product(range(2), repeat=5):
+        if not any(combo):
+            continue
+        counts = dict(zip(names, combo, strict=True))
+        with sessions() as session:
+            session.execute(update(Job).where(Job.id == job_id).values(**counts))
+            repo._shift_counts(session, job_id, utc_now())
+            session.commit()
+            status = session.scalar(select(Job.status).where(Job.id == job_id))
+        assert status == job_status_from_counts(total=sum(combo), **counts), counts

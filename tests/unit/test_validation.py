@@ -1,0 +1,82 @@
+"""Job bodies are checked before anything is stored, each failure with its own code."""
+
+from typing import Any
+
+import pytest
+
+from jobs.errors import ApiError
+from jobs.schemas import JobCreate
+from jobs.validation import validate_job
+
+
+def body(**overrides: Any) -> JobCreate:
+    data: dict[str, Any] = {"kind": "tts", "provider": "slng", "items": [{"text": "hello"}]}
+    data.update(overrides)
+    return JobCreate.model_validate(data)
+
+
+def code_of(job: JobCreate, max_items: int = 100) -> str:
+    with pytest.raises(ApiError) as caught:
+        validate_job(job, max_items=max_items)
+    return caught.value.code
+
+
+def test_defaults_are_filled_from_the_catalog() -> None:
+    """An SLNG TTS job without model or voice gets SLNG's defaults and item ids 1..n."""
+    valid = validate_job(body(items=[{"text": "a"}, {"text": "b"}]), max_items=10)
+    assert valid.model == "slng/deepgram/aura:2-en"
+    assert valid.voice == "aura-2-thalia-en"
+    assert [i.external_id for i in valid.items] == ["1", "2"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code"),
+    [
+        ({"items": [{"text": ""}]}, "empty_text"),
+        ({"items": [{"text": "  \n\t "}]}, "empty_text"),
+        ({"items": [{"text": "ok\x00no"}]}, "invalid_text"),
+        ({"provider": "acme"}, "unknown_provider"),
+        ({"model": "slng/acme/voice:1"}, "unknown_model"),
+        ({"model": "slng/deepgram/nova:3-en"}, "unknown_model"),  # an STT model for TTS
+        ({"items": []}, "no_items"),
+        ({"items": [{"id": "../etc/passwd", "text": "x"}]}, "invalid_item_id"),
+        ({"items": [{"id": "a/b", "text": "x"}]}, "invalid_item_id"),
+        ({"items": [{"id": "..", "text": "x"}]}, "invalid_item_id"),
+        ({"items": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}, "duplicate_item_id"),
+        ({"output": {"prefix": "../other-tenant"}}, "invalid_output_prefix"),
+    ],
+)
+def test_bad_bodies_get_stable_codes(overrides: dict[str, Any], code: str) -> None:
+    """Each kind of bad input is refused with its own code."""
+    assert code_of(body(**overrides)) == code
+
+
+def test_too_many_items_is_a_413() -> None:
+    """A job over the item cap is refused as too large, not as malformed."""
+    with pytest.raises(ApiError) as caught:
+        validate_job(body(items=[{"text": "x"}] * 5), max_items=4)
+    assert (caught.value.status, caught.value.code) == (413, "too_many_items")
+
+
+@pytest.mark.parametrize(
+    ("source", "ok"),
+    [
+        ("upload://" + "a" * 32 + "/call.wav", True),
+        ("upload://" + "a" * 32 + "/../x.wav", False),
+        ("file:///etc/passwd", False),
+        ("", False),
+    ],
+)
+def test_stt_sources_must_be_uploads(source: str, ok: bool) -> None:
+    """STT items may only name sources this server issued."""
+    job = body(kind="stt", items=[{"source": source}])
+    if ok:
+        assert validate_job(job, max_items=10).items[0].source == source
+    else:
+        assert code_of(job) in {"invalid_source", "missing_source"}
+
+
+def test_per_item_voice_is_kept() -> None:
+    """A CSV's per-line voice travels with the item."""
+    valid = validate_job(body(items=[{"text": "x", "voice": "aura-2-orion-en"}]), max_items=10)
+    assert valid.items[0].voice == "aura-2-orion-en"
