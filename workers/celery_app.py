@@ -1,0 +1,66 @@
+"""The Celery app for workers, and the thin tasks on it.
+
+A task takes an item id and calls the Celery-free pipeline; the pipeline never raises for
+provider or input problems, so Celery only retries what the broker itself loses (late ack
++ reject-on-worker-lost redeliver a killed worker's message; the claim dedups).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_shutdown
+
+from jobs.publisher import TASK_PROCESS_ITEM, celery_config, send_items
+from jobs.settings import Settings
+from workers.pipeline import run_item
+from workers.runtime import Runtime, build_runtime
+
+
+def create_worker_app(settings: Settings, *, concurrency: int) -> Celery:
+    """A worker app whose process-wide Runtime is built on first use and closed on shutdown."""
+    if not settings.broker_url:
+        raise ValueError("SPEECHBATCH_BROKER_URL is not set; workers need a Redis broker.")
+    app = Celery("speechbatch")
+    app.conf.update(celery_config(settings.broker_url))
+    lock = threading.Lock()
+    holder: list[Runtime] = []
+
+    def runtime() -> Runtime:
+        with lock:
+            if not holder:
+                holder.append(
+                    build_runtime(
+                        settings,
+                        lambda ids, countdown: send_items(app, ids, countdown),
+                        pool_size=max(concurrency, 4),
+                    )
+                )
+            return holder[0]
+
+    @app.task(name=TASK_PROCESS_ITEM, ignore_result=True)
+    def process_item(item_id: int) -> str:
+        return run_item(runtime(), int(item_id)).value
+
+    def close(**_: Any) -> None:
+        with lock:
+            if holder:
+                holder.pop().close()
+
+    worker_shutdown.connect(close, weak=False)
+    return app
+
+
+def worker_argv(concurrency: int) -> list[str]:
+    """Arguments for `app.worker_main`: a threads pool sized to the provider concurrency."""
+    return [
+        "worker",
+        "--pool=threads",
+        f"--concurrency={concurrency}",
+        "--loglevel=INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]

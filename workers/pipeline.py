@@ -1,0 +1,228 @@
+"""The Celery-free pipeline for one item: claim → call the provider → write → record.
+
+`run_item` is what the Celery task, the CLI's local mode and the tests all call. Each
+item is claimed with a conditional UPDATE and a lease, its output goes to a deterministic
+key (a re-run overwrites, never duplicates), and its outcome plus every HTTP attempt is
+recorded in one transaction that only the claim holder can commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from jobs import repository as repo
+from jobs.clock import utc_now
+from jobs.media import sniff_audio
+from jobs.repository import ClaimedItem
+from storage.keys import output_key, upload_key
+from storage.objects import ObjectNotFound
+from workers.audio import convert
+from workers.providers.base import AudioInput, Transcript
+from workers.providers.errors import (
+    InvalidInput,
+    PermanentProviderError,
+    ProviderError,
+    ProviderUnavailable,
+    TransientProviderError,
+    UnsupportedAudio,
+)
+from workers.render import RENDERERS
+from workers.retry import call_with_retries, next_delay
+from workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    SKIPPED = "skipped"  # not claimable: someone else has it, it is done, or not due yet
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRYING = "retrying"  # back in the queue with next_attempt_at
+    LOST = "lost"  # our lease was taken over while we worked; the new holder decides
+
+
+def run_item(rt: Runtime, item_id: int) -> Outcome:
+    """Run one item to an outcome. Never raises for provider or input problems."""
+    now = utc_now()
+    with rt.sessions() as session:
+        item = repo.claim_item(
+            session,
+            item_id,
+            token=secrets.token_hex(8),
+            now=now,
+            lease_until=now + timedelta(seconds=rt.lease_s),
+        )
+        session.commit()
+    if item is None:
+        return Outcome.SKIPPED
+
+    attempts: list[dict[str, Any]] = []
+    try:
+        if item.kind == "tts":
+            written = _synthesize(rt, item, attempts)
+        else:
+            written = _transcribe(rt, item, attempts)
+    except PermanentProviderError as error:
+        return _finish_failed(rt, item, attempts, error.code, error.message)
+    except TransientProviderError as error:
+        return _retry_later(rt, item, attempts, error)
+    except Exception as error:  # storage outage or a bug: bounded by item_attempts
+        log.exception("item %s failed unexpectedly", item.id)
+        transient = ProviderUnavailable(
+            f"Internal error ({type(error).__name__}) while processing the item; retrying.",
+            code="internal_error",
+        )
+        return _retry_later(rt, item, attempts, transient)
+
+    with rt.sessions() as session:
+        repo.record_attempts(session, item.id, attempts)
+        done = repo.succeed_item(session, item, now=utc_now(), **written)
+        session.commit()
+    return Outcome.SUCCEEDED if done else Outcome.LOST
+
+
+def _deadline(rt: Runtime) -> float:
+    # Stop retrying in-call well before the lease runs out, so a sweeper never re-queues
+    # an item that is still being worked on.
+    return rt.lease_s / 2
+
+
+def _synthesize(rt: Runtime, item: ClaimedItem, attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    provider = rt.provider_for(item.provider)
+    text = item.text or ""
+    synthesis = call_with_retries(
+        lambda: provider.synthesize(text, model=item.model, voice=item.voice, options=item.options),
+        policy=rt.policy,
+        rng=rt.rng,
+        attempts_log=attempts,
+        deadline_s=_deadline(rt),
+        sleep=rt.sleep,
+    )
+    try:
+        encoded = convert(
+            synthesis.audio,
+            fmt=item.options.get("format", "wav"),
+            sample_rate=item.options.get("sample_rate"),
+        )
+    except UnsupportedAudio as error:
+        # The provider sent bytes we cannot decode: likely a truncated body, so retry.
+        raise ProviderUnavailable(
+            f"The provider returned audio that could not be decoded ({error.message}).",
+            code="bad_provider_audio",
+        ) from error
+    key = output_key(
+        item.output_prefix, item.tenant_id, item.job_id, item.seq, item.external_id, encoded.ext
+    )
+    size = rt.store.put_bytes(key, encoded.data, encoded.content_type)
+    return {
+        "output_key": key,
+        "output_bytes": size,
+        "content_type": encoded.content_type,
+        "duration_s": encoded.duration_s,
+        "characters": len(text),
+    }
+
+
+def _read_source(rt: Runtime, item: ClaimedItem) -> AudioInput:
+    source = item.source or ""
+    upload_id, _, name = source.removeprefix("upload://").partition("/")
+    try:
+        data = rt.store.get_bytes(upload_key(item.tenant_id, upload_id, name))
+    except ObjectNotFound:
+        raise InvalidInput(
+            f"Source {source} was not found; upload it again with POST /v1/uploads.",
+            code="source_not_found",
+        ) from None
+    content_type = sniff_audio(data[:64])
+    if not data:
+        raise UnsupportedAudio(f"Source {source} is empty.", code="empty_audio")
+    if content_type is None:
+        raise UnsupportedAudio(
+            f"Source {source} is not an audio file we recognise (wav, flac, ogg, mp3, m4a, webm)."
+        )
+    return AudioInput(data=data, filename=name, content_type=content_type)
+
+
+def _transcribe(rt: Runtime, item: ClaimedItem, attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    audio = _read_source(rt, item)
+    provider = rt.provider_for(item.provider)
+    transcript: Transcript = call_with_retries(
+        lambda: provider.transcribe(audio, model=item.model, options=item.options),
+        policy=rt.policy,
+        rng=rt.rng,
+        attempts_log=attempts,
+        deadline_s=_deadline(rt),
+        sleep=rt.sleep,
+    )
+    stem = output_key(
+        item.output_prefix, item.tenant_id, item.job_id, item.seq, item.external_id, "json"
+    )
+    body = json.dumps(transcript.to_json(), ensure_ascii=False, indent=2).encode()
+    size = rt.store.put_bytes(stem, body, "application/json")
+    base = stem.removesuffix(".json")
+    for fmt in item.options.get("transcript_formats", []):
+        if fmt in RENDERERS:
+            render, content_type = RENDERERS[fmt]
+            rt.store.put_bytes(f"{base}.{fmt}", render(transcript).encode(), content_type)
+    return {
+        "output_key": stem,
+        "output_bytes": size,
+        "content_type": "application/json",
+        "duration_s": transcript.duration_s,
+        "characters": len(transcript.text),
+    }
+
+
+def _finish_failed(
+    rt: Runtime, item: ClaimedItem, attempts: list[dict[str, Any]], code: str, message: str
+) -> Outcome:
+    with rt.sessions() as session:
+        repo.record_attempts(session, item.id, attempts)
+        done = repo.fail_item(session, item, now=utc_now(), code=code, message=message)
+        session.commit()
+    return Outcome.FAILED if done else Outcome.LOST
+
+
+def _retry_later(
+    rt: Runtime, item: ClaimedItem, attempts: list[dict[str, Any]], error: ProviderError
+) -> Outcome:
+    if item.attempts >= rt.policy.item_attempts:
+        message = f"Gave up after {item.attempts} attempts; last error: {error.message}"
+        return _finish_failed(rt, item, attempts, error.code, message)
+    now = utc_now()
+    delay = next_delay(
+        item.attempts, error, base=rt.policy.item_base_s, cap=rt.policy.item_cap_s, rng=rt.rng
+    )
+    due = now + timedelta(seconds=delay)
+    countdown = delay <= rt.policy.max_countdown_s
+    with rt.sessions() as session:
+        repo.record_attempts(session, item.id, attempts)
+        done = repo.requeue_item(
+            session,
+            item,
+            now=now,
+            next_attempt_at=due,
+            # A countdown message is "published" for when it becomes due; otherwise the
+            # sweeper publishes the item once it is due.
+            published_at=due if countdown else None,
+            code=error.code,
+            message=error.message,
+        )
+        session.commit()
+    if not done:
+        return Outcome.LOST
+    if countdown:
+        _publish(rt, item.id, delay)
+    return Outcome.RETRYING
+
+
+def _publish(rt: Runtime, item_id: int, countdown: float) -> None:
+    try:
+        rt.publish([item_id], countdown)
+    except Exception:  # broker down: the row is queued with published_at in the past soon
+        log.warning("could not publish retry of item %s; the sweeper will", item_id, exc_info=True)

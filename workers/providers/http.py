@@ -1,0 +1,277 @@
+"""Helpers every vendor adapter shares: the HTTP call, Retry-After, status → error mapping.
+
+Adapters extract the vendor's own reason from the body (each vendor words it differently) and
+hand it to `error_from_response`, which picks the error class from the status code
+(providers.md §7) so every vendor fails the same way. The pre-flight checks (text limits,
+unknown models) and `segments_from_words` live here too, so the HTTP adapters and the local
+engine word their errors and shape their transcripts identically.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from jobs.clock import utc_now
+from workers.providers.base import Segment, Word
+from workers.providers.errors import (
+    AuthenticationFailed,
+    InvalidInput,
+    PermanentProviderError,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    QuotaExceeded,
+    RateLimited,
+    UnsupportedAudio,
+)
+
+# Header names vendors use for their request id (providers.md §7), most specific first.
+REQUEST_ID_HEADERS = ("x-slng-request-id", "dg-request-id", "x-request-id", "request-id")
+_MAX_REASON_CHARS = 500
+_SEGMENT_GAP_S = 1.0
+# Sentence ends in Latin and CJK scripts (the escapes are fullwidth ? and !).
+_SENTENCE_END = (".", "?", "!", "…", "。", "\uff1f", "\uff01")
+
+
+def parse_retry_after(headers: Mapping[str, str], now: datetime) -> float | None:
+    """Seconds to wait, from `retry-after-ms`, `Retry-After: <seconds>` or `Retry-After: <date>`.
+
+    None when no usable header is present; a value in the past or negative becomes 0.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    millis = _finite_float(lowered.get("retry-after-ms"))
+    if millis is not None:
+        return max(0.0, millis / 1000.0)
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    seconds = _finite_float(raw)
+    if seconds is not None:
+        return max(0.0, seconds)
+    try:
+        when = parsedate_to_datetime(raw.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, (_as_utc(when) - _as_utc(now)).total_seconds())
+
+
+def _as_utc(moment: datetime) -> datetime:
+    # RFC 9110 dates are GMT, but parsedate returns a naive datetime for a "-0000" zone.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _finite_float(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def request_id_of(response: httpx.Response) -> str | None:
+    """The vendor's request id from the usual headers, for support tickets."""
+    for name in REQUEST_ID_HEADERS:
+        value = response.headers.get(name)
+        if value:
+            return str(value)
+    return None
+
+
+def error_from_response(
+    response: httpx.Response,
+    *,
+    vendor_message: str,
+    default_code: str | None = None,
+    provider: str = "The provider",
+    request_id: str | None = None,
+    now: datetime | None = None,
+    key_name: str = "the API key",
+) -> ProviderError:
+    """The error for a non-2xx `response`, quoting `vendor_message` so users see the reason.
+
+    `default_code` replaces the generic `invalid_input` code for 400/409/422 (statuses with no
+    more specific meaning); the codes of every other status are fixed so callers can match
+    them. `request_id` defaults to the usual request-id headers; `now` (for an HTTP-date
+    Retry-After) defaults to the response's Date header, else the local clock. `key_name`
+    (e.g. "SLNG_API_KEY") tells users which setting to fix on 401/403.
+    """
+    status = response.status_code
+    reason = _clip(vendor_message.strip() or response.reason_phrase or "no reason given")
+    said = f"{provider} answered HTTP {status}: {reason}."
+    kw: dict[str, Any] = {
+        "status_code": status,
+        "request_id": request_id if request_id is not None else request_id_of(response),
+    }
+    if status == 429:
+        retry_after = parse_retry_after(response.headers, now or _server_now(response))
+        when = f"after {retry_after:g} s" if retry_after is not None else "with backoff"
+        return RateLimited(
+            f"{said} Too many requests; retry {when}.", retry_after=retry_after, **kw
+        )
+    error_class, code, advice = _BY_STATUS.get(status) or (
+        _SERVER_ERROR if 500 <= status <= 599 else _UNEXPECTED
+    )
+    if error_class is InvalidInput and code is None:
+        code = default_code
+    return error_class(f"{said} {advice.format(key_name=key_name)}", code=code, **kw)
+
+
+_RETRY_LATER = "retrying later may help."
+_FIX_INPUT = "Fix the input or options; retrying the same request will not help."
+# status → (error class, code or None for the class default, advice sentence).
+_BY_STATUS: dict[int, tuple[type[ProviderError], str | None, str]] = {
+    400: (InvalidInput, None, _FIX_INPUT),
+    409: (InvalidInput, None, _FIX_INPUT),
+    422: (InvalidInput, None, _FIX_INPUT),
+    404: (InvalidInput, "unknown_model", "Check the model name against the catalog."),
+    413: (
+        InvalidInput,
+        "payload_too_large",
+        "The request is too large; split the text or audio into smaller parts.",
+    ),
+    401: (
+        AuthenticationFailed,
+        None,
+        "Check that {key_name} is set, valid and allowed to use this model.",
+    ),
+    403: (
+        AuthenticationFailed,
+        None,
+        "Check that {key_name} is set, valid and allowed to use this model.",
+    ),
+    402: (QuotaExceeded, None, "Add credit to the provider account, then retry."),
+    408: (ProviderTimeout, None, "The provider timed out; " + _RETRY_LATER),
+    415: (UnsupportedAudio, None, "Convert the audio to WAV, FLAC or MP3 and resubmit."),
+}
+_SERVER_ERROR = (ProviderUnavailable, None, "The provider is failing; " + _RETRY_LATER)
+_UNEXPECTED = (ProviderUnavailable, None, "This status was not expected; " + _RETRY_LATER)
+
+
+def _server_now(response: httpx.Response) -> datetime:
+    # A Retry-After date is relative to the server's clock; use its Date header when present
+    # so a skewed local clock cannot turn "in 10 s" into "in an hour" or "now".
+    date = response.headers.get("date")
+    if date:
+        try:
+            return _as_utc(parsedate_to_datetime(date))
+        except (TypeError, ValueError, IndexError):
+            pass
+    return utc_now()
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_REASON_CHARS else text[: _MAX_REASON_CHARS - 1] + "…"
+
+
+def call(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    provider: str = "The provider",
+    **kw: Any,
+) -> httpx.Response:
+    """`client.request(...)` with network failures turned into the error tree.
+
+    Messages name the host and the failure, never headers, query strings or the API key.
+    """
+    where = _safe_location(url)
+    try:
+        return client.request(method, url, **kw)
+    except httpx.TimeoutException as exc:
+        raise ProviderTimeout(
+            f"{provider} did not answer in time ({_describe(exc, kw)} calling {where}); "
+            "retrying later may help.",
+        ) from exc
+    except httpx.UnsupportedProtocol as exc:
+        # A malformed base URL is configuration, not a blip: retrying cannot fix it.
+        raise PermanentProviderError(
+            f"The base URL for {provider} is not a valid http(s) URL ({where}); "
+            "fix the configured base URL.",
+            code="invalid_base_url",
+        ) from exc
+    except httpx.RequestError as exc:
+        raise ProviderUnavailable(
+            f"Could not reach {provider} at {where} ({_describe(exc, kw)}); "
+            "retrying later may help.",
+        ) from exc
+
+
+def _describe(exc: Exception, kw: Mapping[str, Any]) -> str:
+    """The exception's class and text, minus any header value (keys travel in headers)."""
+    text = _clip(str(exc))[:200]
+    headers = kw.get("headers") or {}
+    for value in headers.values():
+        for secret in (str(value), str(value).partition(" ")[2]):
+            if len(secret) >= 8:  # skip "Bearer"-sized fragments that are not secrets
+                text = text.replace(secret, "[redacted]")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _safe_location(url: str) -> str:
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return "the configured URL"
+    return f"{parsed.scheme}://{parsed.host}{':' + str(parsed.port) if parsed.port else ''}"
+
+
+def segments_from_words(words: Iterable[Word], *, gap_s: float = _SEGMENT_GAP_S) -> list[Segment]:
+    """Group words into segments at sentence punctuation, pauses over `gap_s` or speaker changes."""
+    segments: list[Segment] = []
+    current: list[Word] = []
+
+    def close() -> None:
+        if current:
+            speakers = {w.speaker for w in current}
+            segments.append(
+                Segment(
+                    start=current[0].start,
+                    end=current[-1].end,
+                    text=" ".join(w.text for w in current),
+                    speaker=current[0].speaker if len(speakers) == 1 else None,
+                )
+            )
+            current.clear()
+
+    for word in words:
+        if current and (
+            word.start - current[-1].end > gap_s or word.speaker != current[-1].speaker
+        ):
+            close()
+        current.append(word)
+        if word.text.endswith(_SENTENCE_END):
+            close()
+    close()
+    return segments
+
+
+def check_tts_text(text: str, *, limit: int, model: str) -> None:
+    """Reject empty text and text over the model's per-request limit before any call is made."""
+    if not text.strip():
+        raise InvalidInput(
+            "The text is empty; give every TTS item some text to speak.", code="empty_text"
+        )
+    if len(text) > limit:
+        raise InvalidInput(
+            f"The text is {len(text)} characters, over the {limit}-character limit of "
+            f"{model}; split the line into shorter items and resubmit.",
+            code="text_too_long",
+        )
+
+
+def unknown_model(provider: str, model: str, known: Iterable[str]) -> InvalidInput:
+    """The error for a model the catalog does not list for this provider and direction."""
+    return InvalidInput(
+        f"{provider} has no model {model!r} here; use one of: {', '.join(known)}.",
+        code="unknown_model",
+    )

@@ -1,0 +1,345 @@
+"""SLNG gateway adapter: per-model TTS `POST /v1/tts/{model}` and STT `POST /v1/stt/{model}`.
+
+Request and response shapes follow providers.md §1.3 and §1.5. SLNG does not document the
+codec of TTS answers, so the audio is recognised by its magic bytes, and bytes that match no
+container are taken to be the raw linear16 PCM we asked for and wrapped in a WAV header.
+STT answers come Deepgram-shaped (nova) or Whisper-shaped; both become one `Transcript`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import httpx
+
+from jobs.catalog import PROVIDERS
+from jobs.media import sniff_audio
+from workers.audio import pcm16_to_wav
+from workers.providers import http
+from workers.providers.base import AudioInput, Segment, Synthesis, Transcript, Word
+from workers.providers.errors import (
+    InvalidInput,
+    ProviderError,
+    ProviderUnavailable,
+    UnsupportedAudio,
+)
+
+TTS_SAMPLE_RATES = (8000, 16000, 24000, 32000, 48000)
+DEFAULT_TTS_SAMPLE_RATE = 24000
+# The catalog's default voice is English; Spanish Aura needs a Spanish one.
+_DEFAULT_VOICES = {"slng/deepgram/aura:2-es": "aura-2-celeste-es"}
+# Third-party Deepgram route: Deepgram's own body and a raw PCM answer (providers.md §1.3).
+_DEEPGRAM_HOSTED = "deepgram/aura:2"
+_KEY_NAME = "SLNG_API_KEY"
+
+
+class SlngProvider:
+    """One SLNG account behind an injected `httpx.Client`; one HTTP request per call."""
+
+    name = "slng"
+
+    def __init__(self, client: httpx.Client, *, base_url: str, api_key: str) -> None:
+        self._client = client
+        self._base = base_url.rstrip("/")
+        self._key = api_key
+        self._spec = PROVIDERS["slng"]
+
+    def synthesize(
+        self, text: str, *, model: str, voice: str | None, options: Mapping[str, Any]
+    ) -> Synthesis:
+        if model not in self._spec.tts_models:
+            raise http.unknown_model("SLNG", model, self._spec.tts_models)
+        http.check_tts_text(text, limit=self._spec.text_limit(model), model=model)
+        rate = tts_sample_rate(options)
+        chosen = voice or _DEFAULT_VOICES.get(model) or self._spec.default_voice
+        body: dict[str, Any]
+        if model == _DEEPGRAM_HOSTED:
+            body = {"text": text, "voice": chosen, "encoding": "linear16", "sample_rate": rate}
+        else:
+            # Aura calls its voices "model"; encoding and container are sent explicitly
+            # because the documented defaults (mp3 in wav) contradict each other.
+            body = {
+                "text": text,
+                "model": chosen,
+                "encoding": "linear16",
+                "container": "wav",
+                "sample_rate": rate,
+            }
+        response = self._post(f"/v1/tts/{model}", json=body, headers={"Accept": "audio/*"})
+        request_id = response.headers.get("x-slng-request-id")
+        audio = response.content
+        if not audio:
+            raise ProviderUnavailable(
+                f"SLNG answered HTTP {response.status_code} with no audio; "
+                "retrying later may help.",
+                code="empty_response",
+                status_code=response.status_code,
+                request_id=request_id,
+            )
+        payload = _json_object(audio)
+        if payload is not None:
+            raise InvalidInput(
+                f"SLNG answered with an error instead of audio: {self._reason(payload)}. "
+                "Check the voice and options for this model.",
+                status_code=response.status_code,
+                request_id=request_id or _str(payload.get("slng_request_id")),
+            )
+        content_type = sniff_audio(audio[:16])
+        if (
+            content_type == "audio/mpeg"
+            and not audio.startswith(b"ID3")
+            and "mpeg" not in response.headers.get("content-type", "")
+        ):
+            # A bare MPEG frame sync is only 11 bits: PCM starting with a small negative
+            # sample (0xFFFF = -1) matches it, so without ID3 the header must agree.
+            content_type = None
+        if content_type is None:
+            audio, content_type = pcm16_to_wav(audio, rate), "audio/wav"
+        return Synthesis(
+            audio=audio,
+            content_type=content_type,
+            request_id=request_id,
+            status_code=response.status_code,
+        )
+
+    def transcribe(
+        self, audio: AudioInput, *, model: str, options: Mapping[str, Any]
+    ) -> Transcript:
+        if model not in self._spec.stt_models:
+            raise http.unknown_model("SLNG", model, self._spec.stt_models)
+        if not audio.data:
+            raise UnsupportedAudio(
+                "The audio is empty (0 bytes); upload the recording again.", code="empty_audio"
+            )
+        form = {"language": str(options["language"])} if options.get("language") else {}
+        files = {
+            "audio": (
+                audio.filename or "audio",
+                audio.data,
+                audio.content_type or "application/octet-stream",
+            )
+        }
+        response = self._post(f"/v1/stt/{model}", data=form, files=files)
+        request_id = response.headers.get("x-slng-request-id")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        parsed = None
+        if isinstance(body, dict):
+            parsed = _parse_deepgram(body, model, options) or _parse_whisper(body, model, options)
+        if parsed is None:
+            raise ProviderUnavailable(
+                "SLNG answered with a transcript in a shape speechbatch does not know "
+                f"({self._redact(_clip(response.text))!r}); "
+                "retrying later may help, else report it.",
+                code="unexpected_response",
+                status_code=response.status_code,
+                request_id=request_id,
+            )
+        if parsed.request_id is None and request_id is not None:
+            parsed = replace(parsed, request_id=request_id)
+        return parsed
+
+    def _post(
+        self, path: str, *, headers: dict[str, str] | None = None, **kw: Any
+    ) -> httpx.Response:
+        # `path` keeps the model's "/" and ":" as they are: httpx leaves both unescaped.
+        merged = {"Authorization": f"Bearer {self._key}", **(headers or {})}
+        response = http.call(
+            self._client, "POST", self._base + path, provider="SLNG", headers=merged, **kw
+        )
+        if not response.is_success:
+            raise self._error(response)
+        return response
+
+    def _error(self, response: httpx.Response) -> ProviderError:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        reason = self._reason(body) if isinstance(body, dict) else self._redact(response.text)
+        request_id = response.headers.get("x-slng-request-id")
+        if request_id is None and isinstance(body, dict):
+            request_id = _str(body.get("slng_request_id"))
+        return http.error_from_response(
+            response,
+            vendor_message=reason,
+            provider="SLNG",
+            request_id=request_id,
+            key_name=_KEY_NAME,
+        )
+
+    def _reason(self, body: Mapping[str, Any]) -> str:
+        """SLNG's error fields as one line: error/title, detail/message, details, fieldErrors."""
+        parts: list[str] = []
+        for key in ("error", "title", "detail", "message"):
+            value = body.get(key)
+            if isinstance(value, Mapping):  # some upstreams nest {"error": {"message": ...}}
+                value = value.get("message") or json.dumps(value)
+            if isinstance(value, str) and value.strip() and value.strip() not in parts:
+                parts.append(value.strip())
+        details = body.get("details")
+        if details:
+            parts.append(f"details: {details if isinstance(details, str) else json.dumps(details)}")
+        field_errors = body.get("fieldErrors")
+        if isinstance(field_errors, Mapping) and field_errors:
+            rendered = "; ".join(
+                f"{name}: {', '.join(map(str, msgs)) if isinstance(msgs, list) else msgs}"
+                for name, msgs in field_errors.items()
+            )
+            parts.append(f"fields: {rendered}")
+        return self._redact(" — ".join(parts) if parts else json.dumps(body))
+
+    def _redact(self, text: str) -> str:
+        # Gateways sometimes echo the Authorization header back; never let the key reach a log.
+        return text.replace(self._key, "[redacted]") if self._key else text
+
+
+def tts_sample_rate(options: Mapping[str, Any]) -> int:
+    """options.sample_rate moved up to the next rate Aura offers (24 kHz when absent)."""
+    raw = options.get("sample_rate")
+    if raw is None:
+        return DEFAULT_TTS_SAMPLE_RATE
+    try:
+        wanted = int(raw)
+    except (TypeError, ValueError):
+        raise InvalidInput(
+            f"sample_rate must be a whole number of Hz, got {raw!r}.", code="invalid_option"
+        ) from None
+    return next((r for r in TTS_SAMPLE_RATES if r >= wanted), TTS_SAMPLE_RATES[-1])
+
+
+def _parse_deepgram(
+    body: Mapping[str, Any], model: str, options: Mapping[str, Any]
+) -> Transcript | None:
+    results = body.get("results")
+    channels = results.get("channels") if isinstance(results, Mapping) else None
+    if not isinstance(channels, list) or not channels or not isinstance(channels[0], Mapping):
+        return None
+    channel = channels[0]
+    alternatives = channel.get("alternatives")
+    if not isinstance(alternatives, list):
+        return None
+    best = alternatives[0] if alternatives and isinstance(alternatives[0], Mapping) else {}
+    words = [w for w in (_deepgram_word(raw) for raw in best.get("words") or []) if w]
+    utterances = results.get("utterances") if isinstance(results, Mapping) else None
+    segments = [
+        Segment(start=s, end=e, text=str(u.get("transcript", "")).strip(), speaker=_speaker(u))
+        for u in (utterances or [])
+        if isinstance(u, Mapping)
+        and (s := _float(u.get("start"))) is not None
+        and (e := _float(u.get("end"))) is not None
+    ] or http.segments_from_words(words)
+    metadata = body.get("metadata")
+    if not isinstance(metadata, Mapping):
+        metadata = {}
+    duration = _float(metadata.get("duration"))
+    language = _str(channel.get("detected_language")) or _language(options, model)
+    return Transcript(
+        text=str(best.get("transcript") or "").strip(),
+        language=language,
+        duration_s=duration if duration is not None else (words[-1].end if words else None),
+        provider="slng",
+        model=model,
+        words=words,
+        segments=segments,
+        request_id=_str(metadata.get("request_id")),
+    )
+
+
+def _parse_whisper(
+    body: Mapping[str, Any], model: str, options: Mapping[str, Any]
+) -> Transcript | None:
+    # {"transcript": ...} is a third shape seen in one SLNG example (providers.md §1.5).
+    text = body.get("text", body.get("transcript"))
+    if not isinstance(text, str):
+        return None
+    words = [
+        Word(text=str(w.get("word", "")).strip(), start=s, end=e)
+        for w in body.get("words") or []
+        if isinstance(w, Mapping)
+        and (s := _float(w.get("start"))) is not None
+        and (e := _float(w.get("end"))) is not None
+    ]
+    segments = [
+        Segment(start=s, end=e, text=str(seg.get("text", "")).strip())
+        for seg in body.get("segments") or []
+        if isinstance(seg, Mapping)
+        and (s := _float(seg.get("start"))) is not None
+        and (e := _float(seg.get("end"))) is not None
+    ] or http.segments_from_words(words)
+    duration = _float(body.get("duration"))
+    if duration is None:
+        ends = [s.end for s in segments] + [w.end for w in words]
+        duration = max(ends) if ends else None
+    return Transcript(
+        text=text.strip(),
+        language=_str(body.get("language")) or _language(options, model),
+        duration_s=duration,
+        provider="slng",
+        model=model,
+        words=words,
+        segments=segments,
+        request_id=_str(body.get("slng_request_id")),
+    )
+
+
+def _deepgram_word(raw: object) -> Word | None:
+    if not isinstance(raw, Mapping):
+        return None
+    start, end = _float(raw.get("start")), _float(raw.get("end"))
+    text = raw.get("punctuated_word") or raw.get("word")
+    if start is None or end is None or not isinstance(text, str):
+        return None
+    return Word(
+        text=text,
+        start=start,
+        end=end,
+        confidence=_float(raw.get("confidence")),
+        speaker=_speaker(raw),
+    )
+
+
+def _language(options: Mapping[str, Any], model: str) -> str | None:
+    """The language asked for, else the one a model variant implies (`nova:3-es` → es)."""
+    if options.get("language"):
+        return str(options["language"])
+    prefix = "slng/deepgram/nova:3-"
+    variant = model.removeprefix(prefix) if model.startswith(prefix) else None
+    return variant if variant and variant != "multi" else None
+
+
+def _speaker(raw: Mapping[str, Any]) -> str | None:
+    value = raw.get("speaker")
+    return None if value is None else str(value)
+
+
+def _float(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    if data.lstrip()[:1] != b"{":
+        return None
+    try:
+        parsed = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None  # raw PCM can start with 0x7B too
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
