@@ -1,0 +1,134 @@
+"""The deployed shape as real processes: emulator, API, worker(s) and beat on loopback.
+
+Each process is started through the `speechbatch` console script with the environment a
+deployment would give it, logs to a file, and is stopped (or SIGKILLed by chaos tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+CLI = str(Path(sys.executable).parent / "speechbatch")
+EMULATOR_KEY = "sk-emulator-e2e-0123456789"
+
+
+class Proc:
+    """A child process in its own session, logging to `log_path`."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], workdir: Path) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self.log_path = workdir / f"{name}.log"
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready: Callable[[], bool] | None = None, timeout: float = 60.0) -> None:
+        with self.log_path.open("ab") as log:
+            self.popen = subprocess.Popen(
+                self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while ready is not None and not ready():
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited while starting:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.tail()}")
+            time.sleep(0.1)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.popen.wait()
+
+
+def answers(url: str) -> Callable[[], bool]:
+    def probe() -> bool:
+        try:
+            return httpx.get(url, timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return probe
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    workdir: Path
+    api_url: str
+    emulator_url: str
+    api_key: str = ""
+    procs: list[Proc] = field(default_factory=list)
+
+    def run_cli(self, *args: str, extra_env: dict[str, str] | None = None,
+                timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([CLI, *args], env={**self.env, **(extra_env or {})}, text=True,
+                              capture_output=True, timeout=timeout, check=False)
+
+    def spawn(self, name: str, *args: str, ready: Callable[[], bool] | None = None) -> Proc:
+        proc = Proc(name, [CLI, *args], self.env, self.workdir)
+        proc.start(ready)
+        self.procs.append(proc)
+        return proc
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api_url, timeout=30.0,
+                            headers={"Authorization": f"Bearer {self.api_key}"})
+
+    def emulator(self) -> httpx.Client:
+        return httpx.Client(base_url=self.emulator_url, timeout=30.0)
+
+    def wait_for_job(self, job_id: str, timeout: float = 180.0) -> dict[str, Any]:
+        """Poll like a client until the job is terminal (AssertionError with logs if not)."""
+        deadline = time.monotonic() + timeout
+        with self.client() as client:
+            while True:
+                job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
+                if job["status"] not in ("queued", "running"):
+                    return job
+                if time.monotonic() > deadline:
+                    logs = "\n".join(f"--- {p.name}\n{p.tail()}" for p in self.procs)
+                    raise AssertionError(f"job still {job['status']}: {job['counts']}\n{logs}")
+                time.sleep(0.5)
+
+    def items(self, job_id: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        cursor = None
+        with self.client() as client:
+            while True:
+                params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+                page = client.get(f"/v1/jobs/{job_id}/items", params=params).json()
+                found += page["items"]
+                cursor = page["next_cursor"]
+                if not cursor:
+                    return found
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
