@@ -39,7 +39,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 bench: test-deps      ## starts Redis/PostgreSQL/SeaweedFS as needed, then measures
-	$(BIN)/python -m tests.services run -- $(BIN)/python bench/throughput.py
+	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.throughput
 
 clean:
 	rm -rf $(VENV) .speechbatch out .pytest_cache .mypy_cache .ruff_cache

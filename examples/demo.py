@@ -51,7 +51,16 @@ def main() -> None:
     shutil.rmtree(OUT, ignore_errors=True)
     run("tts", str(SCRIPT), "--provider", "local", "--out", str(OUT / "tts"))
     wavs = sorted((OUT / "tts").glob("*.wav"))
-    run("stt", *map(str, wavs), "--provider", "local", "--formats", "json,txt", "--out", str(OUT / "stt"))
+    run(
+        "stt",
+        *map(str, wavs),
+        "--provider",
+        "local",
+        "--formats",
+        "json,txt",
+        "--out",
+        str(OUT / "stt"),
+    )
 
     lines = [line.strip() for line in SCRIPT.read_text().splitlines() if line.strip()]
     transcripts = sorted((OUT / "stt").glob("*.json"))
@@ -63,12 +72,18 @@ def main() -> None:
         result = json.loads(path.read_text())
         wer = word_error_rate(words(line), words(result["text"]))
         total_errors += wer * len(words(line))
-        table.add_row(str(n), line, f"{result['duration_s'] or 0:.1f}", result["text"], f"{wer:.0%}")
+        table.add_row(
+            str(n), line, f"{result['duration_s'] or 0:.1f}", result["text"], f"{wer:.0%}"
+        )
     Console().print(table)
     overall = total_errors / sum(len(words(line)) for line in lines)
-    print(f"{len(wavs)} audio files in {OUT / 'tts'}, {len(transcripts)} transcripts in {OUT / 'stt'}")
-    print(f"overall word error rate {overall:.0%}: the offline engines are for trying speechbatch "
-          "out; hosted providers are far more accurate.")
+    print(
+        f"{len(wavs)} audio files in {OUT / 'tts'}, {len(transcripts)} transcripts in {OUT / 'stt'}"
+    )
+    print(
+        f"overall word error rate {overall:.0%}: the offline engines are for trying speechbatch "
+        "out; hosted providers are far more accurate."
+    )
 
 
 if __name__ == "__main__":

@@ -461,7 +461,7 @@ def due_unpublished_items(
     session: Session, *, now: datetime, published_before: datetime | None, limit: int
 ) -> list[int]:
     """queued items that are due and never published, or (with `published_before`) not since."""
-    published = Item.published_at.is_(None)
+    published: ColumnElement[bool] = Item.published_at.is_(None)
     if published_before is not None:
         published = or_(published, Item.published_at < published_before)
     return list(

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 AudioFormat = Literal["wav", "flac", "mp3", "ogg", "opus"]
 TranscriptFormat = Literal["json", "txt", "srt", "vtt"]
+ALL_TRANSCRIPT_FORMATS: tuple[TranscriptFormat, ...] = ("json", "txt", "srt", "vtt")
 
 
 class Strict(BaseModel):
@@ -25,7 +26,7 @@ class JobOptions(Strict):
     language: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
     speed: float = Field(default=1.0, ge=0.5, le=2.0)
     transcript_formats: list[TranscriptFormat] = Field(
-        default_factory=lambda: ["json", "txt", "srt", "vtt"], min_length=1
+        default_factory=lambda: list(ALL_TRANSCRIPT_FORMATS), min_length=1
     )
 
 

@@ -1,1 +1,1 @@
-"""Infrastructure adapters (database engine, object stores). Imports nothing from jobs/ or workers/."""
+"""Adapters (DB engine, object stores); import nothing from jobs/ or workers/."""

@@ -1,1 +1,1 @@
-"""Everything that runs inside a worker: Celery app, thin tasks, pipeline, retry policy, providers."""
+"""Everything that runs inside a worker: Celery app, tasks, pipeline, retries, providers."""

@@ -40,7 +40,7 @@ def create_worker_app(settings: Settings, *, concurrency: int) -> Celery:
                 )
             return holder[0]
 
-    @app.task(name=TASK_PROCESS_ITEM, ignore_result=True)
+    @app.task(name=TASK_PROCESS_ITEM, ignore_result=True)  # type: ignore[untyped-decorator]
     def process_item(item_id: int) -> str:
         return run_item(runtime(), int(item_id)).value
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.publisher import CeleryPublisher
@@ -20,6 +21,10 @@ class Resources:
     sessions: sessionmaker[Session]
     store: ObjectStore
     publisher: CeleryPublisher
+
+    def ping_database(self) -> None:
+        with self.sessions() as session:
+            session.execute(text("SELECT 1"))
 
 
 def resources(request: Request) -> Resources:

@@ -6,7 +6,6 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from jobs.api.deps import Res
-from storage.db import ping
 
 router = APIRouter(tags=["health"])
 
@@ -15,7 +14,7 @@ router = APIRouter(tags=["health"])
 def healthz(res: Res) -> JSONResponse:
     checks: dict[str, str] = {}
     for name, probe in (
-        ("database", lambda: ping(res.sessions.kw["bind"])),
+        ("database", res.ping_database),
         ("broker", res.publisher.ping),
         ("storage", res.store.check),
     ):

@@ -34,8 +34,12 @@ class Proc:
     def start(self, ready: Callable[[], bool] | None = None, timeout: float = 60.0) -> None:
         with self.log_path.open("ab") as log:
             self.popen = subprocess.Popen(
-                self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while ready is not None and not ready():
@@ -86,10 +90,17 @@ class Stack:
     api_key: str = ""
     procs: list[Proc] = field(default_factory=list)
 
-    def run_cli(self, *args: str, extra_env: dict[str, str] | None = None,
-                timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([CLI, *args], env={**self.env, **(extra_env or {})}, text=True,
-                              capture_output=True, timeout=timeout, check=False)
+    def run_cli(
+        self, *args: str, extra_env: dict[str, str] | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CLI, *args],
+            env={**self.env, **(extra_env or {})},
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def spawn(self, name: str, *args: str, ready: Callable[[], bool] | None = None) -> Proc:
         proc = Proc(name, [CLI, *args], self.env, self.workdir)
@@ -98,8 +109,9 @@ class Stack:
         return proc
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.api_url, timeout=30.0,
-                            headers={"Authorization": f"Bearer {self.api_key}"})
+        return httpx.Client(
+            base_url=self.api_url, timeout=30.0, headers={"Authorization": f"Bearer {self.api_key}"}
+        )
 
     def emulator(self) -> httpx.Client:
         return httpx.Client(base_url=self.emulator_url, timeout=30.0)

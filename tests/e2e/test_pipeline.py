@@ -24,9 +24,14 @@ def submit(stack: Stack, body: dict[str, Any]) -> str:
 
 
 def tts_body(texts: list[str]) -> dict[str, Any]:
-    return {"kind": "tts", "provider": "slng", "model": "slng/deepgram/aura:2-en",
-            "voice": "aura-2-thalia-en", "options": {"format": "wav"},
-            "items": [{"id": f"line-{n:03d}", "text": t} for n, t in enumerate(texts)]}
+    return {
+        "kind": "tts",
+        "provider": "slng",
+        "model": "slng/deepgram/aura:2-en",
+        "voice": "aura-2-thalia-en",
+        "options": {"format": "wav"},
+        "items": [{"id": f"line-{n:03d}", "text": t} for n, t in enumerate(texts)],
+    }
 
 
 def fetch(url: str) -> bytes:
@@ -38,8 +43,13 @@ def fetch(url: str) -> bytes:
 def tone_wav(seconds: float, freq: float) -> bytes:
     t = np.arange(int(16000 * seconds)) / 16000
     buffer = io.BytesIO()
-    sf.write(buffer, (0.3 * np.sin(2 * np.pi * freq * t)).astype("float32"), 16000, format="WAV",
-             subtype="PCM_16")
+    sf.write(
+        buffer,
+        (0.3 * np.sin(2 * np.pi * freq * t)).astype("float32"),
+        16000,
+        format="WAV",
+        subtype="PCM_16",
+    )
     return buffer.getvalue()
 
 
@@ -54,7 +64,9 @@ def test_50_line_tts_job_succeeds_with_decodable_audio(stack: Stack) -> None:
     assert len(items) == 50
     for item in items:
         audio, rate = sf.read(io.BytesIO(fetch(item["output"]["url"])))
-        assert rate == 24000 and len(audio) / rate == pytest.approx(item["output"]["duration_s"], rel=0.01)
+        assert rate == 24000 and len(audio) / rate == pytest.approx(
+            item["output"]["duration_s"], rel=0.01
+        )
         assert item["output"]["key"].endswith(f"-{item['id']}.wav")
         assert item["attempts"] == 1
 
@@ -68,8 +80,12 @@ def test_10_file_stt_job_writes_parseable_transcripts(stack: Stack) -> None:
             response = client.post("/v1/uploads", files=files)
             assert response.status_code == 201, response.text
             sources.append(response.json()["source"])
-    body = {"kind": "stt", "provider": "slng", "model": "slng/deepgram/nova:3-en",
-            "items": [{"id": f"call-{n}", "source": s} for n, s in enumerate(sources)]}
+    body = {
+        "kind": "stt",
+        "provider": "slng",
+        "model": "slng/deepgram/nova:3-en",
+        "items": [{"id": f"call-{n}", "source": s} for n, s in enumerate(sources)],
+    }
     job = stack.wait_for_job(submit(stack, body))
     assert job["status"] == "succeeded", job
     for n, item in enumerate(stack.items(job["id"])):
@@ -78,7 +94,9 @@ def test_10_file_stt_job_writes_parseable_transcripts(stack: Stack) -> None:
         transcript = json.loads(fetch(files["json"]))
         assert transcript["text"] and transcript["provider"] == "slng"
         assert transcript["duration_s"] == pytest.approx(1.0 + n * 0.2, abs=0.05)
-        assert all(w["start"] <= w["end"] <= transcript["duration_s"] + 0.01 for w in transcript["words"])
+        assert all(
+            w["start"] <= w["end"] <= transcript["duration_s"] + 0.01 for w in transcript["words"]
+        )
         assert fetch(files["srt"]).startswith(b"1\n")
         assert fetch(files["vtt"]).startswith(b"WEBVTT")
 
@@ -86,11 +104,18 @@ def test_10_file_stt_job_writes_parseable_transcripts(stack: Stack) -> None:
 def test_job_survives_a_provider_failing_30_percent_of_calls(stack: Stack) -> None:
     """With 30 % of calls failing (5xx, 429, timeouts) every item still succeeds, via retries."""
     with stack.emulator() as emulator:
-        emulator.patch("/_emulator/config", json={"fault_rate": 0.3, "timeout_s": 5,
-                                                   "fault_kinds": ["500", "503", "429", "timeout"]})
+        emulator.patch(
+            "/_emulator/config",
+            json={
+                "fault_rate": 0.3,
+                "timeout_s": 5,
+                "fault_kinds": ["500", "503", "429", "timeout"],
+            },
+        )
         emulator.delete("/_emulator/requests")
-        job = stack.wait_for_job(submit(stack, tts_body([f"Flaky line {n}." for n in range(40)])),
-                                 timeout=240)
+        job = stack.wait_for_job(
+            submit(stack, tts_body([f"Flaky line {n}." for n in range(40)])), timeout=240
+        )
         records = emulator.get("/_emulator/requests").json()
     assert job["status"] == "succeeded", job
     assert job["counts"]["succeeded"] == 40
@@ -126,7 +151,14 @@ def test_cli_against_the_api_downloads_every_output(stack: Stack, tmp_path) -> N
     script.write_text("id,text\nintro,Hello from the CLI.\noutro,Goodbye from the CLI.\n")
     out = tmp_path / "out"
     result = stack.run_cli(
-        "tts", str(script), "--provider", "slng", "--format", "flac", "--out", str(out),
+        "tts",
+        str(script),
+        "--provider",
+        "slng",
+        "--format",
+        "flac",
+        "--out",
+        str(out),
         extra_env={"SPEECHBATCH_API_URL": stack.api_url, "SPEECHBATCH_API_KEY": stack.api_key},
     )
     assert result.returncode == 0, result.stderr
@@ -140,11 +172,17 @@ def test_cli_exit_codes_for_failed_items_and_bad_input(stack: Stack, tmp_path) -
     env = {"SPEECHBATCH_API_URL": stack.api_url, "SPEECHBATCH_API_KEY": stack.api_key}
     script = tmp_path / "s.txt"
     script.write_text("fine\nbroken [[status:400]]\n")
-    partial = stack.run_cli("tts", str(script), "--provider", "slng", "--out", str(tmp_path / "o"),
-                            extra_env=env)
+    partial = stack.run_cli(
+        "tts", str(script), "--provider", "slng", "--out", str(tmp_path / "o"), extra_env=env
+    )
     assert partial.returncode == 1, partial.stderr
     refused = stack.run_cli("tts", str(script), "--provider", "nope", extra_env=env)
     assert refused.returncode == 2 and "unknown_provider" in refused.stderr
-    wrong_key = stack.run_cli("tts", str(script), "--provider", "slng",
-                              extra_env={**env, "SPEECHBATCH_API_KEY": "sb_000000000000_x"})
+    wrong_key = stack.run_cli(
+        "tts",
+        str(script),
+        "--provider",
+        "slng",
+        extra_env={**env, "SPEECHBATCH_API_KEY": "sb_000000000000_x"},
+    )
     assert wrong_key.returncode == 2 and "unauthorized" in wrong_key.stderr

@@ -21,9 +21,13 @@ def test_txt_skips_blank_lines(tmp_path: Path) -> None:
 
 def test_csv_reads_id_text_voice(tmp_path: Path) -> None:
     """A CSV with id,text,voice keeps all three per line."""
-    items = read_script(write(tmp_path, "s.csv", "id,text,voice\nintro,Hello there,en-gb\nb,Bye,\n"))
-    assert items == [{"text": "Hello there", "id": "intro", "voice": "en-gb"},
-                     {"text": "Bye", "id": "b"}]
+    items = read_script(
+        write(tmp_path, "s.csv", "id,text,voice\nintro,Hello there,en-gb\nb,Bye,\n")
+    )
+    assert items == [
+        {"text": "Hello there", "id": "intro", "voice": "en-gb"},
+        {"text": "Bye", "id": "b"},
+    ]
 
 
 def test_csv_without_text_column_is_refused(tmp_path: Path) -> None:

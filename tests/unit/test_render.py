@@ -15,7 +15,11 @@ TRANSCRIPT = Transcript(
 
 def test_srt_numbers_blocks_and_uses_commas() -> None:
     """SRT blocks are numbered from 1 with HH:MM:SS,mmm times."""
-    assert to_srt(TRANSCRIPT).splitlines()[:3] == ["1", "00:00:00,000 --> 00:00:01,250", "Hello there."]
+    assert to_srt(TRANSCRIPT).splitlines()[:3] == [
+        "1",
+        "00:00:00,000 --> 00:00:01,250",
+        "Hello there.",
+    ]
     assert "01:02:03,000 --> 01:02:05,500" in to_srt(TRANSCRIPT)
 
 

@@ -56,14 +56,22 @@ class Flaky:
 def run(fn: Flaky, policy: RetryPolicy | None = None) -> tuple[list[float], list[dict]]:
     slept: list[float] = []
     log: list[dict] = []
-    call_with_retries(fn, policy=policy or RetryPolicy(), rng=random.Random(0),
-                      attempts_log=log, deadline_s=60, sleep=slept.append)
+    call_with_retries(
+        fn,
+        policy=policy or RetryPolicy(),
+        rng=random.Random(0),
+        attempts_log=log,
+        deadline_s=60,
+        sleep=slept.append,
+    )
     return slept, log
 
 
 def test_transient_errors_are_retried_then_succeed() -> None:
     """Two 503s then success: three attempts logged, two sleeps, result returned."""
-    fn = Flaky(ProviderUnavailable("503", status_code=503), ProviderUnavailable("503", status_code=503))
+    fn = Flaky(
+        ProviderUnavailable("503", status_code=503), ProviderUnavailable("503", status_code=503)
+    )
     slept, log = run(fn)
     assert fn.calls == 3
     assert len(slept) == 2

@@ -77,7 +77,11 @@ def test_every_count_combination_has_a_status() -> None:
         if sum(combo) == 0:
             continue
         status = job_status_from_counts(
-            total=sum(combo), queued=queued, running=running, succeeded=succeeded,
-            failed=failed, canceled=canceled,
+            total=sum(combo),
+            queued=queued,
+            running=running,
+            succeeded=succeeded,
+            failed=failed,
+            canceled=canceled,
         )
         assert status in JobStatus

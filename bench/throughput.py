@@ -1,0 +1,146 @@
+"""Provider-bound throughput: N TTS items, emulator latency L, concurrency cap C, one worker.
+
+Prints achieved items/s as a ratio to the Little's-law ceiling C/L and to a plain
+asyncio+httpx script making the same calls in the same run. Needs Redis, a database and S3
+in the environment: `make bench` provides them (python -m tests.services run -- ...).
+
+    python bench/throughput.py --items 1000 --latency-ms 100 --cap 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.asyncio_reference import reference_rate
+from jobs.migrate import upgrade_to_head
+from jobs.publisher import CeleryPublisher
+from jobs.schemas import JobCreate
+from jobs.service import ensure_tenant, submit_job
+from jobs.settings import Settings
+from storage.db import make_engine, make_session_factory
+from tests.services import free_port
+
+CLI = str(Path(sys.executable).parent / "speechbatch")
+KEY = "sk-bench-0123456789"
+
+
+def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as handle:
+        return subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT)
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--latency-ms", type=float, default=100.0)
+    parser.add_argument("--cap", type=int, default=16, help="emulator concurrency cap C")
+    parser.add_argument("--worker-concurrency", type=int, default=None, help="default: C")
+    args = parser.parse_args()
+    slots = args.worker_concurrency or args.cap
+    ceiling = args.cap / (args.latency_ms / 1000)
+
+    workdir = Path(tempfile.mkdtemp(prefix="sb-bench-"))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "SLNG_API_KEY": KEY,
+        "EMULATOR_API_KEYS": KEY,
+        "SPEECHBATCH_SLNG_BASE_URL": f"{base}/slng",
+    }
+    settings = Settings()
+    upgrade_to_head(settings.database_url)
+    emulator = start(
+        [
+            CLI,
+            "emulator",
+            "--port",
+            str(port),
+            "--latency-ms",
+            str(args.latency_ms),
+            "--concurrency",
+            str(args.cap),
+        ],
+        env,
+        workdir / "emulator.log",
+    )
+    worker = None
+    try:
+        wait_http(f"{base}/_emulator/health")
+        reference = reference_rate(f"{base}/slng", KEY, items=args.items, concurrency=args.cap)
+        httpx.delete(f"{base}/_emulator/requests")
+
+        worker = start([CLI, "worker", "--concurrency", str(slots)], env, workdir / "worker.log")
+        sessions = make_session_factory(make_engine(settings.database_url))
+        tenant = ensure_tenant(sessions, "bench").id
+        publisher = CeleryPublisher(str(settings.broker_url))
+        body = JobCreate.model_validate(
+            {
+                "kind": "tts",
+                "provider": "slng",
+                "items": [
+                    {"text": f"Benchmark line {n} of the bulk job."} for n in range(args.items)
+                ],
+            }
+        )
+        time.sleep(3)  # let the worker connect before the clock starts
+        submitted = submit_job(
+            sessions, tenant, body, idempotency_key=None, publish=publisher, max_items=args.items
+        )
+        job_id = submitted.job.id
+        from jobs.service import get_job
+
+        while True:
+            job = get_job(sessions, tenant, job_id)
+            if job.status not in ("queued", "running"):
+                break
+            time.sleep(0.2)
+        assert job.started_at and job.finished_at
+        elapsed = (job.finished_at - job.created_at).total_seconds()
+        achieved = args.items / elapsed
+        stats = httpx.get(f"{base}/_emulator/stats").json()
+        rejected = stats["by_status"].get("429", 0)
+        print(
+            f"throughput: N={args.items} L={args.latency_ms:.0f}ms C={args.cap} "
+            f"worker slots={slots} status={job.status}"
+        )
+        print(f"  speechbatch     {achieved:8.1f} items/s  ({elapsed:.1f} s submit→done)")
+        print(f"  asyncio script  {reference:8.1f} items/s")
+        print(f"  ceiling C/L     {ceiling:8.1f} items/s")
+        print(
+            f"  ratio to ceiling {achieved / ceiling:.2f}, to asyncio reference "
+            f"{achieved / reference:.2f}; emulator max in flight {stats['max_in_flight']}, "
+            f"429s {rejected}"
+        )
+    finally:
+        for proc in (worker, emulator):
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+if __name__ == "__main__":
+    main()
