@@ -6,10 +6,11 @@ Exit codes (design §5): 0 every item succeeded, 1 some items failed or were can
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +44,16 @@ def friendly_errors(fn: F) -> F:
             sys.exit(EXIT_BAD_INPUT if exc.status < 500 else EXIT_ITEMS_FAILED)
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def connected(concurrency: int = 4) -> Iterator[Backend]:
+    """A backend for one command, closed (local worker threads stopped) afterwards."""
+    backend = open_backend(get_settings(), concurrency=concurrency)
+    try:
+        yield backend
+    finally:
+        backend.close()
 
 
 def job_options(fn: F) -> F:
@@ -135,13 +146,11 @@ def tts(
         "options": options,
         "items": items,
     }
-    backend = open_backend(get_settings(), concurrency=concurrency)
-    try:
-        sys.exit(
-            _run(body, backend, out_dir=out_dir, no_wait=no_wait, idempotency_key=idempotency_key)
+    with connected(concurrency) as backend:
+        code = _run(
+            body, backend, out_dir=out_dir, no_wait=no_wait, idempotency_key=idempotency_key
         )
-    finally:
-        backend.close()
+    sys.exit(code)
 
 
 @click.command()
@@ -170,8 +179,7 @@ def stt(
     options: dict[str, Any] = {"transcript_formats": [f.strip() for f in formats.split(",")]}
     if language:
         options["language"] = language
-    backend = open_backend(get_settings(), concurrency=concurrency)
-    try:
+    with connected(concurrency) as backend:
         items = [{"id": path.stem, "source": backend.upload(path)} for path in paths]
         body = {
             "kind": "stt",
@@ -180,11 +188,10 @@ def stt(
             "options": options,
             "items": items,
         }
-        sys.exit(
-            _run(body, backend, out_dir=out_dir, no_wait=no_wait, idempotency_key=idempotency_key)
+        code = _run(
+            body, backend, out_dir=out_dir, no_wait=no_wait, idempotency_key=idempotency_key
         )
-    finally:
-        backend.close()
+    sys.exit(code)
 
 
 def download_outputs(backend: Backend, job_id: str, target: Path) -> list[dict[str, Any]]:
@@ -227,20 +234,13 @@ def print_summary(job: dict[str, Any], failed: list[dict[str, Any]], target: Pat
     console.print(f"outputs in {target}")
 
 
-def _backend() -> Backend:
-    return open_backend(get_settings())
-
-
 @click.command()
 @click.argument("job_id")
 @friendly_errors
 def status(job_id: str) -> None:
     """Print a job's status, counts and usage as JSON."""
-    backend = _backend()
-    try:
+    with connected() as backend:
         click.echo(json.dumps(backend.get_job(job_id), indent=2))
-    finally:
-        backend.close()
 
 
 @click.command("jobs")
@@ -248,8 +248,7 @@ def status(job_id: str) -> None:
 @friendly_errors
 def list_jobs(limit: int) -> None:
     """List recent jobs, newest first."""
-    backend = _backend()
-    try:
+    with connected() as backend:
         table = Table()
         for column in ("id", "kind", "provider", "status", "done", "failed", "total", "created"):
             table.add_column(column)
@@ -266,8 +265,6 @@ def list_jobs(limit: int) -> None:
                 job["created_at"],
             )
         Console().print(table)
-    finally:
-        backend.close()
 
 
 @click.command()
@@ -275,12 +272,9 @@ def list_jobs(limit: int) -> None:
 @friendly_errors
 def cancel(job_id: str) -> None:
     """Cancel a job's items that have not started."""
-    backend = _backend()
-    try:
+    with connected() as backend:
         job = backend.cancel(job_id)
         click.echo(f"{job['id']}: {job['status']} ({job['counts']['canceled']} canceled)")
-    finally:
-        backend.close()
 
 
 @click.command()
@@ -288,12 +282,9 @@ def cancel(job_id: str) -> None:
 @friendly_errors
 def retry(job_id: str) -> None:
     """Re-queue a job's failed items."""
-    backend = _backend()
-    try:
+    with connected() as backend:
         job = backend.retry(job_id)
         click.echo(f"{job['id']}: {job['status']} ({job['counts']['queued']} queued)")
-    finally:
-        backend.close()
 
 
 @click.command()
@@ -302,12 +293,9 @@ def retry(job_id: str) -> None:
 @friendly_errors
 def download(job_id: str, out_dir: Path) -> None:
     """Download every output of JOB_ID into --out."""
-    backend = _backend()
-    try:
+    with connected() as backend:
         failed = download_outputs(backend, job_id, out_dir)
         click.echo(f"downloaded outputs of {job_id} to {out_dir} ({len(failed)} failed items)")
-    finally:
-        backend.close()
 
 
 def register_job_commands(group: click.Group) -> None:

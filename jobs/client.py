@@ -174,7 +174,7 @@ class LocalBackend:
                 yield item_view(job, item, lambda key, _item: key).model_dump(mode="json")
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        service.cancel_job(self.sessions, self.tenant_id, job_id)
+        service.cancel_job(self.sessions, self.store, self.tenant_id, job_id)
         return self._view(job_id)
 
     def retry(self, job_id: str) -> dict[str, Any]:

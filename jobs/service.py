@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import secrets
+import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ from jobs.models import Job, Tenant
 from jobs.schemas import JobCreate
 from jobs.status import JOB_TERMINAL, ItemStatus, JobStatus
 from jobs.validation import ValidJob, validate_job
-from storage.keys import upload_key
+from jobs.views import manifest_line
+from storage.keys import manifest_key, upload_key
 from storage.objects import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -157,7 +159,9 @@ def get_job(sessions: sessionmaker[Session], tenant_id: str, job_id: str) -> Job
     return job
 
 
-def cancel_job(sessions: sessionmaker[Session], tenant_id: str, job_id: str) -> Job:
+def cancel_job(
+    sessions: sessionmaker[Session], store: ObjectStore, tenant_id: str, job_id: str
+) -> Job:
     """Cancel what has not started; running items finish (their outputs are whole)."""
     with sessions() as session:
         job = repo.get_job(session, tenant_id, job_id)
@@ -166,6 +170,7 @@ def cancel_job(sessions: sessionmaker[Session], tenant_id: str, job_id: str) -> 
         if job.status not in JOB_TERMINAL:
             repo.cancel_job(session, job_id, now=utc_now())
             session.commit()
+    write_manifest_if_finished(sessions, store, job_id)
     return get_job(sessions, tenant_id, job_id)
 
 
@@ -183,6 +188,27 @@ def retry_job(
         session.commit()
     publish_safely(publish, ids)
     return get_job(sessions, tenant_id, job_id)
+
+
+def write_manifest_if_finished(
+    sessions: sessionmaker[Session], store: ObjectStore, job_id: str
+) -> bool:
+    """Store `{prefix}/{tenant}/{job_id}/manifest.jsonl` once the job is terminal.
+
+    Whoever finishes a job calls this; two racing finishers write the same bytes to the same
+    key, and a retried job's next finish rewrites it. Spooled, so 100k lines stay on disk.
+    """
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status not in JOB_TERMINAL:
+            return False
+        with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as buffer:
+            for item in repo.iter_items(session, job_id):
+                buffer.write((json.dumps(manifest_line(job, item)) + "\n").encode())
+            buffer.seek(0)
+            key = manifest_key(job.output_prefix, job.tenant_id, job.id)
+            store.put_file(key, buffer, "application/x-ndjson")  # type: ignore[arg-type]
+    return True
 
 
 # --- tenants and keys -------------------------------------------------------------------

@@ -19,6 +19,7 @@ from jobs import repository as repo
 from jobs.clock import utc_now
 from jobs.media import sniff_audio
 from jobs.repository import ClaimedItem
+from jobs.service import write_manifest_if_finished
 from storage.keys import output_key, upload_key
 from storage.objects import ObjectNotFound
 from workers.audio import convert
@@ -83,7 +84,16 @@ def run_item(rt: Runtime, item_id: int) -> Outcome:
         repo.record_attempts(session, item.id, attempts)
         done = repo.succeed_item(session, item, now=utc_now(), **written)
         session.commit()
+    _after_final(rt, item)
     return Outcome.SUCCEEDED if done else Outcome.LOST
+
+
+def _after_final(rt: Runtime, item: ClaimedItem) -> None:
+    """Store the job's manifest if this outcome finished the job (never fails the item)."""
+    try:
+        write_manifest_if_finished(rt.sessions, rt.store, item.job_id)
+    except Exception:  # the manifest endpoint still serves it; the next finisher rewrites
+        log.warning("could not write the manifest of job %s", item.job_id, exc_info=True)
 
 
 def _deadline(rt: Runtime) -> float:
@@ -185,6 +195,7 @@ def _finish_failed(
         repo.record_attempts(session, item.id, attempts)
         done = repo.fail_item(session, item, now=utc_now(), code=code, message=message)
         session.commit()
+    _after_final(rt, item)
     return Outcome.FAILED if done else Outcome.LOST
 
 

@@ -160,7 +160,7 @@ def item_output(
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: str, res: Res, tenant_id: TenantId) -> JobOut:
-    return job_view(service.cancel_job(res.sessions, tenant_id, job_id))
+    return job_view(service.cancel_job(res.sessions, res.store, tenant_id, job_id))
 
 
 @router.post("/{job_id}/retry", response_model=JobOut, status_code=202)

@@ -186,3 +186,29 @@ def test_cli_exit_codes_for_failed_items_and_bad_input(stack: Stack, tmp_path) -
         extra_env={**env, "SPEECHBATCH_API_KEY": "sb_000000000000_x"},
     )
     assert wrong_key.returncode == 2 and "unauthorized" in wrong_key.stderr
+
+
+def test_cli_stt_against_the_api_uploads_and_downloads(stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`speechbatch stt` with a glob uploads each file, follows the job and saves transcripts."""
+    for n in range(2):
+        (tmp_path / f"rec-{n}.wav").write_bytes(tone_wav(1.0, 300 + 100 * n))
+    out = tmp_path / "out"
+    result = stack.run_cli(
+        "stt",
+        str(tmp_path / "rec-*.wav"),
+        "--provider",
+        "slng",
+        "--formats",
+        "json,srt",
+        "--out",
+        str(out),
+        extra_env={"SPEECHBATCH_API_URL": stack.api_url, "SPEECHBATCH_API_KEY": stack.api_key},
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "000001-rec-0.json",
+        "000001-rec-0.srt",
+        "000002-rec-1.json",
+        "000002-rec-1.srt",
+    ]
+    assert json.loads((out / "000002-rec-1.json").read_text())["duration_s"] == pytest.approx(1.0)

@@ -41,6 +41,7 @@ class LocalProvider:
         # about 0.25x real time, so one decoder is reused; decoders are not thread-safe.
         self._lock = threading.Lock()
         self._decoder: Any = None
+        self._voices: frozenset[str] | None = None
 
     def synthesize(
         self, text: str, *, model: str, voice: str | None, options: Mapping[str, Any]
@@ -49,7 +50,7 @@ class LocalProvider:
             raise http.unknown_model("The local provider", model, self._spec.tts_models)
         http.check_tts_text(text, limit=self._spec.text_limit(model), model=model)
         chosen = voice or self._spec.default_voice or "en-us"
-        if not _VOICE_NAME.fullmatch(chosen):
+        if not _VOICE_NAME.fullmatch(chosen) or not self._voice_exists(chosen):
             raise _unknown_voice(chosen)
         command = [self._espeak, "-v", chosen, "-s", str(words_per_minute(options)), "--stdout"]
         try:
@@ -81,6 +82,15 @@ class LocalProvider:
                 code="engine_failed",
             )
         return Synthesis(audio=_fix_wav_sizes(result.stdout), content_type="audio/wav")
+
+    def _voice_exists(self, voice: str) -> bool:
+        # espeak-ng falls back to its default voice, exit 0 and no message, when `-s` is
+        # given with an unknown `-v`; so check against its own voice list (read once).
+        with self._lock:
+            if self._voices is None:
+                self._voices = _list_voices(self._espeak)
+        base = voice.split("+", 1)[0].lower()  # "en-us+f3" is voice en-us, variant f3
+        return not self._voices or base in self._voices
 
     def transcribe(
         self, audio: AudioInput, *, model: str, options: Mapping[str, Any]
@@ -154,6 +164,32 @@ def words_per_minute(options: Mapping[str, Any]) -> int:
             f"speed must be a positive number (1.0 is normal), got {raw!r}.", code="invalid_option"
         )
     return min(max(round(BASE_WORDS_PER_MINUTE * speed), _MIN_WPM), _MAX_WPM)
+
+
+def _list_voices(espeak: str) -> frozenset[str]:
+    """Names `-v` accepts: language codes, voice names and file names from `--voices`.
+
+    Empty when espeak-ng cannot be run; synthesis then reports the missing engine itself.
+    """
+    try:
+        listing = subprocess.run(
+            [espeak, "--voices"], capture_output=True, timeout=10, check=False
+        ).stdout.decode("utf-8", "replace")
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()
+    names: set[str] = set()
+    for line in listing.splitlines()[1:]:
+        columns = line.split()
+        if len(columns) >= 5:
+            names.update(
+                {
+                    columns[1].lower(),
+                    columns[3].lower(),
+                    columns[4].lower(),
+                    columns[4].rsplit("/", 1)[-1].lower(),
+                }
+            )
+    return frozenset(names)
 
 
 def _unknown_voice(voice: str) -> InvalidInput:

@@ -1,0 +1,130 @@
+"""The Celery-free pipeline (`run_item`) against real databases, a real store and espeak-ng.
+
+Provider doubles appear only where a test needs a failure mode the offline engine cannot
+produce (a transient error); everything with a protocol is real.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from jobs.models import Attempt, Item
+from storage.keys import manifest_key
+from storage.objects import LocalObjectStore
+from tests.integration.helpers import Recorder, migrated_sessions, tts_job
+from workers.pipeline import Outcome, run_item
+from workers.providers import build_provider
+from workers.providers.base import Synthesis
+from workers.providers.errors import ProviderUnavailable
+from workers.retry import RetryPolicy
+from workers.runtime import Runtime
+
+pytestmark = pytest.mark.integration
+
+
+class AlwaysDown:
+    """A provider whose every call is a 503 (a provider outage)."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def synthesize(self, text: str, **_: Any) -> Synthesis:
+        self.calls += 1
+        raise ProviderUnavailable("503 from provider", status_code=503, request_id=f"r{self.calls}")
+
+    def transcribe(self, audio: Any, *, model: str, options: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
+
+
+def runtime(sessions, store, provider=None, **policy: Any) -> tuple[Runtime, Recorder]:  # type: ignore[no-untyped-def]
+    recorder = Recorder()
+    local = build_provider("local", client=None, base_url=None, api_key=None)
+    rt = Runtime(
+        sessions=sessions,
+        store=store,
+        provider_for=lambda _name: provider or local,
+        publish=recorder,
+        policy=RetryPolicy(**policy),
+        rng=random.Random(1),
+        sleep=lambda _s: None,
+    )
+    return rt, recorder
+
+
+def test_items_run_once_and_the_manifest_is_stored(
+    database_url: str, local_store: LocalObjectStore
+) -> None:
+    """Every item succeeds once, re-delivery is a no-op, and manifest.jsonl lists each item."""
+    sessions = migrated_sessions(database_url)
+    published = Recorder()
+    job = tts_job(sessions, ["Hello there.", "General Kenobi."], publish=published).job
+    rt, _ = runtime(sessions, local_store)
+    assert [run_item(rt, i) for i in published.ids] == [Outcome.SUCCEEDED] * 2
+    assert [run_item(rt, i) for i in published.ids] == [Outcome.SKIPPED] * 2  # duplicates
+    keys = sorted(local_store.list_keys(f"{job.tenant_id}/{job.id}/"))
+    assert keys == [
+        f"{job.tenant_id}/{job.id}/000001-1.wav",
+        f"{job.tenant_id}/{job.id}/000002-2.wav",
+        manifest_key("", job.tenant_id, job.id),
+    ]
+    lines = local_store.get_bytes(manifest_key("", job.tenant_id, job.id)).decode().splitlines()
+    assert [json.loads(line)["status"] for line in lines] == ["succeeded", "succeeded"]
+
+
+def test_unknown_voice_fails_only_that_item(
+    database_url: str, local_store: LocalObjectStore
+) -> None:
+    """A permanent provider error fails the item with its code after one attempt."""
+    sessions = migrated_sessions(database_url)
+    published = Recorder()
+    tts_job(sessions, ["Hi."], publish=published, voice="no-such-voice")
+    rt, _ = runtime(sessions, local_store)
+    assert run_item(rt, published.ids[0]) == Outcome.FAILED
+    with sessions() as session:
+        item = session.get(Item, published.ids[0])
+        attempts = session.scalar(select(func.count()).where(Attempt.item_id == item.id))
+    assert (item.status, item.error_code, item.attempts, attempts) == (
+        "failed",
+        "unknown_voice",
+        1,
+        1,
+    )
+
+
+def test_transient_failures_requeue_then_fail_after_the_attempt_budget(
+    database_url: str, local_store: LocalObjectStore
+) -> None:
+    """An outage re-queues the item with a short countdown, then fails it after item_attempts."""
+    sessions = migrated_sessions(database_url)
+    published = Recorder()
+    tts_job(sessions, ["Hi."], publish=published)
+    down = AlwaysDown()
+    rt, republished = runtime(
+        sessions,
+        local_store,
+        down,
+        call_attempts=2,
+        item_attempts=3,
+        item_base_s=0.0,
+        item_cap_s=0.0,
+    )
+    item_id = published.ids[0]
+    assert run_item(rt, item_id) == Outcome.RETRYING
+    assert republished.published == [(item_id, 0.0)]
+    assert run_item(rt, item_id) == Outcome.RETRYING
+    assert run_item(rt, item_id) == Outcome.FAILED
+    with sessions() as session:
+        item = session.get(Item, item_id)
+        attempts = list(session.scalars(select(Attempt).where(Attempt.item_id == item_id)))
+    assert item.error_code == "provider_unavailable" and "after 3 attempts" in item.error_message
+    assert down.calls == 6 and len(attempts) == 6  # 3 claims x 2 in-call attempts, all recorded
+    assert {a.status_code for a in attempts} == {503}
+    assert {a.provider_request_id for a in attempts} == {f"r{n}" for n in range(1, 7)}
