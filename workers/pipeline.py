@@ -49,6 +49,13 @@ class Outcome(StrEnum):
 
 def run_item(rt: Runtime, item_id: int) -> Outcome:
     """Run one item to an outcome. Never raises for provider or input problems."""
+    outcome = _run_item(rt, item_id)
+    # One line per delivery; the chaos suite greps these to prove no item succeeded twice.
+    log.info("item %s outcome %s", item_id, outcome.value)
+    return outcome
+
+
+def _run_item(rt: Runtime, item_id: int) -> Outcome:
     now = utc_now()
     with rt.sessions() as session:
         item = repo.claim_item(
