@@ -12,12 +12,26 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, case, func, insert, or_, select, update
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Float,
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
-from jobs.models import ApiKey, Attempt, Item, Job, Tenant
+from jobs.models import ApiKey, Attempt, Item, Job, Tenant, UTCDateTime
 from jobs.status import ItemStatus, JobStatus, check_item_transition
 
 COUNTERS = ("queued", "running", "succeeded", "failed", "canceled")
@@ -141,19 +155,23 @@ def get_item(session: Session, job_id: str, external_id: str) -> Item | None:
 
 
 # --- counters ---------------------------------------------------------------------------
+#
+# The per-item statements below are built once, on the Core tables, with bind parameters:
+# building ORM-enabled UPDATEs per call cost more CPU than the database work itself, and a
+# worker's throughput is bound by its CPU (one GIL) long before the provider's limit.
+
+JOBS, ITEMS, ATTEMPTS = (cast(Table, m.__table__) for m in (Job, Item, Attempt))
+_now = bindparam("now", type_=UTCDateTime())
 
 
-def _shift_counts(
-    session: Session, job_id: str, now: datetime, extra: dict[str, Any] | None = None, **deltas: int
-) -> None:
-    """Move the job's counters by `deltas` and set status/finished_at from the new counts.
+def _counter_update() -> Any:
+    """UPDATE jobs: move every counter by its delta, derive status, return what workers need.
 
-    One UPDATE whose CASE mirrors `jobs.status.job_status_from_counts` (a test keeps the
-    two in step), so concurrent workers never read-modify-write the job row.
+    The CASE mirrors `jobs.status.job_status_from_counts` (a test keeps the two in step), so
+    concurrent workers never read-modify-write the job row.
     """
-    new: dict[str, ColumnElement[int]] = {
-        name: getattr(Job, name) + deltas.get(name, 0) for name in COUNTERS
-    }
+    now = _now
+    new = {name: JOBS.c[name] + bindparam(f"d_{name}", type_=Integer()) for name in COUNTERS}
     pending = new["queued"] + new["running"]
     status = case(
         (
@@ -168,13 +186,54 @@ def _shift_counts(
         (new["succeeded"] == 0, JobStatus.FAILED.value),
         else_=JobStatus.COMPLETED_WITH_ERRORS.value,
     )
-    values: dict[str, Any] = {name: new[name] for name in deltas}
-    values["status"] = status
-    values["finished_at"] = case((pending > 0, None), else_=func.coalesce(Job.finished_at, now))
-    if deltas.get("running", 0) > 0:
-        values["started_at"] = func.coalesce(Job.started_at, now)
-    values.update(extra or {})
-    session.execute(update(Job).where(Job.id == job_id).values(**values))
+    claimed = bindparam("d_running", type_=Integer()) > 0
+    cancel = bindparam("cancel", type_=Boolean())
+    return (
+        update(JOBS)
+        .where(JOBS.c.id == bindparam("job_id"))
+        .values(
+            **new,
+            status=status,
+            finished_at=case((pending > 0, None), else_=func.coalesce(JOBS.c.finished_at, now)),
+            started_at=case(
+                (claimed, func.coalesce(JOBS.c.started_at, now)), else_=JOBS.c.started_at
+            ),
+            canceled_at=case(
+                (cancel, func.coalesce(JOBS.c.canceled_at, now)), else_=JOBS.c.canceled_at
+            ),
+            usage_characters=JOBS.c.usage_characters + bindparam("d_chars", type_=Integer()),
+            usage_audio_seconds=JOBS.c.usage_audio_seconds + bindparam("d_audio", type_=Float()),
+        )
+        .returning(
+            JOBS.c.status,
+            JOBS.c.tenant_id,
+            JOBS.c.kind,
+            JOBS.c.provider,
+            JOBS.c.model,
+            JOBS.c.voice,
+            JOBS.c.options,
+            JOBS.c.output_prefix,
+        )
+    )
+
+
+COUNTER_UPDATE = _counter_update()
+
+
+def _shift_counts(
+    session: Session,
+    job_id: str,
+    now: datetime,
+    *,
+    characters: int = 0,
+    audio_seconds: float = 0.0,
+    cancel: bool = False,
+    **deltas: int,
+) -> Any:
+    """Move the job's counters by `deltas` (and usage); returns the job's new status row."""
+    params: dict[str, Any] = {f"d_{name}": deltas.get(name, 0) for name in COUNTERS}
+    params.update(job_id=job_id, now=now, cancel=cancel, d_chars=characters, d_audio=audio_seconds)
+    return session.connection().execute(COUNTER_UPDATE, params).one()
 
 
 # --- item transitions -------------------------------------------------------------------
@@ -201,49 +260,44 @@ class ClaimedItem:
     output_prefix: str
 
 
+_due = or_(ITEMS.c.next_attempt_at.is_(None), ITEMS.c.next_attempt_at <= _now)
+CLAIM = (
+    update(ITEMS)
+    .where(ITEMS.c.id == bindparam("item_id"), ITEMS.c.status == ItemStatus.QUEUED.value, _due)
+    .values(
+        status=ItemStatus.RUNNING.value,
+        attempts=ITEMS.c.attempts + 1,
+        claim_token=bindparam("token"),
+        lease_expires_at=bindparam("lease_until", type_=UTCDateTime()),
+        updated_at=_now,
+    )
+    .returning(
+        ITEMS.c.job_id,
+        ITEMS.c.seq,
+        ITEMS.c.external_id,
+        ITEMS.c.text,
+        ITEMS.c.source,
+        ITEMS.c.voice,
+        ITEMS.c.attempts,
+    )
+)
+
+
 def claim_item(
     session: Session, item_id: int, *, token: str, now: datetime, lease_until: datetime
 ) -> ClaimedItem | None:
     """queued → running if the item is queued and due; None when someone else has it."""
     check_item_transition(ItemStatus.QUEUED, ItemStatus.RUNNING)
-    row = session.execute(
-        update(Item)
-        .where(
-            Item.id == item_id,
-            Item.status == ItemStatus.QUEUED.value,
-            or_(Item.next_attempt_at.is_(None), Item.next_attempt_at <= now),
+    row = (
+        session.connection()
+        .execute(
+            CLAIM, {"item_id": item_id, "token": token, "now": now, "lease_until": lease_until}
         )
-        .values(
-            status=ItemStatus.RUNNING.value,
-            attempts=Item.attempts + 1,
-            claim_token=token,
-            lease_expires_at=lease_until,
-            updated_at=now,
-        )
-        .returning(
-            Item.job_id,
-            Item.seq,
-            Item.external_id,
-            Item.text,
-            Item.source,
-            Item.voice,
-            Item.attempts,
-        )
-    ).one_or_none()
+        .one_or_none()
+    )
     if row is None:
         return None
-    _shift_counts(session, row.job_id, now, queued=-1, running=1)
-    job = session.execute(
-        select(
-            Job.tenant_id,
-            Job.kind,
-            Job.provider,
-            Job.model,
-            Job.voice,
-            Job.options,
-            Job.output_prefix,
-        ).where(Job.id == row.job_id)
-    ).one()
+    job = _shift_counts(session, row.job_id, now, queued=-1, running=1)
     return ClaimedItem(
         id=item_id,
         job_id=row.job_id,
@@ -263,21 +317,59 @@ def claim_item(
     )
 
 
+_LEAVE_VALUES = (
+    "error_code",
+    "error_message",
+    "next_attempt_at",
+    "published_at",
+    "finished_at",
+    "output_key",
+    "output_bytes",
+    "output_content_type",
+    "duration_s",
+    "characters",
+)
+
+
+def _leave_statement(target: ItemStatus, columns: tuple[str, ...]) -> Any:
+    check_item_transition(ItemStatus.RUNNING, target)
+    values: dict[str, Any] = {name: bindparam(name, type_=ITEMS.c[name].type) for name in columns}
+    return (
+        update(ITEMS)
+        .where(
+            ITEMS.c.id == bindparam("item_id"),
+            ITEMS.c.status == ItemStatus.RUNNING.value,
+            ITEMS.c.claim_token == bindparam("token"),
+        )
+        .values(
+            status=target.value,
+            lease_expires_at=None,
+            updated_at=_now,
+            **values,
+        )
+    )
+
+
+_SUCCEED_COLUMNS = _LEAVE_VALUES[:3] + _LEAVE_VALUES[4:]
+LEAVE = {
+    ItemStatus.SUCCEEDED: _leave_statement(ItemStatus.SUCCEEDED, _SUCCEED_COLUMNS),
+    ItemStatus.FAILED: _leave_statement(
+        ItemStatus.FAILED, ("error_code", "error_message", "next_attempt_at", "finished_at")
+    ),
+    ItemStatus.QUEUED: _leave_statement(
+        ItemStatus.QUEUED, ("error_code", "error_message", "next_attempt_at", "published_at")
+    ),
+    ItemStatus.CANCELED: _leave_statement(ItemStatus.CANCELED, ("finished_at",)),
+}
+
+
 def _leave_running(
     session: Session, item: ClaimedItem, target: ItemStatus, now: datetime, values: dict[str, Any]
 ) -> bool:
     """running → target, only for the claim holder (a worker whose lease was taken loses)."""
-    check_item_transition(ItemStatus.RUNNING, target)
-    result = session.execute(
-        update(Item)
-        .where(
-            Item.id == item.id,
-            Item.status == ItemStatus.RUNNING.value,
-            Item.claim_token == item.token,
-        )
-        .values(status=target.value, lease_expires_at=None, updated_at=now, **values)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    params = {"item_id": item.id, "token": item.token, "now": now, **values}
+    result = session.connection().execute(LEAVE[target], params)
+    return bool(result.rowcount)
 
 
 def succeed_item(
@@ -290,7 +382,8 @@ def succeed_item(
     content_type: str,
     duration_s: float | None,
     characters: int,
-) -> bool:
+) -> str | None:
+    """running → succeeded; returns the job's new status, or None if the claim was lost."""
     done = _leave_running(
         session,
         item,
@@ -308,18 +401,24 @@ def succeed_item(
             "finished_at": now,
         },
     )
-    if done:
-        usage = {
-            "usage_characters": Job.usage_characters + characters,
-            "usage_audio_seconds": Job.usage_audio_seconds + (duration_s or 0.0),
-        }
-        _shift_counts(session, item.job_id, now, usage, running=-1, succeeded=1)
-    return done
+    if not done:
+        return None
+    job = _shift_counts(
+        session,
+        item.job_id,
+        now,
+        characters=characters,
+        audio_seconds=duration_s or 0.0,
+        running=-1,
+        succeeded=1,
+    )
+    return str(job.status)
 
 
 def fail_item(
     session: Session, item: ClaimedItem, *, now: datetime, code: str, message: str
-) -> bool:
+) -> str | None:
+    """running → failed; returns the job's new status, or None if the claim was lost."""
     done = _leave_running(
         session,
         item,
@@ -327,9 +426,9 @@ def fail_item(
         now,
         {"error_code": code, "error_message": message, "next_attempt_at": None, "finished_at": now},
     )
-    if done:
-        _shift_counts(session, item.job_id, now, running=-1, failed=1)
-    return done
+    if not done:
+        return None
+    return str(_shift_counts(session, item.job_id, now, running=-1, failed=1).status)
 
 
 def requeue_item(
@@ -368,7 +467,8 @@ def requeue_item(
 
 def record_attempts(session: Session, item_id: int, attempts: Sequence[dict[str, Any]]) -> None:
     if attempts:
-        session.execute(insert(Attempt), [dict(a, item_id=item_id) for a in attempts])
+        rows = [dict(a, item_id=item_id) for a in attempts]
+        session.connection().execute(insert(ATTEMPTS), rows)
 
 
 def count_attempts(session: Session, item_id: int) -> int:
@@ -387,14 +487,7 @@ def cancel_job(session: Session, job_id: str, *, now: datetime) -> int:
         .values(status=ItemStatus.CANCELED.value, finished_at=now, updated_at=now)
     )
     count = int(result.rowcount)  # type: ignore[attr-defined]
-    _shift_counts(
-        session,
-        job_id,
-        now,
-        {"canceled_at": func.coalesce(Job.canceled_at, now)},
-        queued=-count,
-        canceled=count,
-    )
+    _shift_counts(session, job_id, now, cancel=True, queued=-count, canceled=count)
     return count
 
 

@@ -20,6 +20,7 @@ from jobs.clock import utc_now
 from jobs.media import sniff_audio
 from jobs.repository import ClaimedItem
 from jobs.service import write_manifest_if_finished
+from jobs.status import JOB_TERMINAL
 from storage.keys import output_key, upload_key
 from storage.objects import ObjectNotFound
 from workers.audio import convert
@@ -89,14 +90,16 @@ def _run_item(rt: Runtime, item_id: int) -> Outcome:
 
     with rt.sessions() as session:
         repo.record_attempts(session, item.id, attempts)
-        done = repo.succeed_item(session, item, now=utc_now(), **written)
+        status = repo.succeed_item(session, item, now=utc_now(), **written)
         session.commit()
-    _after_final(rt, item)
-    return Outcome.SUCCEEDED if done else Outcome.LOST
+    _after_final(rt, item, status)
+    return Outcome.SUCCEEDED if status else Outcome.LOST
 
 
-def _after_final(rt: Runtime, item: ClaimedItem) -> None:
+def _after_final(rt: Runtime, item: ClaimedItem, job_status: str | None) -> None:
     """Store the job's manifest if this outcome finished the job (never fails the item)."""
+    if job_status not in JOB_TERMINAL:
+        return
     try:
         write_manifest_if_finished(rt.sessions, rt.store, item.job_id)
     except Exception:  # the manifest endpoint still serves it; the next finisher rewrites
@@ -200,10 +203,10 @@ def _finish_failed(
 ) -> Outcome:
     with rt.sessions() as session:
         repo.record_attempts(session, item.id, attempts)
-        done = repo.fail_item(session, item, now=utc_now(), code=code, message=message)
+        status = repo.fail_item(session, item, now=utc_now(), code=code, message=message)
         session.commit()
-    _after_final(rt, item)
-    return Outcome.FAILED if done else Outcome.LOST
+    _after_final(rt, item, status)
+    return Outcome.FAILED if status else Outcome.LOST
 
 
 def _retry_later(
