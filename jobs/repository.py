@@ -80,6 +80,10 @@ def insert_job(session: Session, job: Job, items: Sequence[dict[str, Any]]) -> N
         )
 
 
+def job_status(session: Session, job_id: str) -> str | None:
+    return session.scalar(select(Job.status).where(Job.id == job_id))
+
+
 def get_job(session: Session, tenant_id: str, job_id: str) -> Job | None:
     return session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
 
@@ -463,6 +467,38 @@ def requeue_item(
     if done:
         _shift_counts(session, item.job_id, now, running=-1, queued=1)
     return done
+
+
+def renew_leases(session: Session, tokens: Sequence[str], *, until: datetime) -> int:
+    """Extend the leases of running items held under `tokens` (a worker's heartbeat)."""
+    result = session.connection().execute(
+        update(ITEMS)
+        .where(ITEMS.c.claim_token.in_(tokens), ITEMS.c.status == ItemStatus.RUNNING.value)
+        .values(lease_expires_at=until)
+    )
+    return int(result.rowcount)
+
+
+def fail_queued_items(
+    session: Session, job_id: str, *, now: datetime, code: str, message: str
+) -> int:
+    """queued → failed for a whole job (its credential was refused: further calls are futile)."""
+    check_item_transition(ItemStatus.QUEUED, ItemStatus.FAILED)
+    result = session.connection().execute(
+        update(ITEMS)
+        .where(ITEMS.c.job_id == job_id, ITEMS.c.status == ItemStatus.QUEUED.value)
+        .values(
+            status=ItemStatus.FAILED.value,
+            error_code=code,
+            error_message=message,
+            finished_at=now,
+            updated_at=now,
+        )
+    )
+    count = int(result.rowcount)
+    if count:
+        _shift_counts(session, job_id, now, queued=-count, failed=count)
+    return count
 
 
 def record_attempts(session: Session, item_id: int, attempts: Sequence[dict[str, Any]]) -> None:

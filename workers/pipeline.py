@@ -26,10 +26,12 @@ from storage.objects import ObjectNotFound
 from workers.audio import convert
 from workers.providers.base import AudioInput, Transcript
 from workers.providers.errors import (
+    AuthenticationFailed,
     InvalidInput,
     PermanentProviderError,
     ProviderError,
     ProviderUnavailable,
+    QuotaExceeded,
     TransientProviderError,
     UnsupportedAudio,
 )
@@ -69,13 +71,26 @@ def _run_item(rt: Runtime, item_id: int) -> Outcome:
         session.commit()
     if item is None:
         return Outcome.SKIPPED
+    if rt.leases is not None:
+        rt.leases.hold(item.id, item.token)
+    try:
+        return _work(rt, item)
+    finally:
+        if rt.leases is not None:
+            rt.leases.drop(item.id)
 
+
+def _work(rt: Runtime, item: ClaimedItem) -> Outcome:
     attempts: list[dict[str, Any]] = []
     try:
         if item.kind == "tts":
             written = _synthesize(rt, item, attempts)
         else:
             written = _transcribe(rt, item, attempts)
+    except (AuthenticationFailed, QuotaExceeded) as error:
+        # Every other item of the job would be refused the same way: stop the job's calls
+        # now instead of burning through thousands of items (and the provider's patience).
+        return _finish_failed(rt, item, attempts, error.code, error.message, whole_job=True)
     except PermanentProviderError as error:
         return _finish_failed(rt, item, attempts, error.code, error.message)
     except TransientProviderError as error:
@@ -199,11 +214,27 @@ def _transcribe(rt: Runtime, item: ClaimedItem, attempts: list[dict[str, Any]]) 
 
 
 def _finish_failed(
-    rt: Runtime, item: ClaimedItem, attempts: list[dict[str, Any]], code: str, message: str
+    rt: Runtime,
+    item: ClaimedItem,
+    attempts: list[dict[str, Any]],
+    code: str,
+    message: str,
+    *,
+    whole_job: bool = False,
 ) -> Outcome:
     with rt.sessions() as session:
+        now = utc_now()
         repo.record_attempts(session, item.id, attempts)
-        status = repo.fail_item(session, item, now=utc_now(), code=code, message=message)
+        status = repo.fail_item(session, item, now=now, code=code, message=message)
+        if status and whole_job:
+            repo.fail_queued_items(
+                session,
+                item.job_id,
+                now=now,
+                code=code,
+                message=f"Not attempted: another item of this job was refused ({message})",
+            )
+            status = repo.job_status(session, item.job_id)
         session.commit()
     _after_final(rt, item, status)
     return Outcome.FAILED if status else Outcome.LOST

@@ -19,6 +19,7 @@ from jobs.service import Publish
 from jobs.settings import Settings
 from storage.db import make_engine, make_session_factory
 from storage.objects import ObjectStore, open_object_store
+from workers.leases import LeaseKeeper
 from workers.providers import build_provider
 from workers.providers.base import SpeechProvider
 from workers.retry import RetryPolicy
@@ -35,6 +36,7 @@ class Runtime:
     rng: random.Random = field(default_factory=random.Random)
     sleep: Callable[[float], None] = time.sleep
     close: Callable[[], None] = lambda: None
+    leases: LeaseKeeper | None = None  # None: no heartbeats (tests that drive time by hand)
 
 
 def provider_cache(settings: Settings, client: httpx.Client) -> Callable[[str], SpeechProvider]:
@@ -66,12 +68,17 @@ def build_runtime(settings: Settings, publish: Publish, *, pool_size: int = 32) 
         limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
     )
 
+    sessions = make_session_factory(engine)
+    leases = LeaseKeeper(sessions, float(settings.lease_seconds))
+
     def close() -> None:
+        leases.stop()
         client.close()
         engine.dispose()
 
     return Runtime(
-        sessions=make_session_factory(engine),
+        sessions=sessions,
+        leases=leases,
         store=store,
         provider_for=provider_cache(settings, client),
         publish=publish,

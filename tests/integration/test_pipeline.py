@@ -9,19 +9,23 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from jobs import repository as repo
+from jobs.clock import utc_now
 from jobs.models import Attempt, Item
 from storage.keys import manifest_key
 from storage.objects import LocalObjectStore
 from tests.integration.helpers import Recorder, migrated_sessions, tts_job
+from workers.leases import LeaseKeeper
 from workers.pipeline import Outcome, run_item
 from workers.providers import build_provider
 from workers.providers.base import Synthesis
-from workers.providers.errors import ProviderUnavailable
+from workers.providers.errors import AuthenticationFailed, ProviderUnavailable
 from workers.retry import RetryPolicy
 from workers.runtime import Runtime
 
@@ -128,3 +132,53 @@ def test_transient_failures_requeue_then_fail_after_the_attempt_budget(
     assert down.calls == 6 and len(attempts) == 6  # 3 claims x 2 in-call attempts, all recorded
     assert {a.status_code for a in attempts} == {503}
     assert {a.provider_request_id for a in attempts} == {f"r{n}" for n in range(1, 7)}
+
+
+class RefusesKey(AlwaysDown):
+    """A provider that rejects our credential (HTTP 401)."""
+
+    def synthesize(self, text: str, **_: Any) -> Synthesis:
+        self.calls += 1
+        raise AuthenticationFailed("SLNG rejected SLNG_API_KEY (401)", status_code=401)
+
+
+def test_a_refused_credential_stops_the_whole_job(
+    database_url: str, local_store: LocalObjectStore
+) -> None:
+    """One 401 fails the job's remaining items at once instead of calling the provider for each."""
+    sessions = migrated_sessions(database_url)
+    published = Recorder()
+    job = tts_job(sessions, [f"line {n}" for n in range(5)], publish=published).job
+    refusing = RefusesKey()
+    rt, _ = runtime(sessions, local_store, refusing)
+    assert run_item(rt, published.ids[0]) == Outcome.FAILED
+    assert [run_item(rt, i) for i in published.ids[1:]] == [Outcome.SKIPPED] * 4
+    assert refusing.calls == 1
+    with sessions() as session:
+        items = list(session.scalars(select(Item).where(Item.job_id == job.id)))
+        status = repo.job_status(session, job.id)
+    assert status == "failed"
+    assert {i.error_code for i in items} == {"provider_auth_failed"}
+    assert all("SLNG_API_KEY" in (i.error_message or "") for i in items)
+
+
+def test_heartbeats_keep_a_slow_items_lease(database_url: str) -> None:
+    """A held claim's lease is renewed, so the sweeper does not take a slow item back."""
+    sessions = migrated_sessions(database_url)
+    published = Recorder()
+    tts_job(sessions, ["slow"], publish=published)
+    now = utc_now()
+    with sessions() as session:
+        item = repo.claim_item(
+            session, published.ids[0], token="tok", now=now, lease_until=now + timedelta(seconds=1)
+        )
+        session.commit()
+    keeper = LeaseKeeper(sessions, lease_s=60)
+    keeper.hold(item.id, item.token)
+    try:
+        assert keeper.renew_now() == 1
+    finally:
+        keeper.stop()
+    with sessions() as session:
+        assert repo.expire_leases(session, now=now + timedelta(seconds=30), limit=10) == []
+        assert repo.expire_leases(session, now=now + timedelta(seconds=61), limit=10) == [item.id]
