@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps test-deps demo test test-fast lint format bench clean
+.PHONY: install system-deps test-deps demo test test-fast lint format bench bench-bulk clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ format: install
 
 bench: test-deps      ## starts Redis/PostgreSQL/SeaweedFS as needed, then measures
 	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.throughput
+
+bench-bulk: test-deps ## 100k-item submit, publish and polling latency
+	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.bulk_submit
 
 clean:
 	rm -rf $(VENV) .speechbatch out .pytest_cache .mypy_cache .ruff_cache
