@@ -607,7 +607,8 @@ def due_unpublished_items(
     )
 
 
-def mark_published(session: Session, ids: Sequence[int], *, at: datetime) -> None:
+def mark_published(session: Session, ids: Sequence[int], *, at: datetime | None) -> None:
+    """Record when ids were handed to the broker (None: not sent, the sweeper should)."""
     for start in range(0, len(ids), INSERT_BATCH):
         session.execute(
             update(Item)

@@ -54,15 +54,22 @@ def request_digest(body: JobCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def publish_safely(publish: Publish, ids: Sequence[int], countdown: float = 0.0) -> None:
-    """Publish in batches; a broker failure is logged, not raised (the sweeper re-publishes)."""
+def publish_safely(
+    sessions: sessionmaker[Session], publish: Publish, ids: Sequence[int], countdown: float = 0.0
+) -> None:
+    """Publish in batches. A broker failure is logged, not raised: the ids not yet sent are
+    marked unpublished, so the sweeper sends them on its next pass once the broker is back."""
+    start = 0
     try:
         for start in range(0, len(ids), PUBLISH_BATCH):
             publish(ids[start : start + PUBLISH_BATCH], countdown)
     except Exception:  # the broker may be down; the DB rows are safe and will be swept
         log.warning(
-            "publishing %d item ids failed; the sweeper will retry", len(ids), exc_info=True
+            "publishing %d item ids failed; the sweeper will", len(ids) - start, exc_info=True
         )
+        with sessions() as session:
+            repo.mark_published(session, ids[start:], at=None)
+            session.commit()
 
 
 def submit_job(
@@ -113,7 +120,7 @@ def submit_job(
                 raise
             return Submitted(existing, created=False)
         ids = repo.item_ids(session, job.id, status=ItemStatus.QUEUED)
-    publish_safely(publish, ids)
+    publish_safely(sessions, publish, ids)
     return Submitted(job, created=True)
 
 
@@ -186,7 +193,7 @@ def retry_job(
             raise conflict("job_canceled", "This job was canceled; submit a new job instead.")
         ids = repo.retry_failed_items(session, job_id, now=utc_now())
         session.commit()
-    publish_safely(publish, ids)
+    publish_safely(sessions, publish, ids)
     return get_job(sessions, tenant_id, job_id)
 
 

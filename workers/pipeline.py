@@ -19,7 +19,7 @@ from jobs import repository as repo
 from jobs.clock import utc_now
 from jobs.media import sniff_audio
 from jobs.repository import ClaimedItem
-from jobs.service import write_manifest_if_finished
+from jobs.service import publish_safely, write_manifest_if_finished
 from jobs.status import JOB_TERMINAL
 from storage.keys import output_key, upload_key
 from storage.objects import ObjectNotFound
@@ -269,12 +269,5 @@ def _retry_later(
     if not done:
         return Outcome.LOST
     if countdown:
-        _publish(rt, item.id, delay)
+        publish_safely(rt.sessions, rt.publish, [item.id], delay)
     return Outcome.RETRYING
-
-
-def _publish(rt: Runtime, item_id: int, countdown: float) -> None:
-    try:
-        rt.publish([item_id], countdown)
-    except Exception:  # broker down: the row is queued with published_at in the past soon
-        log.warning("could not publish retry of item %s; the sweeper will", item_id, exc_info=True)

@@ -2,17 +2,45 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from jobs.keys import digest_key
 from jobs.publisher import CeleryPublisher
 from jobs.service import authenticate
 from jobs.settings import Settings
 from storage.objects import ObjectStore
+
+
+class KeyCache:
+    """Tenant ids of recently verified keys, for one second.
+
+    Pollers hit GET /v1/jobs/{id} constantly; caching the key check halves the queries per
+    poll, and one second is short enough that a revoked key stops working almost at once.
+    Entries are keyed by the key's digest, so no plaintext key is held.
+    """
+
+    def __init__(self, ttl_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s, self.clock = ttl_s, clock
+        self._entries: dict[str, tuple[float, str]] = {}
+
+    def tenant(self, sessions: sessionmaker[Session], presented: str | None) -> str:
+        digest = digest_key(presented) if presented else ""
+        hit = self._entries.get(digest)
+        now = self.clock()
+        if hit is not None and now - hit[0] < self.ttl_s:
+            return hit[1]
+        tenant_id = authenticate(sessions, presented)
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[digest] = (now, tenant_id)
+        return tenant_id
 
 
 @dataclass
@@ -21,6 +49,7 @@ class Resources:
     sessions: sessionmaker[Session]
     store: ObjectStore
     publisher: CeleryPublisher
+    keys: KeyCache = field(default_factory=KeyCache)
 
     def ping_database(self) -> None:
         with self.sessions() as session:
@@ -40,7 +69,7 @@ def tenant(
     presented = None
     if authorization and authorization[:7].lower() == "bearer ":
         presented = authorization[7:].strip()
-    return authenticate(res.sessions, presented)
+    return res.keys.tenant(res.sessions, presented)
 
 
 Res = Annotated[Resources, Depends(resources)]
