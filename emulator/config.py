@@ -19,6 +19,7 @@ RUNTIME_FIELDS = frozenset(
         "latency_ms",
         "latency_jitter_ms",
         "concurrency",
+        "rate_limit_rps",
         "fault_rate",
         "fault_kinds",
         "retry_after_s",
@@ -39,6 +40,9 @@ class EmulatorConfig:
     latency_jitter_ms: float = 0
     # In-flight requests allowed per API key; 0 means unlimited.
     concurrency: int = 0
+    # Requests/s allowed per API key (a token bucket holding one second's worth, at least 1,
+    # as vendors' "N per second" limits usually are); 0 means unlimited. Over it: 429.
+    rate_limit_rps: float = 0.0
     # Probability that a request admitted past the cap gets one of `fault_kinds`.
     fault_rate: float = 0.0
     fault_kinds: tuple[str, ...] = FAULT_KINDS
@@ -109,6 +113,7 @@ def _check_runtime_values(config: EmulatorConfig) -> None:
         "latency_jitter_ms": config.latency_jitter_ms,
         "retry_after_s": config.retry_after_s,
         "timeout_s": config.timeout_s,
+        "rate_limit_rps": config.rate_limit_rps,
     }
     for name, value in numbers.items():
         if not math.isfinite(value) or value < 0:

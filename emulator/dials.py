@@ -1,6 +1,7 @@
-"""What every emulated vendor shares: the concurrency cap, injected faults, latency and the log.
+"""What every emulated vendor shares: rate limit, concurrency cap, faults, latency and the log.
 
-A vendor route authenticates, then asks `Dials.try_admit` (the per-key cap), then
+A vendor route authenticates, then asks `Dials.try_rate` (the per-key rate limit) and
+`Dials.try_admit` (the per-key cap), then
 `Dials.hold`, which applies, in this order: magic text tokens, scripted failures queued via
 the admin API, a random fault with probability `fault_rate`, and finally latency. `hold`
 returns the `Fault` to answer with, or None to give the real answer. Every request ends in
@@ -18,10 +19,12 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
+import math
 import random
 import re
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +42,7 @@ _TOKEN = re.compile(r"\[\[(fail|status|latency):(\d+)\]\]")
 class Fault:
     """An answer the dials chose instead of the real one."""
 
-    kind: str  # cap | 500 | 503 | 429 | timeout | fail-token | status-token | script
+    kind: str  # rate | cap | 500 | 503 | 429 | timeout | fail-token | status-token | script
     status: int
     retry_after: float | None = None
 
@@ -91,9 +94,14 @@ def strip_tokens(text: str) -> str:
 class Dials:
     """The mutable state behind one emulator process (one event loop, so no locks)."""
 
-    def __init__(self, config: EmulatorConfig) -> None:
+    def __init__(
+        self, config: EmulatorConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
+        self._clock = clock
         self._rng = random.Random(config.seed)
+        # Per key: (tokens left, when they were counted); a bucket appears on first use, full.
+        self._buckets: dict[str, tuple[float, float]] = {}
         self._in_flight: Counter[str] = Counter()
         self._scripts: list[Script] = []
         self._ids = itertools.count(1)
@@ -103,9 +111,33 @@ class Dials:
 
     def _reset_counters(self) -> None:
         self._total = 0
+        self._rate_limited = 0
         self._by_status: Counter[int] = Counter()
         self._max_in_flight = sum(self._in_flight.values())
         self._max_by_key: dict[str, int] = {fingerprint(k): n for k, n in self._in_flight.items()}
+
+    # -- rate limit ------------------------------------------------------------------------
+
+    def try_rate(self, key: str) -> Fault | None:
+        """Take one of `key`'s tokens, or return the 429 saying when the next one arrives.
+
+        A refused request takes no token, so a client that honours Retry-After gets in next.
+        """
+        rate = self.config.rate_limit_rps
+        if not rate:
+            return None
+        capacity = max(1.0, rate)
+        now = self._clock()
+        tokens, counted_at = self._buckets.get(key, (capacity, now))
+        tokens = min(capacity, tokens + (now - counted_at) * rate)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            return None
+        self._buckets[key] = (tokens, now)
+        self._rate_limited += 1
+        # Rounded first so float dust (0.1500000001 s) does not add a whole millisecond.
+        wait_ms = math.ceil(round((1.0 - tokens) / rate * 1000, 6))
+        return Fault("rate", 429, wait_ms / 1000)
 
     # -- concurrency cap -------------------------------------------------------------------
 
@@ -227,6 +259,7 @@ class Dials:
             "max_in_flight": self._max_in_flight,
             "max_in_flight_by_key": dict(self._max_by_key),
             "total": self._total,
+            "rate_limited": self._rate_limited,
             "by_status": {str(k): v for k, v in sorted(self._by_status.items())},
         }
 

@@ -1,7 +1,8 @@
 """SLNG's per-model HTTP routes (providers.md §1.3, §1.5), mounted under `/slng`.
 
-Each request goes: model lookup (404) → Bearer auth (401) → per-key concurrency cap (429)
-→ body read → `Dials.hold` (injected faults, latency) → validation and the real answer.
+Each request goes: model lookup (404) → Bearer auth (401) → per-key rate limit (429) →
+per-key concurrency cap (429) → body read → `Dials.hold` (injected faults, latency) →
+validation and the real answer.
 Bodies and error shapes copy SLNG's: problem-style 401s on TTS, `{"error",...}` elsewhere,
 Deepgram-shaped nova transcripts and `{text, language, segments}` for Whisper. Every
 response carries `x-slng-request-id`.
@@ -77,6 +78,8 @@ def error(status: int, body: dict[str, Any], retry_after: float | None = None) -
 def fault_response(fault: Fault) -> JSONResponse:
     if fault.kind == "cap":
         body: dict[str, Any] = {"error": "Too many concurrent requests", "status": 429}
+    elif fault.kind == "rate":
+        body = {"error": "Rate limit exceeded", "status": 429}
     else:
         body = _FAULT_BODIES.get(fault.status) or {
             "error": _phrase(fault.status),
@@ -119,6 +122,10 @@ class SlngApi:
         if auth_error is not None:
             return auth_error
         call.key_fingerprint = fingerprint(key)
+        over_rate = self.dials.try_rate(key)
+        if over_rate is not None:
+            call.fault = over_rate.kind
+            return fault_response(over_rate)
         if not self.dials.try_admit(key):
             call.fault = "cap"
             return fault_response(Fault("cap", 429, self.dials.config.retry_after_s))

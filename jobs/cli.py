@@ -119,6 +119,13 @@ def migrate() -> None:
     type=int,
     help="In-flight requests allowed per API key (0 = unlimited); more get 429.",
 )
+@click.option(
+    "--rate-limit-rps",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Requests per second allowed per API key (0 = unlimited); more get 429.",
+)
 @click.option("--fault-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--fault-kinds", default="500,503,429,timeout", show_default=True)
 @click.option("--retry-after-s", default=1.0, show_default=True, type=float)

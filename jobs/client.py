@@ -18,6 +18,7 @@ from jobs import repository as repo
 from jobs import service
 from jobs.errors import ApiError
 from jobs.media import sniff_audio
+from jobs.netpolicy import parse_allowlist
 from jobs.schemas import JobCreate
 from jobs.settings import Settings
 from jobs.views import item_view, job_view
@@ -138,6 +139,7 @@ class LocalBackend:
             idempotency_key=idempotency_key,
             publish=self.runner.publish,
             max_items=self.settings.max_items_per_job,
+            allow=parse_allowlist(self.settings.allow_private_networks),
         )
         return self._view(submitted.job.id)
 

@@ -469,6 +469,30 @@ def requeue_item(
     return done
 
 
+def hand_back_item(
+    session: Session, item: ClaimedItem, *, now: datetime, next_attempt_at: datetime
+) -> bool:
+    """running → queued without spending an attempt (the provider had no free slot)."""
+    done = _leave_running(
+        session,
+        item,
+        ItemStatus.QUEUED,
+        now,
+        {
+            "error_code": None,
+            "error_message": None,
+            "next_attempt_at": next_attempt_at,
+            "published_at": next_attempt_at,
+        },
+    )
+    if done:
+        session.connection().execute(
+            update(ITEMS).where(ITEMS.c.id == item.id).values(attempts=ITEMS.c.attempts - 1)
+        )
+        _shift_counts(session, item.job_id, now, running=-1, queued=1)
+    return done
+
+
 def renew_leases(session: Session, tokens: Sequence[str], *, until: datetime) -> int:
     """Extend the leases of running items held under `tokens` (a worker's heartbeat)."""
     result = session.connection().execute(

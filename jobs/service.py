@@ -25,6 +25,7 @@ from jobs.clock import utc_now
 from jobs.errors import ApiError, conflict, not_found
 from jobs.keys import generate_key, matches, split_prefix
 from jobs.models import Job, Tenant
+from jobs.netpolicy import Allowlist
 from jobs.schemas import JobCreate
 from jobs.status import JOB_TERMINAL, ItemStatus, JobStatus
 from jobs.validation import ValidJob, validate_job
@@ -80,14 +81,18 @@ def submit_job(
     idempotency_key: str | None,
     publish: Publish,
     max_items: int,
+    allow: Allowlist = (),
 ) -> Submitted:
-    """Validate, store the job and its items, then publish the item ids."""
+    """Validate, store the job and its items, then publish the item ids.
+
+    `allow` lists the private networks source URLs may name (SPEECHBATCH_ALLOW_PRIVATE_NETWORKS).
+    """
     digest = request_digest(body)
     if idempotency_key is not None:
         existing = _replay(sessions, tenant_id, idempotency_key, digest)
         if existing is not None:
             return Submitted(existing, created=False)
-    valid = validate_job(body, max_items=max_items)
+    valid = validate_job(body, max_items=max_items, allow=allow)
     job = _job_row(valid, tenant_id, idempotency_key, digest)
     now = utc_now()
     rows = [

@@ -8,8 +8,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from jobs.catalog import parse_limit_overrides
 
 EMBEDDED_HOME = Path(".speechbatch")
 
@@ -44,13 +46,24 @@ class Settings(BaseSettings):
 
     allow_private_networks: str = ""
 
-    lease_seconds: int = 120
+    lease_seconds: int = 60
     max_item_attempts: int = 5
     max_upload_bytes: int = 25 * 1024 * 1024
     max_request_bytes: int = 32 * 1024 * 1024
     max_items_per_job: int = 100_000
     presign_seconds: int = 900
     provider_timeout_seconds: float = 60.0
+    # A fetched source is held in memory while it is sent on: keep this times concurrency modest.
+    max_source_bytes: int = 100 * 1024 * 1024
+    source_timeout_seconds: float = 300.0
+    # Per-credential call limits over the catalog's: "slng=16/50,deepgram=15" (concurrency[/rps]).
+    provider_limits: str = ""
+
+    @field_validator("provider_limits")
+    @classmethod
+    def _limits_parse(cls, value: str) -> str:
+        parse_limit_overrides(value)  # fail at start-up, not at the first throttled call
+        return value
 
     def provider_base_url(self, provider: str) -> str:
         """The base URL (vendor host root, no `/v1`) for `provider`."""

@@ -13,12 +13,15 @@ from typing import Any
 
 from jobs.catalog import get_provider_spec
 from jobs.errors import ApiError, invalid
+from jobs.netpolicy import Allowlist, UnsafeUrl, check_url
 from jobs.schemas import JobCreate
 from storage.keys import UnsafeKey, validate_prefix
 
 UPLOAD_SOURCE = re.compile(
     r"^upload://(?P<upload_id>[0-9a-f]{32})/(?P<name>[A-Za-z0-9._-]{1,120})$"
 )
+# Only these go to the URL policy; any other scheme stays `invalid_source` as before.
+HTTP_SOURCE = re.compile(r"^https?:", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -62,20 +65,32 @@ def _check_text(text: str | None, index: int) -> str:
     return text
 
 
-def _check_source(source: str | None, index: int) -> str:
+def _check_source(source: str | None, index: int, allow: Allowlist) -> str:
     if not source:
         raise invalid("missing_source", f"items[{index}].source is empty; STT items need one.")
+    if HTTP_SOURCE.match(source):
+        # Literal addresses are judged here; host names are resolved and judged by the worker.
+        try:
+            check_url(source, allow)
+        except UnsafeUrl as exc:
+            code = "forbidden_source" if exc.code == "forbidden_address" else exc.code
+            raise invalid(code, f"items[{index}].source is refused: {exc.message}") from None
+        return source
     if not UPLOAD_SOURCE.match(source):
         raise invalid(
             "invalid_source",
             f"items[{index}].source {source!r} is not a source this server can read: upload the "
-            "file with POST /v1/uploads and use the `source` it returns.",
+            "file with POST /v1/uploads and use the `source` it returns, or give an http(s) URL.",
         )
     return source
 
 
-def validate_job(body: JobCreate, *, max_items: int) -> ValidJob:
-    """Check a job body against the catalog and limits; raise ApiError with a precise code."""
+def validate_job(body: JobCreate, *, max_items: int, allow: Allowlist = ()) -> ValidJob:
+    """Check a job body against the catalog and limits; raise ApiError with a precise code.
+
+    `allow` holds the networks source URLs may reach although private (settings'
+    `allow_private_networks` through `parse_allowlist`).
+    """
     spec = get_provider_spec(body.provider)
     if spec is None:
         raise invalid("unknown_provider", f"Provider {body.provider!r} is not supported.")
@@ -112,7 +127,7 @@ def validate_job(body: JobCreate, *, max_items: int) -> ValidJob:
             text = _check_text(item.text, index)
             rows.append(ItemRow(seq, external_id, text, None, item.voice))
         else:
-            rows.append(ItemRow(seq, external_id, None, _check_source(item.source, index)))
+            rows.append(ItemRow(seq, external_id, None, _check_source(item.source, index, allow)))
 
     voice = body.voice or (spec.default_voice if body.kind == "tts" else None)
     return ValidJob(

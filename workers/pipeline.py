@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from jobs import repository as repo
 from jobs.clock import utc_now
@@ -21,9 +22,11 @@ from jobs.media import sniff_audio
 from jobs.repository import ClaimedItem
 from jobs.service import publish_safely, write_manifest_if_finished
 from jobs.status import JOB_TERMINAL
+from jobs.validation import HTTP_SOURCE
 from storage.keys import output_key, upload_key
 from storage.objects import ObjectNotFound
 from workers.audio import convert
+from workers.fetch import fetch_source
 from workers.providers.base import AudioInput, Transcript
 from workers.providers.errors import (
     AuthenticationFailed,
@@ -38,6 +41,9 @@ from workers.providers.errors import (
 from workers.render import RENDERERS
 from workers.retry import call_with_retries, next_delay
 from workers.runtime import Runtime
+from workers.throttle import ThrottleBusy, outcome_for
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,7 @@ class Outcome(StrEnum):
     FAILED = "failed"
     RETRYING = "retrying"  # back in the queue with next_attempt_at
     LOST = "lost"  # our lease was taken over while we worked; the new holder decides
+    DEFERRED = "deferred"  # the provider's shared limit was full; handed back, not an attempt
 
 
 def run_item(rt: Runtime, item_id: int) -> Outcome:
@@ -87,6 +94,8 @@ def _work(rt: Runtime, item: ClaimedItem) -> Outcome:
             written = _synthesize(rt, item, attempts)
         else:
             written = _transcribe(rt, item, attempts)
+    except ThrottleBusy:
+        return _hand_back(rt, item, attempts)
     except (AuthenticationFailed, QuotaExceeded) as error:
         # Every other item of the job would be refused the same way: stop the job's calls
         # now instead of burning through thousands of items (and the provider's patience).
@@ -121,6 +130,47 @@ def _after_final(rt: Runtime, item: ClaimedItem, job_status: str | None) -> None
         log.warning("could not write the manifest of job %s", item.job_id, exc_info=True)
 
 
+def _throttled(rt: Runtime, item: ClaimedItem, call: Callable[[], T]) -> Callable[[], T]:
+    """`call` under the provider's shared limits: one permit per HTTP attempt, released
+    (with how it went, for the adaptive limit) before any backoff sleep."""
+    throttle = rt.throttle
+    if throttle is None:
+        return call
+    fingerprint = rt.fingerprint(item.provider)
+
+    def limited() -> T:
+        permit = throttle.acquire(item.provider, fingerprint, max_wait_s=rt.throttle_wait_s)
+        if permit is None:
+            raise ThrottleBusy(item.provider)
+        error: BaseException | None = None
+        try:
+            return call()
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            permit.release(outcome_for(error))
+
+    return limited
+
+
+def _hand_back(rt: Runtime, item: ClaimedItem, attempts: list[dict[str, Any]]) -> Outcome:
+    """No provider slot within `rt.throttle_wait_s`: give the item back (the claim does not count
+    as an attempt) and free this thread for items of other providers."""
+    delay = rt.rng.uniform(1.0, 3.0)
+    now = utc_now()
+    with rt.sessions() as session:
+        repo.record_attempts(session, item.id, attempts)
+        done = repo.hand_back_item(
+            session, item, now=now, next_attempt_at=now + timedelta(seconds=delay)
+        )
+        session.commit()
+    if not done:
+        return Outcome.LOST
+    publish_safely(rt.sessions, rt.publish, [item.id], delay)
+    return Outcome.DEFERRED
+
+
 def _deadline(rt: Runtime) -> float:
     # Stop retrying in-call well before the lease runs out, so a sweeper never re-queues
     # an item that is still being worked on.
@@ -131,7 +181,13 @@ def _synthesize(rt: Runtime, item: ClaimedItem, attempts: list[dict[str, Any]]) 
     provider = rt.provider_for(item.provider)
     text = item.text or ""
     synthesis = call_with_retries(
-        lambda: provider.synthesize(text, model=item.model, voice=item.voice, options=item.options),
+        _throttled(
+            rt,
+            item,
+            lambda: provider.synthesize(
+                text, model=item.model, voice=item.voice, options=item.options
+            ),
+        ),
         policy=rt.policy,
         rng=rt.rng,
         attempts_log=attempts,
@@ -165,6 +221,15 @@ def _synthesize(rt: Runtime, item: ClaimedItem, attempts: list[dict[str, Any]]) 
 
 def _read_source(rt: Runtime, item: ClaimedItem) -> AudioInput:
     source = item.source or ""
+    if HTTP_SOURCE.match(source):
+        # Resolved, checked against private ranges and fetched with size/time caps here, at
+        # run time: DNS answers may differ from submit time (rebinding).
+        return fetch_source(
+            source,
+            allow=rt.source_allow,
+            max_bytes=rt.max_source_bytes,
+            timeout_s=rt.source_timeout_s,
+        )
     upload_id, _, name = source.removeprefix("upload://").partition("/")
     try:
         data = rt.store.get_bytes(upload_key(item.tenant_id, upload_id, name))
@@ -187,7 +252,9 @@ def _transcribe(rt: Runtime, item: ClaimedItem, attempts: list[dict[str, Any]]) 
     audio = _read_source(rt, item)
     provider = rt.provider_for(item.provider)
     transcript: Transcript = call_with_retries(
-        lambda: provider.transcribe(audio, model=item.model, options=item.options),
+        _throttled(
+            rt, item, lambda: provider.transcribe(audio, model=item.model, options=item.options)
+        ),
         policy=rt.policy,
         rng=rt.rng,
         attempts_log=attempts,

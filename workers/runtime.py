@@ -7,6 +7,7 @@ shared by every thread of the process (boto3 clients and httpx clients are threa
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
+from jobs.catalog import provider_limits
+from jobs.netpolicy import Allowlist, parse_allowlist
 from jobs.service import Publish
 from jobs.settings import Settings
 from storage.db import make_engine, make_session_factory
@@ -23,6 +26,7 @@ from workers.leases import LeaseKeeper
 from workers.providers import build_provider
 from workers.providers.base import SpeechProvider
 from workers.retry import RetryPolicy
+from workers.throttle import ProviderThrottle, credential_fingerprint, redis_for_throttle
 
 
 @dataclass
@@ -37,6 +41,13 @@ class Runtime:
     sleep: Callable[[float], None] = time.sleep
     close: Callable[[], None] = lambda: None
     leases: LeaseKeeper | None = None  # None: no heartbeats (tests that drive time by hand)
+    throttle: ProviderThrottle | None = None  # None: in-process only (local mode, tests)
+    fingerprint: Callable[[str], str] = lambda _provider: ""
+    # How long one attempt waits for a provider slot before the item is handed back.
+    throttle_wait_s: float = 5.0
+    source_allow: Allowlist = ()
+    max_source_bytes: int = 100 * 1024 * 1024
+    source_timeout_s: float = 300.0
 
 
 def provider_cache(settings: Settings, client: httpx.Client) -> Callable[[str], SpeechProvider]:
@@ -70,6 +81,20 @@ def build_runtime(settings: Settings, publish: Publish, *, pool_size: int = 32) 
 
     sessions = make_session_factory(engine)
     leases = LeaseKeeper(sessions, float(settings.lease_seconds))
+    throttle = None
+    if settings.broker_url:
+        # One permit per HTTP attempt; its lease only has to outlive one provider call.
+        throttle = ProviderThrottle(
+            redis_for_throttle(settings.broker_url),
+            provider_limits(settings.provider_limits),
+            lease_s=settings.provider_timeout_seconds + 30,
+        )
+
+    def fingerprint(provider: str) -> str:
+        # The local engines are limited per host (they use this machine's CPU), the hosted
+        # ones per credential, shared by every worker that holds it.
+        key = socket.gethostname() if provider == "local" else settings.provider_api_key(provider)
+        return credential_fingerprint(key)
 
     def close() -> None:
         leases.stop()
@@ -79,6 +104,11 @@ def build_runtime(settings: Settings, publish: Publish, *, pool_size: int = 32) 
     return Runtime(
         sessions=sessions,
         leases=leases,
+        throttle=throttle,
+        fingerprint=fingerprint,
+        source_allow=parse_allowlist(settings.allow_private_networks),
+        max_source_bytes=settings.max_source_bytes,
+        source_timeout_s=settings.source_timeout_seconds,
         store=store,
         provider_for=provider_cache(settings, client),
         publish=publish,

@@ -17,6 +17,7 @@ from jobs.api import routes_health, routes_jobs, routes_uploads
 from jobs.api.deps import Resources
 from jobs.api.limits import BodySizeLimit
 from jobs.errors import ApiError
+from jobs.netpolicy import parse_allowlist
 from jobs.publisher import CeleryPublisher
 from jobs.settings import Settings
 from storage.db import make_engine, make_session_factory
@@ -72,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
         sessions=make_session_factory(engine),
         store=open_object_store(settings.storage_url, endpoint_url=settings.s3_endpoint_url),
         publisher=CeleryPublisher(settings.broker_url),
+        source_allow=parse_allowlist(settings.allow_private_networks),
     )
     install_error_handlers(app)
     app.include_router(routes_jobs.router)

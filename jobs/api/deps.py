@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.keys import digest_key
+from jobs.netpolicy import Allowlist
 from jobs.publisher import CeleryPublisher
 from jobs.service import authenticate
 from jobs.settings import Settings
@@ -50,6 +51,7 @@ class Resources:
     store: ObjectStore
     publisher: CeleryPublisher
     keys: KeyCache = field(default_factory=KeyCache)
+    source_allow: Allowlist = ()
 
     def ping_database(self) -> None:
         with self.sessions() as session:

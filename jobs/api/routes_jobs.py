@@ -44,6 +44,7 @@ def create_job(
         idempotency_key=idempotency_key,
         publish=res.publisher,
         max_items=res.settings.max_items_per_job,
+        allow=res.source_allow,
     )
     response.headers["Location"] = f"/v1/jobs/{submitted.job.id}"
     if not submitted.created:

@@ -13,10 +13,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from jobs import repository as repo
 from jobs.clock import utc_now
+from jobs.errors import ApiError
 from jobs.models import Attempt, Item
 from storage.keys import manifest_key
 from storage.objects import LocalObjectStore
@@ -182,3 +183,90 @@ def test_heartbeats_keep_a_slow_items_lease(database_url: str) -> None:
     with sessions() as session:
         assert repo.expire_leases(session, now=now + timedelta(seconds=30), limit=10) == []
         assert repo.expire_leases(session, now=now + timedelta(seconds=61), limit=10) == [item.id]
+
+
+def test_stt_item_with_a_url_source_is_fetched_and_transcribed(
+    database_url: str, local_store: LocalObjectStore, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """An allowed http:// source is fetched by the worker and transcribed; a private one is not."""
+    import functools
+    import http.server
+    import threading
+
+    from jobs.netpolicy import parse_allowlist
+    from jobs.schemas import JobCreate
+    from jobs.service import ensure_tenant, submit_job
+
+    speech = build_provider("local", client=None, base_url=None, api_key=None).synthesize(
+        "one two three", model="espeak-ng", voice=None, options={}
+    )
+    (tmp_path / "call.wav").write_bytes(speech.audio)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/call.wav"
+    sessions = migrated_sessions(database_url)
+    tenant = ensure_tenant(sessions, "acme").id
+    body = JobCreate.model_validate(
+        {"kind": "stt", "provider": "local", "items": [{"id": "call", "source": url}]}
+    )
+    try:
+        with pytest.raises(ApiError) as refused:  # loopback is private: refused by default
+            submit_job(
+                sessions, tenant, body, idempotency_key=None, publish=Recorder(), max_items=10
+            )
+        assert refused.value.code == "forbidden_source"
+        allow = parse_allowlist("127.0.0.1/32")
+        published = Recorder()
+        submit_job(
+            sessions,
+            tenant,
+            body,
+            idempotency_key=None,
+            publish=published,
+            max_items=10,
+            allow=allow,
+        )
+        rt, _ = runtime(sessions, local_store)
+        rt.source_allow = allow
+        assert run_item(rt, published.ids[0]) == Outcome.SUCCEEDED
+    finally:
+        server.shutdown()
+    with sessions() as session:
+        item = session.get(Item, published.ids[0])
+    transcript = json.loads(local_store.get_bytes(item.output_key))
+    assert transcript["duration_s"] > 0.5 and transcript["text"]
+
+
+def test_a_full_provider_limit_hands_the_item_back_without_spending_an_attempt(
+    database_url: str, local_store: LocalObjectStore, redis_url: str
+) -> None:
+    """With every shared slot taken, the item goes back to the queue with its attempts intact."""
+    import redis
+
+    from jobs.catalog import ProviderLimits
+    from workers.throttle import ProviderThrottle
+
+    client = redis.Redis.from_url(redis_url)
+    throttle = ProviderThrottle(client, {"local": ProviderLimits(max_concurrency=1)}, lease_s=30)
+    fingerprint = f"{random.getrandbits(64):016x}"
+    held = throttle.acquire("local", fingerprint, max_wait_s=1)
+    assert held is not None
+    sessions = migrated_sessions(database_url)
+    published = Recorder()
+    tts_job(sessions, ["waiting"], publish=published)
+    rt, republished = runtime(sessions, local_store)
+    rt.throttle, rt.fingerprint, rt.throttle_wait_s = throttle, lambda _p: fingerprint, 0.2
+    try:
+        assert run_item(rt, published.ids[0]) == Outcome.DEFERRED
+        with sessions() as session:
+            item = session.get(Item, published.ids[0])
+            assert (item.status, item.attempts) == ("queued", 0)
+        assert republished.ids == published.ids and 1.0 <= republished.published[0][1] <= 3.0
+    finally:
+        held.release()
+    with sessions() as session:  # due later: let it run now that the slot is free
+        session.execute(update(Item).values(next_attempt_at=None))
+        session.commit()
+    assert run_item(rt, published.ids[0]) == Outcome.SUCCEEDED
+    client.close()

@@ -13,6 +13,7 @@ import pytest
 
 from emulator.app import create_app
 from emulator.config import ConfigError, EmulatorConfig, config_from_options
+from emulator.dials import Dials, Fault
 
 KEY = "sk-secret-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -206,3 +207,86 @@ def test_command_line_values_become_the_config() -> None:
     assert config.concurrency == 4
     assert config.fault_kinds == ("503", "timeout")
     assert config.api_keys == {"k1", "k2", "k3"}
+
+
+# -- rate_limit_rps ------------------------------------------------------------------------
+
+
+def test_rate_limit_config_is_validated() -> None:
+    """rate_limit_rps must be a finite number >= 0, at construction and in a runtime change."""
+    with pytest.raises(ValueError, match="rate_limit_rps"):
+        EmulatorConfig(rate_limit_rps=-1)
+    with pytest.raises(ValueError, match="rate_limit_rps"):
+        EmulatorConfig(rate_limit_rps=float("inf"))
+    with pytest.raises(ConfigError, match="rate_limit_rps must be a number"):
+        EmulatorConfig().with_changes({"rate_limit_rps": "10"})
+    with pytest.raises(ConfigError):
+        EmulatorConfig().with_changes({"rate_limit_rps": -0.5})
+    assert EmulatorConfig().with_changes({"rate_limit_rps": 25}).rate_limit_rps == 25.0
+
+
+def test_rate_bucket_holds_one_second_and_refills_at_the_rate() -> None:
+    """With rate 4 a fresh key gets 4 at once, then one more per 0.25 s, and never more."""
+    now = [100.0]
+    dials = Dials(EmulatorConfig(rate_limit_rps=4), clock=lambda: now[0])
+    assert [dials.try_rate("k") for _ in range(4)] == [None] * 4
+    refused = dials.try_rate("k")
+    assert refused == Fault("rate", 429, 0.25)
+    now[0] += 0.125
+    refused = dials.try_rate("k")
+    assert refused is not None and refused.retry_after == 0.125
+    now[0] += 0.125
+    assert dials.try_rate("k") is None
+    assert dials.try_rate("k") is not None
+    assert dials.try_rate("other") is None  # each key has its own bucket
+    now[0] += 60  # a long pause refills only up to one second's worth
+    assert [dials.try_rate("k") is None for _ in range(5)] == [True] * 4 + [False]
+    assert dials.stats()["rate_limited"] == 4
+
+
+def test_requests_over_the_rate_get_429_with_retry_after_and_are_counted() -> None:
+    """Over rate_limit_rps the emulator answers 429 + Retry-After and counts it as rate_limited."""
+
+    async def check(client: httpx.AsyncClient) -> tuple[list[httpx.Response], Any]:
+        responses = [await speak(client) for _ in range(5)]
+        return responses, (await client.get("/_emulator/stats")).json()
+
+    responses, stats = run(check, EmulatorConfig(rate_limit_rps=2))
+    assert [r.status_code for r in responses] == [200, 200, 429, 429, 429]
+    rejected = responses[2]
+    assert rejected.json() == {"error": "Rate limit exceeded", "status": 429}
+    assert 0 < float(rejected.headers["Retry-After"]) <= 0.5
+    assert 0 < int(rejected.headers["retry-after-ms"]) <= 500
+    assert stats["rate_limited"] == 3
+    assert stats["by_status"] == {"200": 2, "429": 3}
+
+
+def test_rate_limit_is_a_runtime_dial_and_zero_turns_it_off() -> None:
+    """PATCH sets rate_limit_rps (the next request over it is refused); 0 removes the limit."""
+
+    async def check(client: httpx.AsyncClient) -> tuple[float, list[int], list[int], Any]:
+        patched = await client.patch("/_emulator/config", json={"rate_limit_rps": 1})
+        limited = [(await speak(client)).status_code for _ in range(2)]
+        await client.patch("/_emulator/config", json={"rate_limit_rps": 0})
+        unlimited = [(await speak(client)).status_code for _ in range(5)]
+        records = (await client.get("/_emulator/requests")).json()
+        return patched.json()["rate_limit_rps"], limited, unlimited, records
+
+    rate, limited, unlimited, records = run(check)
+    assert rate == 1.0
+    assert limited == [200, 429]
+    assert unlimited == [200] * 5
+    assert records[1]["fault"] == "rate"
+
+
+def test_rate_limited_requests_never_take_a_concurrency_slot() -> None:
+    """A request refused for rate does not count in flight, so the cap sees only admitted ones."""
+
+    async def check(client: httpx.AsyncClient) -> Any:
+        await asyncio.gather(*(speak(client) for _ in range(6)))
+        return (await client.get("/_emulator/stats")).json()
+
+    stats = run(check, EmulatorConfig(rate_limit_rps=2, concurrency=5, latency_ms=30))
+    assert stats["by_status"] == {"200": 2, "429": 4}
+    assert stats["rate_limited"] == 4
+    assert stats["max_in_flight"] == 2

@@ -1,0 +1,328 @@
+"""The shared provider throttle on a real Redis: caps, leases, GCRA rate, AIMD, no starvation."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from jobs.catalog import ProviderLimits, parse_limit_overrides, provider_limits
+from tests.services import free_port
+from workers.providers.errors import ProviderUnavailable, QuotaExceeded, RateLimited
+from workers.throttle import (
+    Adaptation,
+    CallOutcome,
+    ConcurrencySlots,
+    ProviderThrottle,
+    RateLimiter,
+    ThrottleUnavailable,
+    credential_fingerprint,
+    outcome_for,
+    redis_for_throttle,
+    throttle_name,
+)
+
+pytestmark = pytest.mark.integration
+
+
+FP = credential_fingerprint("sk-test")
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis[Any]]:
+    """A Redis client on the test database."""
+    with redis.Redis.from_url(redis_url) as conn:
+        yield conn
+
+
+@pytest.fixture
+def new_provider(client: redis.Redis[Any]) -> Iterator[Callable[[], str]]:
+    """Makes fresh provider names; every throttle key made for them is deleted afterwards."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(f"t{uuid.uuid4().hex[:8]}")
+        return made[-1]
+
+    yield make
+    for provider in made:
+        for key in client.scan_iter(match=f"speechbatch:throttle:{{{provider}:*"):
+            client.delete(key)
+
+
+@pytest.fixture
+def provider(new_provider: Callable[[], str]) -> str:
+    return new_provider()
+
+
+@pytest.fixture
+def name(provider: str) -> str:
+    """A fresh throttle name in the real key layout."""
+    return throttle_name(provider, FP)
+
+
+def test_concurrency_never_exceeds_the_limit_with_8_threads(
+    client: redis.Redis[Any], name: str
+) -> None:
+    """8 threads hammering a limit of 5 never hold more than 5 slots at once, yet reach 5."""
+    slots = ConcurrencySlots(client, name, limit=5, lease_s=10)
+    lock = threading.Lock()
+    held = peak = admitted = 0
+
+    def worker() -> None:
+        nonlocal held, peak, admitted
+        for _ in range(120):
+            token = uuid.uuid4().hex
+            if not slots.try_acquire(token):
+                time.sleep(0.0005)
+                continue
+            with lock:
+                held += 1
+                peak = max(peak, held)
+                admitted += 1
+            time.sleep(0.002)
+            with lock:  # count down before releasing, so the local count never lags Redis
+                held -= 1
+            slots.release(token)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak == 5
+    assert admitted > 100
+    assert slots.in_use() == 0
+
+
+def test_a_crashed_holders_slot_comes_back_after_its_lease(
+    client: redis.Redis[Any], name: str
+) -> None:
+    """A holder that never releases (a killed worker) frees its slot within lease_s."""
+    slots = ConcurrencySlots(client, name, limit=1, lease_s=0.5)
+    assert slots.try_acquire("crashed-worker")
+    started = time.monotonic()
+    assert not slots.try_acquire("survivor")
+    while not slots.try_acquire("survivor"):
+        time.sleep(0.01)
+    waited = time.monotonic() - started
+    assert 0.4 <= waited <= 0.5 + 0.1
+
+
+def test_renewed_lease_keeps_the_slot_and_lapses_when_renewal_stops(
+    client: redis.Redis[Any], name: str
+) -> None:
+    """Renewing every 0.1 s keeps a 0.3 s lease past its term; stopping lets it lapse."""
+    slots = ConcurrencySlots(client, name, limit=1, lease_s=0.3)
+    assert slots.try_acquire("long-call")
+    for _ in range(6):
+        time.sleep(0.1)
+        assert slots.renew("long-call")
+        assert not slots.try_acquire("other")
+    time.sleep(0.35)
+    assert slots.try_acquire("other")
+    assert not slots.renew("long-call")
+
+
+def test_gcra_holds_the_rate_in_every_1s_window_with_8_hungry_threads(
+    client: redis.Redis[Any], name: str
+) -> None:
+    """At R=50/s for 3 s, 8 hungry threads get 0.9-1.0 x R overall and <= R+burst per 1 s."""
+    rate, burst, seconds = 50, 1, 3.0
+    limiter = RateLimiter(client, name, rate_per_s=rate, burst=burst)
+    admissions: list[float] = []
+    started = time.monotonic()
+    stop = started + seconds
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        while (now := time.monotonic()) < stop:
+            wait = limiter.try_acquire()
+            if wait == 0.0:
+                admissions.append(time.monotonic())
+            else:
+                time.sleep(min(wait + rng.uniform(0, 0.002), max(stop - now, 0)))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stamps = sorted(t for t in admissions if t < stop)
+    achieved = len(stamps) / seconds
+    busiest = max(sum(1 for t in stamps if s <= t < s + 1.0) for s in stamps)
+    assert 0.9 * rate <= achieved <= rate + burst / seconds
+    assert busiest <= rate + burst
+
+
+def test_429_halves_the_shared_limits_once_and_successes_restore_them(
+    client: redis.Redis[Any], provider: str, name: str
+) -> None:
+    """A 429 cuts concurrency and rate by half (one cut per generation); successes add back."""
+    throttle = ProviderThrottle(
+        client,
+        {provider: ProviderLimits(4, 100.0)},
+        lease_s=5,
+        adaptation=Adaptation(successes_per_step=2),
+    )
+    early, late = (throttle.acquire(provider, FP, max_wait_s=1) for _ in range(2))
+    assert early is not None and late is not None
+    early.release(CallOutcome.RATE_LIMITED)
+    late.release("rate_limited")  # admitted before the cut: the same overload, not a new one
+    assert throttle.effective_limits(provider, FP) == ProviderLimits(2, 50.0)
+
+    held = [throttle.acquire(provider, FP, max_wait_s=1) for _ in range(2)]
+    assert all(held)
+    assert throttle.acquire(provider, FP, max_wait_s=0.1) is None  # only 2 slots now
+    for permit in held:
+        assert permit is not None
+        permit.release(CallOutcome.SUCCESS)
+    assert throttle.effective_limits(provider, FP) == ProviderLimits(3, 60.0)
+
+    for _ in range(8):  # 4 more steps: concurrency caps at 4, the rate climbs to 100
+        permit = throttle.acquire(provider, FP, max_wait_s=1)
+        assert permit is not None
+        permit.release(CallOutcome.SUCCESS)
+    assert throttle.effective_limits(provider, FP) == ProviderLimits(4, 100.0)
+    assert not client.exists(f"{name}:adapt")  # fully recovered: back on the configured values
+
+
+def test_acquire_gives_up_after_max_wait_while_other_providers_proceed(
+    client: redis.Redis[Any], new_provider: Callable[[], str]
+) -> None:
+    """A waiter on a saturated provider gets None after max_wait_s; others are not held up."""
+    busy, free = new_provider(), new_provider()
+    throttle = ProviderThrottle(
+        client, {busy: ProviderLimits(1), free: ProviderLimits(2)}, lease_s=5
+    )
+    holder = throttle.acquire(busy, FP, max_wait_s=1)
+    assert holder is not None
+    result: list[Any] = []
+
+    def waiter() -> None:
+        started = time.monotonic()
+        result.append(throttle.acquire(busy, FP, max_wait_s=0.5))
+        result.append((started, time.monotonic()))
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    served = []
+    for _ in range(20):
+        permit = throttle.acquire(free, FP, max_wait_s=0.5)
+        assert permit is not None
+        served.append(time.monotonic())
+        permit.release()
+    thread.join()
+    permit_or_none, (started, ended) = result
+    assert permit_or_none is None
+    assert 0.5 <= ended - started <= 0.7
+    assert served[-1] < ended  # all 20 went through while the busy waiter was still waiting
+    holder.release()
+
+
+def test_waiting_uses_the_injected_clock_sleep_and_jitter(
+    client: redis.Redis[Any], provider: str
+) -> None:
+    """With a fake clock, acquire sleeps jittered poll intervals and gives up at the deadline."""
+    now = [0.0]
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        now[0] += seconds
+
+    limits = {provider: ProviderLimits(1)}
+    throttle = ProviderThrottle(
+        client,
+        limits,
+        lease_s=5,
+        poll_s=0.1,
+        sleep=sleep,
+        clock=lambda: now[0],
+        rng=random.Random(7),
+    )
+    assert throttle.acquire(provider, FP, max_wait_s=1) is not None
+    assert throttle.acquire(provider, FP, max_wait_s=1.0) is None
+    assert sum(pauses) == pytest.approx(1.0)
+    assert all(0.05 <= p <= 0.15 for p in pauses[:-1])
+    assert len(set(pauses)) > 1
+
+
+def test_keys_carry_a_fingerprint_never_the_api_key(
+    client: redis.Redis[Any], provider: str
+) -> None:
+    """Every throttle key and value names the credential by a SHA-256 prefix, not the key."""
+    secret = f"sk-live-{uuid.uuid4().hex}"
+    fp = credential_fingerprint(secret)
+    throttle = ProviderThrottle(client, {provider: ProviderLimits(3, 10.0)}, lease_s=5)
+    permit = throttle.acquire(provider, fp, max_wait_s=1)
+    assert permit is not None
+    permit.release(CallOutcome.RATE_LIMITED)
+    assert throttle.acquire(provider, fp, max_wait_s=1) is not None
+    keys = list(client.scan_iter(match=f"speechbatch:throttle:{{{provider}:*"))
+    assert {k.decode().rsplit(":", 1)[1] for k in keys} == {"slots", "tat", "adapt"}
+    dump = repr([(k, client.dump(k)) for k in keys])
+    assert secret not in dump and secret[8:] not in dump
+    assert all(fp in k.decode() for k in keys)
+    with pytest.raises(ValueError, match="credential_fingerprint"):
+        throttle.acquire(provider, secret, max_wait_s=0)
+
+
+def test_lua_checks_are_atomic_under_simultaneous_threads(
+    client: redis.Redis[Any], name: str
+) -> None:
+    """16 threads released at once never over-admit: exactly `limit` slots and `burst` tokens."""
+    rounds, threads_n = 20, 16
+    barrier = threading.Barrier(threads_n)
+    wins: list[list[int]] = [[0, 0] for _ in range(rounds)]
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        for r in range(rounds):
+            slots = ConcurrencySlots(client, f"{name}:r{r}", limit=5, lease_s=10)
+            limiter = RateLimiter(client, f"{name}:r{r}", rate_per_s=0.5, burst=3)
+            barrier.wait()
+            got_slot = slots.try_acquire(f"token-{n}")
+            got_token = limiter.try_acquire() == 0.0
+            with lock:
+                wins[r][0] += got_slot
+                wins[r][1] += got_token
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wins == [[5, 3]] * rounds
+
+
+def test_unreachable_redis_raises_throttle_unavailable() -> None:
+    """With Redis down, acquire raises ThrottleUnavailable quickly instead of admitting."""
+    client = redis_for_throttle(f"redis://127.0.0.1:{free_port()}/0")
+    throttle = ProviderThrottle(client, {"slng": ProviderLimits(16)}, lease_s=5)
+    started = time.monotonic()
+    with pytest.raises(ThrottleUnavailable, match="Redis failed"):
+        throttle.acquire("slng", credential_fingerprint("k"), max_wait_s=5)
+    assert time.monotonic() - started < 3
+
+
+def test_outcomes_and_limit_configuration() -> None:
+    """429s feed the limit, quota/5xx do not; overrides parse and replace catalog defaults."""
+    assert outcome_for(None) is CallOutcome.SUCCESS
+    assert outcome_for(RateLimited("slow down", retry_after=1)) is CallOutcome.RATE_LIMITED
+    assert outcome_for(QuotaExceeded("no credit")) is CallOutcome.OTHER
+    assert outcome_for(ProviderUnavailable("503")) is CallOutcome.OTHER
+    assert provider_limits()["slng"] == ProviderLimits(16, None)
+    assert provider_limits()["local"] == ProviderLimits(2, None)
+    limits = provider_limits("slng=8/25.5, deepgram=15")
+    assert limits["slng"] == ProviderLimits(8, 25.5)
+    assert limits["deepgram"] == ProviderLimits(15, None)
+    for bad in ("slng", "slng=0", "slng=4/0", "slng=4/x", "SLNG=4"):
+        with pytest.raises(ValueError, match="bad provider limit"):
+            parse_limit_overrides(bad)

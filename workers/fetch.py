@@ -1,0 +1,313 @@
+"""Fetching an STT source from an http(s) URL without letting the URL reach inside our network.
+
+`fetch_source` owns the SSRF defences of reliability.md A7 on the worker side:
+
+- the URL passes `jobs.netpolicy.check_url` (the parser the API used at submit);
+- the host is resolved ONCE and refused if ANY answer is forbidden, then we connect to that
+  exact IP (the URL carries the IP, `Host` and TLS SNI carry the name, and the certificate is
+  verified against the name), so a DNS answer that changes between check and connect
+  (rebinding) has nothing to change;
+- redirects are followed by hand, at most `MAX_REDIRECTS`, each hop checked and resolved anew;
+- the body is streamed and cut at `max_bytes`, and the whole fetch at `timeout_s` wall time.
+
+Failures map onto the provider error tree, so the pipeline retries or fails the item as usual.
+Messages name `scheme://host/path` only: queries often hold presigned signatures.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+from urllib.parse import unquote, urljoin
+
+import httpx
+
+from jobs.media import extension_for, sniff_audio
+from jobs.netpolicy import (
+    Allowlist,
+    IPAddress,
+    ParsedSource,
+    UnsafeUrl,
+    check_addresses,
+    check_url,
+)
+from workers.providers.base import AudioInput
+from workers.providers.errors import (
+    InvalidInput,
+    ProviderTimeout,
+    ProviderUnavailable,
+    UnsupportedAudio,
+)
+
+Resolver = Callable[[str, int], Sequence[tuple[Any, ...]]]
+
+MAX_REDIRECTS = 3
+USER_AGENT = "speechbatch-source-fetch/0.1"
+# A slow server is as likely to be overloaded as broken: these are worth a later attempt.
+_TRANSIENT_4XX = {408, 429}
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class _Deadline:
+    """One wall-clock budget for a whole fetch (all hops, headers and body).
+
+    httpx timeouts are per read, so a server that trickles a byte now and then never trips
+    them; at expiry a timer shuts down the sockets the fetch opened (found through httpcore's
+    `trace` extension), which makes a blocked read return at once.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._end = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._fired = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    @property
+    def expired(self) -> bool:
+        return self._fired or time.monotonic() >= self._end
+
+    def remaining(self) -> float:
+        return max(0.0, self._end - time.monotonic())
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        """httpcore trace hook: remember every socket as soon as it is connected."""
+        if not event.endswith((".connect_tcp.complete", ".start_tls.complete")):
+            return
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            with self._lock:
+                self._sockets.append(sock)
+                fired = self._fired
+            if fired:
+                _shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self._fired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # The plain-socket method: SSLSocket.shutdown would also drop its SSL object under the
+    # reading thread's feet. After TLS wraps a socket the original is detached (OSError).
+    with suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _timeout(source: ParsedSource, timeout_s: float) -> ProviderTimeout:
+    return ProviderTimeout(
+        f"Fetching {source.redacted} took longer than {timeout_s:g} s "
+        "(SPEECHBATCH_SOURCE_TIMEOUT_SECONDS); serve it faster or upload it instead.",
+        code="source_timeout",
+    )
+
+
+def _unavailable(source: ParsedSource, why: str, status: int | None = None) -> ProviderUnavailable:
+    return ProviderUnavailable(
+        f"Could not fetch {source.redacted}: {why}; it will be tried again.",
+        code="source_unavailable",
+        status_code=status,
+    )
+
+
+def _too_large(source: ParsedSource, max_bytes: int) -> InvalidInput:
+    return InvalidInput(
+        f"{source.redacted} is larger than {max_bytes} bytes (SPEECHBATCH_MAX_SOURCE_BYTES); "
+        "send a shorter recording or split it.",
+        code="source_too_large",
+    )
+
+
+def _checked(url: str, allow: Allowlist) -> ParsedSource:
+    try:
+        return check_url(url, allow)
+    except UnsafeUrl as exc:
+        raise InvalidInput(f"Source URL refused: {exc.message}", code="forbidden_source") from None
+
+
+def _resolve(source: ParsedSource, allow: Allowlist, resolver: Resolver) -> IPAddress:
+    """The address to connect to, after vetting every address the host resolves to."""
+    if source.ip is not None:
+        return source.ip
+    try:
+        answers = resolver(source.host, source.port)
+    except socket.gaierror as exc:
+        if exc.errno in {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}:
+            raise InvalidInput(
+                f"Host {source.host} of {source.redacted} does not exist; check the URL.",
+                code="source_unavailable",
+            ) from None
+        raise _unavailable(source, f"DNS lookup failed ({exc.strerror})") from None
+    found: dict[IPAddress, None] = {}
+    for family, *_, sockaddr in answers:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            found[ipaddress.ip_address(sockaddr[0])] = None
+    if not found:
+        raise _unavailable(source, f"{source.host} has no IPv4 or IPv6 address")
+    try:
+        check_addresses(source.host, list(found), allow)
+    except UnsafeUrl as exc:
+        raise InvalidInput(f"Source URL refused: {exc.message}", code="forbidden_source") from None
+    return next(iter(found))
+
+
+def _request(source: ParsedSource, ip: IPAddress, deadline: _Deadline) -> httpx.Request:
+    """A GET to `ip` that presents itself (Host, SNI) as `source.host`."""
+    literal = f"[{ip}]" if ip.version == 6 else str(ip)
+    extensions: dict[str, Any] = {"trace": deadline.trace}
+    if source.ip is None and source.scheme == "https":
+        extensions["sni_hostname"] = source.host
+    remaining = deadline.remaining()
+    return httpx.Request(
+        "GET",
+        f"{source.scheme}://{literal}:{source.port}{source.target}",
+        headers={
+            "Host": source.authority,
+            "User-Agent": USER_AGENT,
+            "Accept": "audio/*, */*;q=0.1",
+            # Compressed audio does not shrink; identity also rules out decompression bombs.
+            "Accept-Encoding": "identity",
+        },
+        extensions={**extensions, "timeout": httpx.Timeout(remaining).as_dict()},
+    )
+
+
+@contextmanager
+def _transport_errors(
+    source: ParsedSource, deadline: _Deadline, timeout_s: float
+) -> Iterator[None]:
+    """httpx failures as our tree; after the deadline every failure is the timeout's doing."""
+    try:
+        yield
+    except httpx.InvalidURL:
+        raise InvalidInput(
+            f"{source.redacted} is not a URL we can request.", code="invalid_source"
+        ) from None
+    except httpx.HTTPError as exc:
+        if deadline.expired or isinstance(exc, httpx.TimeoutException):
+            raise _timeout(source, timeout_s) from None
+        raise _unavailable(source, type(exc).__name__) from None
+
+
+def _read_body(
+    response: httpx.Response, source: ParsedSource, max_bytes: int, deadline: _Deadline
+) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(source, max_bytes)
+    body = bytearray()
+    for chunk in response.iter_bytes():  # as received, so the deadline check runs per read
+        body += chunk
+        if len(body) > max_bytes:
+            raise _too_large(source, max_bytes)
+        if deadline.expired:
+            raise httpx.ReadTimeout("source deadline passed")
+    return bytes(body)
+
+
+def _raise_for_status(response: httpx.Response, source: ParsedSource) -> None:
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    if status >= 500 or status in _TRANSIENT_4XX:
+        raise _unavailable(source, f"the server answered HTTP {status}", status)
+    raise InvalidInput(
+        f"{source.redacted} answered HTTP {status}; check that the URL is right and not expired.",
+        code="source_unavailable",
+        status_code=status,
+    )
+
+
+def _download(
+    client: httpx.Client,
+    url: str,
+    *,
+    allow: Allowlist,
+    max_bytes: int,
+    timeout_s: float,
+    resolver: Resolver,
+    deadline: _Deadline,
+) -> tuple[ParsedSource, bytes]:
+    for _hop in range(MAX_REDIRECTS + 1):
+        source = _checked(url, allow)
+        ip = _resolve(source, allow, resolver)
+        if deadline.expired:
+            raise _timeout(source, timeout_s)
+        with _transport_errors(source, deadline, timeout_s):
+            response = client.send(_request(source, ip, deadline), stream=True)
+            try:
+                location = response.headers.get("location")
+                if response.is_redirect and location:
+                    url = urljoin(url, location)
+                    continue
+                _raise_for_status(response, source)
+                return source, _read_body(response, source, max_bytes, deadline)
+            finally:
+                response.close()
+    raise InvalidInput(
+        f"{source.redacted} redirected more than {MAX_REDIRECTS} times; use the final URL.",
+        code="too_many_redirects",
+    )
+
+
+def _filename(source: ParsedSource, content_type: str) -> str:
+    """The URL's last path segment, made safe, with an extension that matches the audio."""
+    segment = unquote(source.target.partition("?")[0].rsplit("/", 1)[-1])
+    name = _SAFE_NAME.sub("_", segment).strip("._")[:120] or "audio"
+    return name if "." in name else f"{name}.{extension_for(content_type)}"
+
+
+def fetch_source(
+    url: str,
+    *,
+    allow: Allowlist,
+    max_bytes: int,
+    timeout_s: float,
+    resolver: Resolver = socket.getaddrinfo,
+    transport: httpx.BaseTransport | None = None,
+) -> AudioInput:
+    """Download an http(s) STT source safely; raise the provider error tree on failure."""
+    origin = _checked(url, allow)
+    deadline = _Deadline(timeout_s)
+    # trust_env=False: no proxy from the environment (it would resolve the name itself) and
+    # no ~/.netrc credentials sent to whatever host a user names.
+    client = httpx.Client(transport=transport, follow_redirects=False, trust_env=False)
+    try:
+        final, data = _download(
+            client,
+            url,
+            allow=allow,
+            max_bytes=max_bytes,
+            timeout_s=timeout_s,
+            resolver=resolver,
+            deadline=deadline,
+        )
+    finally:
+        deadline.cancel()
+        client.close()
+    if not data:
+        raise UnsupportedAudio(f"Source {final.redacted} is empty.", code="empty_audio")
+    content_type = sniff_audio(data[:64])
+    if content_type is None:
+        raise UnsupportedAudio(
+            f"Source {final.redacted} is not an audio file we recognise "
+            "(wav, flac, ogg, mp3, m4a, webm)."
+        )
+    return AudioInput(
+        data=data, filename=_filename(origin, content_type), content_type=content_type
+    )

@@ -1,0 +1,233 @@
+"""The Redis side of the throttle: key layout, the Lua scripts, and Redis errors as one type.
+
+Every check is one Lua script, so "count the holders, compare with the limit, take a slot"
+and "read the theoretical arrival time, compare, advance it" cannot interleave between
+workers. Scripts read Redis' own clock (`TIME`), so worker clocks never matter; this needs
+Redis >= 5 (scripts replicate their effects, not their source).
+
+Keys for a throttle called NAME (`workers.throttle` uses `speechbatch:throttle:{provider:fp}`,
+whose braces are a Cluster hash tag so a script's keys share one slot):
+
+    NAME:slots   ZSET   holder token -> lease expiry (µs, server time); expired = free
+    NAME:tat     STRING GCRA theoretical arrival time (µs); expires once in the past
+    NAME:adapt   HASH   limit, rate (effective values after 429s), ok (successes since the
+                        last step), cut_at (µs of the last decrease); gone = configured values
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+ADMITTED, OVER_RATE, NO_SLOT = 0, 1, 2
+
+_PRELUDE = """
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+-- The adaptive values, never above what is configured now (config may have been lowered).
+local function effective(adapt, max_limit, max_rate)
+  local v = redis.call('HMGET', adapt, 'limit', 'rate')
+  return math.min(tonumber(v[1]) or max_limit, max_limit),
+         math.min(tonumber(v[2]) or max_rate, max_rate)
+end
+local function keep_for(key, ms)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+end
+"""
+
+# KEYS slots, tat, adapt; ARGV token ('' = rate only), max_limit, max_rate (0 = none), burst,
+# lease_us. Returns {0, now_us} admitted, {1, wait_us} over the rate, {2, 0} no free slot.
+# Nothing is written unless both checks pass, so a refused caller holds nothing.
+_ACQUIRE = (
+    _PRELUDE
+    + """
+local now = now_us()
+local token = ARGV[1]
+local limit, rate = effective(KEYS[3], tonumber(ARGV[2]), tonumber(ARGV[3]))
+if token ~= '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  if redis.call('ZCARD', KEYS[1]) >= limit then return {2, 0} end
+end
+if rate > 0 then
+  local interval = 1000000 / rate
+  local tat = math.max(tonumber(redis.call('GET', KEYS[2]) or now), now)
+  local wait = tat + interval - tonumber(ARGV[4]) * interval - now
+  if wait > 0 then return {1, math.ceil(wait)} end
+  tat = tat + interval
+  redis.call('SET', KEYS[2], string.format('%.3f', tat), 'PX',
+             math.ceil((tat - now) / 1000) + 1000)
+end
+if token ~= '' then
+  local lease = tonumber(ARGV[5])
+  redis.call('ZADD', KEYS[1], now + lease, token)
+  keep_for(KEYS[1], math.ceil(lease / 1000) + 1000)
+end
+return {0, now}
+"""
+)
+
+# KEYS slots, adapt; ARGV token ('' = none), outcome, acquired_us, max_limit, max_rate,
+# successes_per_step, decrease_factor, rate_floor, rate_step, idle_ms. Returns 1 if the
+# token held a slot. AIMD: a 429 cuts limit and rate once per generation (only a request
+# admitted after the last cut may cut again, as TCP cuts once per window); every
+# `successes_per_step` successes add 1 slot and `rate_step` of the configured rate.
+_RELEASE = (
+    _PRELUDE
+    + """
+local removed = 0
+if ARGV[1] ~= '' then removed = redis.call('ZREM', KEYS[1], ARGV[1]) end
+local outcome = ARGV[2]
+if outcome ~= 'success' and outcome ~= 'rate_limited' then return removed end
+local max_limit, max_rate = tonumber(ARGV[4]), tonumber(ARGV[5])
+local limit, rate = effective(KEYS[2], max_limit, max_rate)
+if outcome == 'rate_limited' then
+  local cut_at = tonumber(redis.call('HGET', KEYS[2], 'cut_at') or 0)
+  if tonumber(ARGV[3]) < cut_at then return removed end
+  local factor = tonumber(ARGV[7])
+  limit = math.max(1, math.floor(limit * factor))
+  if max_rate > 0 then rate = math.max(tonumber(ARGV[8]), rate * factor) end
+  redis.call('HSET', KEYS[2], 'limit', limit, 'rate', rate, 'ok', 0, 'cut_at', now_us())
+  redis.call('PEXPIRE', KEYS[2], ARGV[10])
+  return removed
+end
+if limit >= max_limit and rate >= max_rate then return removed end
+if redis.call('HINCRBY', KEYS[2], 'ok', 1) < tonumber(ARGV[6]) then return removed end
+limit = math.min(max_limit, limit + 1)
+if max_rate > 0 then rate = math.min(max_rate, rate + max_rate * tonumber(ARGV[9])) end
+if limit >= max_limit and rate >= max_rate then
+  redis.call('DEL', KEYS[2])
+else
+  redis.call('HSET', KEYS[2], 'limit', limit, 'rate', rate, 'ok', 0)
+  redis.call('PEXPIRE', KEYS[2], ARGV[10])
+end
+return removed
+"""
+)
+
+# KEYS slots; ARGV token, lease_us. 1 if the token still holds its slot (lease extended).
+# An expired entry not yet pruned still counts as held: nobody else can have taken it.
+_RENEW = (
+    _PRELUDE
+    + """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+local lease = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], 'XX', now_us() + lease, ARGV[1])
+keep_for(KEYS[1], math.ceil(lease / 1000) + 1000)
+return 1
+"""
+)
+
+_IN_USE = (
+    _PRELUDE
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_us())
+return redis.call('ZCARD', KEYS[1])
+"""
+)
+
+
+class ThrottleUnavailable(Exception):
+    """Redis did not answer, so no permit can be granted; the caller decides what to do."""
+
+
+@contextmanager
+def redis_errors(action: str) -> Iterator[None]:
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise ThrottleUnavailable(
+            f"Could not {action}: Redis failed ({type(exc).__name__}: {exc})."
+        ) from exc
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """How the shared limits move: times `decrease_factor` on a 429, back up on successes."""
+
+    decrease_factor: float = 0.5
+    successes_per_step: int = 10
+    rate_step: float = 0.1  # fraction of the configured rate added per step
+    rate_floor: float = 1 / 16  # fraction of the configured rate it never drops below
+    idle_s: float = 600.0  # a throttled-down limit left alone this long resets
+
+
+@dataclass(frozen=True)
+class Keys:
+    slots: str
+    tat: str
+    adapt: str
+
+    @classmethod
+    def for_name(cls, name: str) -> Keys:
+        return cls(f"{name}:slots", f"{name}:tat", f"{name}:adapt")
+
+
+class Scripts:
+    """The scripts registered on one client; each method is one round trip."""
+
+    def __init__(self, client: redis.Redis[Any]) -> None:
+        self.client = client
+        self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
+        self._renew = client.register_script(_RENEW)
+        self._in_use = client.register_script(_IN_USE)
+
+    def acquire(
+        self, keys: Keys, token: str, *, limit: int, rate: float, burst: int, lease_s: float
+    ) -> tuple[int, int]:
+        """(ADMITTED, server µs) | (OVER_RATE, µs to wait) | (NO_SLOT, 0)."""
+        args = [token, limit, rate, burst, math.ceil(lease_s * 1e6)]
+        with redis_errors("check the provider throttle"):
+            state, value = self._acquire(keys=[keys.slots, keys.tat, keys.adapt], args=args)
+        return int(state), int(value)
+
+    def release(
+        self,
+        keys: Keys,
+        token: str,
+        outcome: str,
+        acquired_us: int,
+        *,
+        limit: int,
+        rate: float,
+        adaptation: Adaptation,
+    ) -> bool:
+        a = adaptation
+        args = [
+            token,
+            outcome,
+            acquired_us,
+            limit,
+            rate,
+            a.successes_per_step,
+            a.decrease_factor,
+            rate * a.rate_floor,
+            a.rate_step,
+            math.ceil(a.idle_s * 1000),
+        ]
+        with redis_errors("release a throttle permit"):
+            return bool(self._release(keys=[keys.slots, keys.adapt], args=args))
+
+    def renew(self, keys: Keys, token: str, lease_s: float) -> bool:
+        with redis_errors("renew a throttle permit"):
+            return bool(self._renew(keys=[keys.slots], args=[token, math.ceil(lease_s * 1e6)]))
+
+    def in_use(self, keys: Keys) -> int:
+        with redis_errors("count throttle slots"):
+            return int(self._in_use(keys=[keys.slots]))
+
+    def effective(self, keys: Keys, *, limit: int, rate: float) -> tuple[int, float]:
+        """The limit and rate in force now (the configured ones unless a 429 lowered them)."""
+        with redis_errors("read the adaptive limit"):
+            stored = self.client.hmget(keys.adapt, ["limit", "rate"])
+        return (
+            min(int(float(stored[0])), limit) if stored[0] is not None else limit,
+            min(float(stored[1]), rate) if stored[1] is not None else rate,
+        )
