@@ -11,50 +11,42 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from datetime import timedelta
-from enum import StrEnum
+from functools import partial
 from typing import Any, TypeVar
 
 from jobs import repository as repo
 from jobs.clock import utc_now
 from jobs.media import sniff_audio
 from jobs.repository import ClaimedItem
-from jobs.service import publish_safely, write_manifest_if_finished
-from jobs.status import JOB_TERMINAL
 from jobs.validation import HTTP_SOURCE
 from storage.keys import output_key, upload_key
-from storage.objects import ObjectNotFound
+from storage.objects import ObjectNotFound, StorageUnavailable
+from workers import outcomes
 from workers.audio import convert
 from workers.fetch import fetch_source
+from workers.outcomes import Attempts, Outcome
 from workers.providers.base import AudioInput, Transcript
 from workers.providers.errors import (
     AuthenticationFailed,
     InvalidInput,
     PermanentProviderError,
-    ProviderError,
     ProviderUnavailable,
     QuotaExceeded,
     TransientProviderError,
     UnsupportedAudio,
 )
 from workers.render import RENDERERS
-from workers.retry import call_with_retries, next_delay
+from workers.retry import call_with_retries
 from workers.runtime import Runtime
 from workers.throttle import ThrottleBusy, outcome_for
 
 T = TypeVar("T")
-
 log = logging.getLogger(__name__)
 
-
-class Outcome(StrEnum):
-    SKIPPED = "skipped"  # not claimable: someone else has it, it is done, or not due yet
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    RETRYING = "retrying"  # back in the queue with next_attempt_at
-    LOST = "lost"  # our lease was taken over while we worked; the new holder decides
-    DEFERRED = "deferred"  # the provider's shared limit was full; handed back, not an attempt
+__all__ = ["Outcome", "run_item"]
 
 
 def run_item(rt: Runtime, item_id: int) -> Outcome:
@@ -87,47 +79,49 @@ def _run_item(rt: Runtime, item_id: int) -> Outcome:
             rt.leases.drop(item.id)
 
 
-def _work(rt: Runtime, item: ClaimedItem) -> Outcome:
-    attempts: list[dict[str, Any]] = []
+def _work(rt: Runtime, item: ClaimedItem) -> Outcome:  # noqa: PLR0911 - one return per outcome kind
+    attempts: Attempts = []
     try:
         if item.kind == "tts":
             written = _synthesize(rt, item, attempts)
         else:
             written = _transcribe(rt, item, attempts)
     except ThrottleBusy:
-        return _hand_back(rt, item, attempts)
+        return outcomes.hand_back(rt, item, attempts, rt.rng.uniform(1.0, 3.0))
+    except StorageUnavailable:
+        # Our own storage is down, not the item's fault: no attempt is spent on it.
+        log.warning("object storage unavailable; handing item %s back", item.id)
+        return outcomes.hand_back(rt, item, attempts, rt.rng.uniform(5.0, 15.0))
     except (AuthenticationFailed, QuotaExceeded) as error:
         # Every other item of the job would be refused the same way: stop the job's calls
         # now instead of burning through thousands of items (and the provider's patience).
-        return _finish_failed(rt, item, attempts, error.code, error.message, whole_job=True)
+        return outcomes.fail(rt, item, attempts, error.code, error.message, whole_job=True)
     except PermanentProviderError as error:
-        return _finish_failed(rt, item, attempts, error.code, error.message)
+        return outcomes.fail(rt, item, attempts, error.code, error.message)
     except TransientProviderError as error:
-        return _retry_later(rt, item, attempts, error)
-    except Exception as error:  # storage outage or a bug: bounded by item_attempts
+        return outcomes.retry_later(rt, item, attempts, error)
+    except Exception as error:  # a bug or an unexpected outage: bounded by item_attempts
         log.exception("item %s failed unexpectedly", item.id)
         transient = ProviderUnavailable(
             f"Internal error ({type(error).__name__}) while processing the item; retrying.",
             code="internal_error",
         )
-        return _retry_later(rt, item, attempts, transient)
-
-    with rt.sessions() as session:
-        repo.record_attempts(session, item.id, attempts)
-        status = repo.succeed_item(session, item, now=utc_now(), **written)
-        session.commit()
-    _after_final(rt, item, status)
-    return Outcome.SUCCEEDED if status else Outcome.LOST
+        return outcomes.retry_later(rt, item, attempts, transient)
+    return outcomes.succeed(rt, item, attempts, written)
 
 
-def _after_final(rt: Runtime, item: ClaimedItem, job_status: str | None) -> None:
-    """Store the job's manifest if this outcome finished the job (never fails the item)."""
-    if job_status not in JOB_TERMINAL:
-        return
-    try:
-        write_manifest_if_finished(rt.sessions, rt.store, item.job_id)
-    except Exception:  # the manifest endpoint still serves it; the next finisher rewrites
-        log.warning("could not write the manifest of job %s", item.job_id, exc_info=True)
+def _stored(rt: Runtime, operation: Callable[[], T]) -> T:
+    """Run an object-store call, riding out a short storage outage (up to half the lease) so
+    a provider result already paid for is not thrown away; then StorageUnavailable."""
+    delay, deadline = 0.25, time.monotonic() + _deadline(rt)
+    while True:
+        try:
+            return operation()
+        except StorageUnavailable:
+            if time.monotonic() + delay > deadline:
+                raise
+            rt.sleep(delay)
+            delay = min(delay * 2, 4.0)
 
 
 def _throttled(rt: Runtime, item: ClaimedItem, call: Callable[[], T]) -> Callable[[], T]:
@@ -154,30 +148,13 @@ def _throttled(rt: Runtime, item: ClaimedItem, call: Callable[[], T]) -> Callabl
     return limited
 
 
-def _hand_back(rt: Runtime, item: ClaimedItem, attempts: list[dict[str, Any]]) -> Outcome:
-    """No provider slot within `rt.throttle_wait_s`: give the item back (the claim does not count
-    as an attempt) and free this thread for items of other providers."""
-    delay = rt.rng.uniform(1.0, 3.0)
-    now = utc_now()
-    with rt.sessions() as session:
-        repo.record_attempts(session, item.id, attempts)
-        done = repo.hand_back_item(
-            session, item, now=now, next_attempt_at=now + timedelta(seconds=delay)
-        )
-        session.commit()
-    if not done:
-        return Outcome.LOST
-    publish_safely(rt.sessions, rt.publish, [item.id], delay)
-    return Outcome.DEFERRED
-
-
 def _deadline(rt: Runtime) -> float:
     # Stop retrying in-call well before the lease runs out, so a sweeper never re-queues
     # an item that is still being worked on.
     return rt.lease_s / 2
 
 
-def _synthesize(rt: Runtime, item: ClaimedItem, attempts: list[dict[str, Any]]) -> dict[str, Any]:
+def _synthesize(rt: Runtime, item: ClaimedItem, attempts: Attempts) -> dict[str, Any]:
     provider = rt.provider_for(item.provider)
     text = item.text or ""
     synthesis = call_with_retries(
@@ -209,7 +186,7 @@ def _synthesize(rt: Runtime, item: ClaimedItem, attempts: list[dict[str, Any]]) 
     key = output_key(
         item.output_prefix, item.tenant_id, item.job_id, item.seq, item.external_id, encoded.ext
     )
-    size = rt.store.put_bytes(key, encoded.data, encoded.content_type)
+    size = _stored(rt, lambda: rt.store.put_bytes(key, encoded.data, encoded.content_type))
     return {
         "output_key": key,
         "output_bytes": size,
@@ -232,7 +209,7 @@ def _read_source(rt: Runtime, item: ClaimedItem) -> AudioInput:
         )
     upload_id, _, name = source.removeprefix("upload://").partition("/")
     try:
-        data = rt.store.get_bytes(upload_key(item.tenant_id, upload_id, name))
+        data = _stored(rt, lambda: rt.store.get_bytes(upload_key(item.tenant_id, upload_id, name)))
     except ObjectNotFound:
         raise InvalidInput(
             f"Source {source} was not found; upload it again with POST /v1/uploads.",
@@ -248,7 +225,7 @@ def _read_source(rt: Runtime, item: ClaimedItem) -> AudioInput:
     return AudioInput(data=data, filename=name, content_type=content_type)
 
 
-def _transcribe(rt: Runtime, item: ClaimedItem, attempts: list[dict[str, Any]]) -> dict[str, Any]:
+def _transcribe(rt: Runtime, item: ClaimedItem, attempts: Attempts) -> dict[str, Any]:
     audio = _read_source(rt, item)
     provider = rt.provider_for(item.provider)
     transcript: Transcript = call_with_retries(
@@ -265,12 +242,13 @@ def _transcribe(rt: Runtime, item: ClaimedItem, attempts: list[dict[str, Any]]) 
         item.output_prefix, item.tenant_id, item.job_id, item.seq, item.external_id, "json"
     )
     body = json.dumps(transcript.to_json(), ensure_ascii=False, indent=2).encode()
-    size = rt.store.put_bytes(stem, body, "application/json")
+    size = _stored(rt, lambda: rt.store.put_bytes(stem, body, "application/json"))
     base = stem.removesuffix(".json")
     for fmt in item.options.get("transcript_formats", []):
         if fmt in RENDERERS:
             render, content_type = RENDERERS[fmt]
-            rt.store.put_bytes(f"{base}.{fmt}", render(transcript).encode(), content_type)
+            rendered = render(transcript).encode()
+            _stored(rt, partial(rt.store.put_bytes, f"{base}.{fmt}", rendered, content_type))
     return {
         "output_key": stem,
         "output_bytes": size,
@@ -278,63 +256,3 @@ def _transcribe(rt: Runtime, item: ClaimedItem, attempts: list[dict[str, Any]]) 
         "duration_s": transcript.duration_s,
         "characters": len(transcript.text),
     }
-
-
-def _finish_failed(
-    rt: Runtime,
-    item: ClaimedItem,
-    attempts: list[dict[str, Any]],
-    code: str,
-    message: str,
-    *,
-    whole_job: bool = False,
-) -> Outcome:
-    with rt.sessions() as session:
-        now = utc_now()
-        repo.record_attempts(session, item.id, attempts)
-        status = repo.fail_item(session, item, now=now, code=code, message=message)
-        if status and whole_job:
-            repo.fail_queued_items(
-                session,
-                item.job_id,
-                now=now,
-                code=code,
-                message=f"Not attempted: another item of this job was refused ({message})",
-            )
-            status = repo.job_status(session, item.job_id)
-        session.commit()
-    _after_final(rt, item, status)
-    return Outcome.FAILED if status else Outcome.LOST
-
-
-def _retry_later(
-    rt: Runtime, item: ClaimedItem, attempts: list[dict[str, Any]], error: ProviderError
-) -> Outcome:
-    if item.attempts >= rt.policy.item_attempts:
-        message = f"Gave up after {item.attempts} attempts; last error: {error.message}"
-        return _finish_failed(rt, item, attempts, error.code, message)
-    now = utc_now()
-    delay = next_delay(
-        item.attempts, error, base=rt.policy.item_base_s, cap=rt.policy.item_cap_s, rng=rt.rng
-    )
-    due = now + timedelta(seconds=delay)
-    countdown = delay <= rt.policy.max_countdown_s
-    with rt.sessions() as session:
-        repo.record_attempts(session, item.id, attempts)
-        done = repo.requeue_item(
-            session,
-            item,
-            now=now,
-            next_attempt_at=due,
-            # A countdown message is "published" for when it becomes due; otherwise the
-            # sweeper publishes the item once it is due.
-            published_at=due if countdown else None,
-            code=error.code,
-            message=error.message,
-        )
-        session.commit()
-    if not done:
-        return Outcome.LOST
-    if countdown:
-        publish_safely(rt.sessions, rt.publish, [item.id], delay)
-    return Outcome.RETRYING

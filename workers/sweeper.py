@@ -2,10 +2,10 @@
 
 Each pass (1) re-queues running items whose lease expired (their worker died),
 (2) publishes queued items that are due and were never published (backoff over), and
-(3) when the broker queue is nearly empty, re-publishes queued items whose message is
-older than `stale_s` (Redis may have lost it on restart). Duplicates are harmless: a
-claim is a conditional UPDATE. The queue-depth check keeps a 100k backlog from being
-re-published over and over while it legitimately waits.
+(3) when the broker queue is empty, re-publishes queued items whose message is older than
+`stale_s` (Redis may have lost it on restart). Duplicates are harmless: a claim is a
+conditional UPDATE. Waiting for an empty queue keeps a backlog that legitimately waits
+(100k items, or a worker reconnecting) from being published twice.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def sweep_once(
         never = repo.due_unpublished_items(session, now=now, published_before=None, limit=batch)
         session.commit()
     try:
-        low = queue_depth() < batch
+        low = queue_depth() == 0
     except Exception:
         log.warning("cannot read the broker queue depth; skipping stale re-publish", exc_info=True)
         low = False

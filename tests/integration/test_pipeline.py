@@ -22,6 +22,7 @@ from jobs.models import Attempt, Item
 from storage.keys import manifest_key
 from storage.objects import LocalObjectStore
 from tests.integration.helpers import Recorder, migrated_sessions, tts_job
+from tests.services import free_port
 from workers.leases import LeaseKeeper
 from workers.pipeline import Outcome, run_item
 from workers.providers import build_provider
@@ -270,3 +271,24 @@ def test_a_full_provider_limit_hands_the_item_back_without_spending_an_attempt(
         session.commit()
     assert run_item(rt, published.ids[0]) == Outcome.SUCCEEDED
     client.close()
+
+
+def test_a_storage_outage_hands_the_item_back_without_spending_an_attempt(
+    database_url: str,
+) -> None:
+    """When S3 is unreachable the item is deferred with its attempts intact, not failed."""
+    from storage.objects import open_object_store
+
+    dead_store = open_object_store("s3://nowhere", endpoint_url=f"http://127.0.0.1:{free_port()}")
+    sessions = migrated_sessions(database_url)
+    published = Recorder()
+    tts_job(sessions, ["Hello."], publish=published)
+    rt, republished = runtime(sessions, dead_store)  # type: ignore[arg-type]
+    rt.lease_s = 1.0  # ride out the outage for half a second only
+    assert run_item(rt, published.ids[0]) == Outcome.DEFERRED
+    with sessions() as session:
+        item = session.get(Item, published.ids[0])
+        attempts = session.scalar(select(func.count()).where(Attempt.item_id == item.id))
+    assert (item.status, item.attempts, item.error_code) == ("queued", 0, None)
+    assert attempts == 1  # the provider call that succeeded is still on record
+    assert 5.0 <= republished.published[0][1] <= 15.0

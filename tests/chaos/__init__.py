@@ -1,0 +1,1 @@
+"""Chaos suite: real jobs through real processes while workers, Redis, PostgreSQL or S3 fail."""
