@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps test-deps demo test test-fast lint format bench bench-bulk clean
+.PHONY: install system-deps test-deps demo test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,11 +38,11 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: test-deps      ## starts Redis/PostgreSQL/SeaweedFS as needed, then measures
-	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.throughput
-
-bench-bulk: test-deps ## 100k-item submit, publish and polling latency
+bench: test-deps      ## every benchmark; services are started for each as needed
+	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.throughput --items 2000 --latency-ms 200 --cap 16
+	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.overhead
 	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.bulk_submit
+	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.ratelimit
 
 clean:
 	rm -rf $(VENV) .speechbatch out .pytest_cache .mypy_cache .ruff_cache

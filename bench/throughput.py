@@ -10,6 +10,7 @@ in the environment: `make bench` provides them (python -m tests.services run -- 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -54,9 +55,15 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--cap", type=int, default=16, help="emulator concurrency cap C")
-    parser.add_argument("--worker-concurrency", type=int, default=None, help="default: C")
+    parser.add_argument(
+        "--worker-concurrency",
+        type=int,
+        default=None,
+        help="worker threads (default 1.5 x C: the shared throttle keeps provider calls at C "
+        "while the extra threads do the DB and S3 work around them)",
+    )
     args = parser.parse_args()
-    slots = args.worker_concurrency or args.cap
+    slots = args.worker_concurrency or math.ceil(1.5 * args.cap)
     ceiling = args.cap / (args.latency_ms / 1000)
 
     workdir = Path(tempfile.mkdtemp(prefix="sb-bench-"))

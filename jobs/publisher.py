@@ -25,6 +25,9 @@ from celery import Celery
 TASK_PROCESS_ITEM = "speechbatch.process_item"
 QUEUE = "speechbatch"
 VISIBILITY_TIMEOUT_S = 3600
+# A countdown longer than the visibility timeout makes Redis redeliver the message again and
+# again (kombu#337); anything past a tenth of it waits in the database for the sweeper instead.
+MAX_COUNTDOWN_S = VISIBILITY_TIMEOUT_S / 10
 # Redis lists kombu uses for one queue under the default priority steps [0, 3, 6, 9].
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
@@ -62,6 +65,11 @@ def celery_config(broker_url: str) -> dict[str, Any]:
 
 def send_items(app: Celery, ids: Sequence[int], countdown: float = 0.0) -> None:
     """Publish one message per item id over one pooled producer connection."""
+    if countdown > MAX_COUNTDOWN_S:
+        raise ValueError(
+            f"countdown {countdown:.0f} s exceeds {MAX_COUNTDOWN_S:.0f} s (a tenth of the broker's "
+            "visibility timeout); leave the item to the sweeper instead"
+        )
     options: dict[str, Any] = {
         "queue": QUEUE,
         "retry": True,

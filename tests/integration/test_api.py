@@ -153,6 +153,23 @@ def test_malformed_json_is_a_400(api: Api) -> None:
     assert response.json()["error"]["code"] == "malformed_json"
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"kind": "tts", "provider": "slng", "items": [{"text": "caf\xe9 \xff\xfe"}]}',
+        b"\xff\xfe\x00\x01",
+    ],
+)
+def test_invalid_utf8_is_a_400(api: Api, payload: bytes) -> None:
+    """A body that is not UTF-8 is refused as malformed and queues nothing."""
+    response = api.client.post(
+        "/v1/jobs", content=payload, headers={**api.auth(), "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "malformed_json"
+    assert api.redis.llen(QUEUE) == 0
+
+
 def test_oversized_body_is_413_before_reading(api: Api) -> None:
     """A body over the request cap is refused with 413 and a code."""
     big = tts(items=[{"text": "x" * 1000} for _ in range(400)])

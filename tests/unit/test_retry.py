@@ -112,7 +112,14 @@ def test_short_retry_after_is_honoured_in_call() -> None:
 
 
 def test_countdowns_stay_far_below_the_visibility_timeout() -> None:
-    """No Celery countdown may exceed 10 % of the broker's visibility timeout (reliability R4)."""
-    from jobs.publisher import VISIBILITY_TIMEOUT_S
+    """No Celery countdown may exceed 10 % of the broker's visibility timeout (reliability R4):
+    the retry policy stays under it and the publisher refuses anything longer."""
+    from celery import Celery
 
-    assert RetryPolicy().max_countdown_s <= 0.1 * VISIBILITY_TIMEOUT_S
+    from jobs.publisher import MAX_COUNTDOWN_S, VISIBILITY_TIMEOUT_S, send_items
+
+    assert MAX_COUNTDOWN_S <= 0.1 * VISIBILITY_TIMEOUT_S
+    assert RetryPolicy().max_countdown_s <= MAX_COUNTDOWN_S
+    app = Celery("never-connects", broker="redis://127.0.0.1:1/0", set_as_current=False)
+    with pytest.raises(ValueError, match="visibility timeout"):
+        send_items(app, [1], countdown=MAX_COUNTDOWN_S + 1)
