@@ -170,6 +170,7 @@ def _synthesize(rt: Runtime, item: ClaimedItem, attempts: Attempts) -> dict[str,
         attempts_log=attempts,
         deadline_s=_deadline(rt),
         sleep=rt.sleep,
+        budget=rt.retry_budget_for(item.provider),
     )
     try:
         encoded = convert(
@@ -237,6 +238,7 @@ def _transcribe(rt: Runtime, item: ClaimedItem, attempts: Attempts) -> dict[str,
         attempts_log=attempts,
         deadline_s=_deadline(rt),
         sleep=rt.sleep,
+        budget=rt.retry_budget_for(item.provider),
     )
     stem = output_key(
         item.output_prefix, item.tenant_id, item.job_id, item.seq, item.external_id, "json"

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from jobs.clock import utc_now
 from workers.providers.errors import ProviderError, RateLimited, TransientProviderError
+from workers.retry_budget import RetryBudget
 
 T = TypeVar("T")
 
@@ -74,12 +75,15 @@ def call_with_retries(
     attempts_log: list[dict[str, Any]],
     deadline_s: float,
     sleep: Callable[[float], None] = time.sleep,
+    budget: RetryBudget | None = None,
 ) -> T:
     """Call `fn` up to `policy.call_attempts` times on transient errors, logging each attempt.
 
-    Raises the last error when attempts, the deadline, or patience for a long Retry-After
-    run out; permanent errors are raised at once.
+    Raises the last error when attempts, the deadline, the shared retry `budget`, or
+    patience for a long Retry-After run out; permanent errors are raised at once.
     """
+    if budget is not None:
+        budget.deposit()
     begun = time.monotonic()
     attempt = 0
     while True:
@@ -105,6 +109,8 @@ def call_with_retries(
             elapsed = time.monotonic() - begun
             if delay > policy.call_max_wait_s or elapsed + delay > deadline_s:
                 raise
+            if budget is not None and not budget.try_withdraw():
+                raise  # the fleet is already retrying a lot against this provider
             sleep(delay)
             continue
         attempts_log.append(

@@ -26,6 +26,7 @@ from workers.leases import LeaseKeeper
 from workers.providers import build_provider
 from workers.providers.base import SpeechProvider
 from workers.retry import RetryPolicy
+from workers.retry_budget import RedisRetryBudget, RetryBudget
 from workers.throttle import ProviderThrottle, credential_fingerprint, redis_for_throttle
 
 
@@ -45,6 +46,7 @@ class Runtime:
     fingerprint: Callable[[str], str] = lambda _provider: ""
     # How long one attempt waits for a provider slot before the item is handed back.
     throttle_wait_s: float = 5.0
+    retry_budget_for: Callable[[str], RetryBudget | None] = lambda _provider: None
     source_allow: Allowlist = ()
     max_source_bytes: int = 100 * 1024 * 1024
     source_timeout_s: float = 300.0
@@ -82,10 +84,12 @@ def build_runtime(settings: Settings, publish: Publish, *, pool_size: int = 32) 
     sessions = make_session_factory(engine)
     leases = LeaseKeeper(sessions, float(settings.lease_seconds))
     throttle = None
+    budgets: dict[str, RetryBudget] = {}
     if settings.broker_url:
+        shared = redis_for_throttle(settings.broker_url)
         # One permit per HTTP attempt; its lease only has to outlive one provider call.
         throttle = ProviderThrottle(
-            redis_for_throttle(settings.broker_url),
+            shared,
             provider_limits(settings.provider_limits),
             lease_s=settings.provider_timeout_seconds + 30,
         )
@@ -95,6 +99,13 @@ def build_runtime(settings: Settings, publish: Publish, *, pool_size: int = 32) 
         # ones per credential, shared by every worker that holds it.
         key = socket.gethostname() if provider == "local" else settings.provider_api_key(provider)
         return credential_fingerprint(key)
+
+    def retry_budget_for(provider: str) -> RetryBudget | None:
+        if throttle is None:
+            return None
+        if provider not in budgets:  # a benign race builds two equal objects at worst
+            budgets[provider] = RedisRetryBudget(shared, provider, fingerprint(provider))
+        return budgets[provider]
 
     def close() -> None:
         leases.stop()
@@ -106,6 +117,7 @@ def build_runtime(settings: Settings, publish: Publish, *, pool_size: int = 32) 
         leases=leases,
         throttle=throttle,
         fingerprint=fingerprint,
+        retry_budget_for=retry_budget_for,
         source_allow=parse_allowlist(settings.allow_private_networks),
         max_source_bytes=settings.max_source_bytes,
         source_timeout_s=settings.source_timeout_seconds,

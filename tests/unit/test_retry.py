@@ -123,3 +123,55 @@ def test_countdowns_stay_far_below_the_visibility_timeout() -> None:
     app = Celery("never-connects", broker="redis://127.0.0.1:1/0", set_as_current=False)
     with pytest.raises(ValueError, match="visibility timeout"):
         send_items(app, [1], countdown=MAX_COUNTDOWN_S + 1)
+
+
+class Budget:
+    """An in-memory retry budget holding a fixed number of tokens."""
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens, self.deposits = tokens, 0
+
+    def deposit(self) -> None:
+        self.deposits += 1
+
+    def try_withdraw(self) -> bool:
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+def test_an_empty_retry_budget_stops_in_call_retries() -> None:
+    """With no tokens left, a transient failure is raised after the first call."""
+    fn = Flaky(ProviderUnavailable("down"), ProviderUnavailable("down"))
+    budget = Budget(tokens=0)
+    with pytest.raises(ProviderUnavailable):
+        call_with_retries(
+            fn,
+            policy=RetryPolicy(),
+            rng=random.Random(0),
+            attempts_log=[],
+            deadline_s=60,
+            sleep=lambda _s: None,
+            budget=budget,
+        )
+    assert (fn.calls, budget.deposits) == (1, 1)
+
+
+def test_each_retry_spends_one_token() -> None:
+    """Two retries spend two tokens; every call deposits once."""
+    fn = Flaky(ProviderUnavailable("down"), ProviderUnavailable("down"))
+    budget = Budget(tokens=5)
+    assert (
+        call_with_retries(
+            fn,
+            policy=RetryPolicy(),
+            rng=random.Random(0),
+            attempts_log=[],
+            deadline_s=60,
+            sleep=lambda _s: None,
+            budget=budget,
+        )
+        == "ok"
+    )
+    assert (fn.calls, budget.tokens, budget.deposits) == (3, 3, 1)

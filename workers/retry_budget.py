@@ -1,0 +1,70 @@
+"""A retry budget per provider credential, shared by every worker through Redis.
+
+Token bucket (the AWS SDK "retry quota" / Google SRE retry-ratio idea): every first call
+deposits `ratio` tokens, every in-call retry spends one, and the bucket holds at most
+`capacity`. While a provider fails, first calls keep coming but retries soon find the bucket
+empty, so the fleet's extra traffic stays near `ratio` of its calls (10 %) instead of
+multiplying it. An item that cannot retry in-call goes back to the queue with item-level
+backoff, which paces itself. If Redis cannot be reached the budget says no (fail closed).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import redis
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] bucket; ARGV[1] capacity, ARGV[2] delta (+ratio deposit, -1 withdrawal).
+_MOVE = """
+local capacity = tonumber(ARGV[1])
+local delta = tonumber(ARGV[2])
+local tokens = tonumber(redis.call('GET', KEYS[1])) or capacity
+if delta < 0 and tokens < -delta then
+  return 0
+end
+tokens = math.min(capacity, tokens + delta)
+redis.call('SET', KEYS[1], tostring(tokens), 'EX', 3600)
+return 1
+"""
+
+
+class RetryBudget(Protocol):
+    def deposit(self) -> None: ...
+    def try_withdraw(self) -> bool: ...
+
+
+class RedisRetryBudget:
+    """The shared bucket for one provider credential (`fingerprint` is never the key)."""
+
+    def __init__(
+        self,
+        client: redis.Redis[Any],
+        provider: str,
+        fingerprint: str,
+        *,
+        ratio: float = 0.1,
+        capacity: float = 10.0,
+    ) -> None:
+        self.key = f"speechbatch:retry:{{{provider}:{fingerprint}}}"
+        self.ratio, self.capacity = ratio, capacity
+        self._move = client.register_script(_MOVE)
+
+    def _apply(self, delta: float) -> bool:
+        try:
+            return bool(self._move(keys=[self.key], args=[self.capacity, delta]))
+        except redis.RedisError:
+            log.warning("retry budget unavailable (Redis); not retrying in-call", exc_info=True)
+            return False
+
+    def deposit(self) -> None:
+        self._apply(self.ratio)
+
+    def try_withdraw(self) -> bool:
+        return self._apply(-1.0)
+
+    def tokens(self, client: redis.Redis[Any]) -> float:
+        value = client.get(self.key)
+        return float(value) if value is not None else self.capacity
