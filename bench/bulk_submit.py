@@ -12,7 +12,6 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,27 +19,13 @@ from pathlib import Path
 import httpx
 import redis
 
+from bench.throughput import CLI, KEY, wait_http
 from jobs.migrate import upgrade_to_head
 from jobs.publisher import QUEUE, CeleryPublisher, send_items
 from jobs.service import create_api_key
 from jobs.settings import Settings
 from storage.db import make_engine, make_session_factory
 from tests.services import free_port
-
-CLI = str(Path(sys.executable).parent / "speechbatch")
-KEY = "sk-bench-0123456789"
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer")
 
 
 def naive_publish_seconds(broker_url: str, sample: int) -> float:

@@ -163,12 +163,17 @@ def _job_row(valid: ValidJob, tenant_id: str, idempotency_key: str | None, diges
     )
 
 
-def get_job(sessions: sessionmaker[Session], tenant_id: str, job_id: str) -> Job:
-    with sessions() as session:
-        job = repo.get_job(session, tenant_id, job_id)
+def _owned_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    """The tenant's job; another tenant's job is indistinguishable from none (404)."""
+    job = repo.get_job(session, tenant_id, job_id)
     if job is None:
         raise not_found("job")
     return job
+
+
+def get_job(sessions: sessionmaker[Session], tenant_id: str, job_id: str) -> Job:
+    with sessions() as session:
+        return _owned_job(session, tenant_id, job_id)
 
 
 def cancel_job(
@@ -176,9 +181,7 @@ def cancel_job(
 ) -> Job:
     """Cancel what has not started; running items finish (their outputs are whole)."""
     with sessions() as session:
-        job = repo.get_job(session, tenant_id, job_id)
-        if job is None:
-            raise not_found("job")
+        job = _owned_job(session, tenant_id, job_id)
         if job.status not in JOB_TERMINAL:
             repo.cancel_job(session, job_id, now=utc_now())
             session.commit()
@@ -191,9 +194,7 @@ def retry_job(
 ) -> Job:
     """Re-queue only the failed items of a job."""
     with sessions() as session:
-        job = repo.get_job(session, tenant_id, job_id)
-        if job is None:
-            raise not_found("job")
+        job = _owned_job(session, tenant_id, job_id)
         if job.canceled_at is not None:
             raise conflict("job_canceled", "This job was canceled; submit a new job instead.")
         ids = repo.retry_failed_items(session, job_id, now=utc_now())

@@ -26,6 +26,20 @@ def claim(sessions, item_id: int, token: str = "t1", lease_s: float = 60):  # ty
     return claimed
 
 
+def finish_ok(session, item, now):  # type: ignore[no-untyped-def]
+    """Record a success with a small fixed output (what the value is does not matter here)."""
+    return repo.succeed_item(
+        session,
+        item,
+        now=now,
+        output_key="k",
+        output_bytes=1,
+        content_type="x",
+        duration_s=1,
+        characters=1,
+    )
+
+
 def assert_counters_match_items(sessions, job_id: str) -> Job:  # type: ignore[no-untyped-def]
     with sessions() as session:
         job = session.get(Job, job_id)
@@ -120,26 +134,8 @@ def test_a_stale_claim_holder_cannot_finish(database_url: str) -> None:
     second = claim(sessions, first.id, token="new")
     now = utc_now()
     with sessions() as session:
-        assert not repo.succeed_item(
-            session,
-            first,
-            now=now,
-            output_key="k",
-            output_bytes=1,
-            content_type="x",
-            duration_s=1,
-            characters=1,
-        )
-        assert repo.succeed_item(
-            session,
-            second,
-            now=now,
-            output_key="k",
-            output_bytes=1,
-            content_type="x",
-            duration_s=1,
-            characters=1,
-        )
+        assert not finish_ok(session, first, now)
+        assert finish_ok(session, second, now)
         session.commit()
     with sessions() as session:
         assert session.get(Item, first.id).attempts == 2
@@ -182,16 +178,7 @@ def test_cancel_stops_queued_items_and_running_ones_finish(database_url: str) ->
         session.commit()
     assert claim(sessions, recorder.ids[1], token="late") is None
     with sessions() as session:
-        repo.succeed_item(
-            session,
-            running,
-            now=utc_now(),
-            output_key="k",
-            output_bytes=1,
-            content_type="x",
-            duration_s=1,
-            characters=1,
-        )
+        finish_ok(session, running, utc_now())
         session.commit()
     job = assert_counters_match_items(sessions, submitted.job.id)
     assert (job.status, job.succeeded, job.canceled) == ("canceled", 1, 2)
@@ -204,16 +191,7 @@ def test_retry_requeues_only_failed_items(database_url: str) -> None:
     submitted = tts_job(sessions, ["ok", "bad"], publish=recorder)
     ok, bad = (claim(sessions, i) for i in recorder.ids)
     with sessions() as session:
-        repo.succeed_item(
-            session,
-            ok,
-            now=utc_now(),
-            output_key="k",
-            output_bytes=1,
-            content_type="x",
-            duration_s=1,
-            characters=1,
-        )
+        finish_ok(session, ok, utc_now())
         repo.fail_item(session, bad, now=utc_now(), code="x", message="y")
         session.commit()
         assert repo.retry_failed_items(session, submitted.job.id, now=utc_now()) == [bad.id]
