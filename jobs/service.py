@@ -20,6 +20,7 @@ from typing import BinaryIO
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from jobs import counters
 from jobs import repository as repo
 from jobs.clock import utc_now
 from jobs.errors import ApiError, conflict, not_found
@@ -183,7 +184,7 @@ def cancel_job(
     with sessions() as session:
         job = _owned_job(session, tenant_id, job_id)
         if job.status not in JOB_TERMINAL:
-            repo.cancel_job(session, job_id, now=utc_now())
+            counters.cancel_job(session, job_id, now=utc_now())
             session.commit()
     write_manifest_if_finished(sessions, store, job_id)
     return get_job(sessions, tenant_id, job_id)
@@ -197,7 +198,7 @@ def retry_job(
         job = _owned_job(session, tenant_id, job_id)
         if job.canceled_at is not None:
             raise conflict("job_canceled", "This job was canceled; submit a new job instead.")
-        ids = repo.retry_failed_items(session, job_id, now=utc_now())
+        ids = counters.retry_failed_items(session, job_id, now=utc_now())
         session.commit()
     publish_safely(sessions, publish, ids)
     return get_job(sessions, tenant_id, job_id)

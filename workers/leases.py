@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs import repository as repo
+from jobs import transitions
 from jobs.clock import utc_now
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class LeaseKeeper:
         if not tokens:
             return 0
         with self.sessions() as session:
-            count = repo.renew_leases(
+            count = transitions.renew_leases(
                 session, tokens, until=utc_now() + timedelta(seconds=self.lease_s)
             )
             session.commit()

@@ -19,11 +19,12 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from jobs import counters, transitions
 from jobs import repository as repo
 from jobs.clock import utc_now
-from jobs.repository import ClaimedItem
 from jobs.service import publish_safely, write_manifest_if_finished
 from jobs.status import JOB_TERMINAL
+from jobs.transitions import ClaimedItem
 from workers.providers.errors import ProviderError
 from workers.retry import next_delay
 from workers.runtime import Runtime
@@ -63,9 +64,9 @@ def transaction(rt: Runtime, work: Callable[[Session], T]) -> T:
 
 def succeed(rt: Runtime, item: ClaimedItem, attempts: Attempts, written: dict[str, Any]) -> Outcome:
     def work(session: Session) -> str | None:
-        status = repo.succeed_item(session, item, now=utc_now(), **written)
+        status = transitions.succeed_item(session, item, now=utc_now(), **written)
         if status:
-            repo.record_attempts(session, item.id, attempts)
+            transitions.record_attempts(session, item.id, attempts)
         return status
 
     status = transaction(rt, work)
@@ -86,12 +87,12 @@ def fail(
 
     def work(session: Session) -> str | None:
         now = utc_now()
-        status = repo.fail_item(session, item, now=now, code=code, message=message)
+        status = transitions.fail_item(session, item, now=now, code=code, message=message)
         if not status:
             return None
-        repo.record_attempts(session, item.id, attempts)
+        transitions.record_attempts(session, item.id, attempts)
         if whole_job:
-            repo.fail_queued_items(
+            counters.fail_queued_items(
                 session,
                 item.job_id,
                 now=now,
@@ -121,7 +122,7 @@ def retry_later(
     def work(session: Session) -> bool:
         now = utc_now()
         due = now + timedelta(seconds=delay)
-        done = repo.requeue_item(
+        done = transitions.requeue_item(
             session,
             item,
             now=now,
@@ -133,7 +134,7 @@ def retry_later(
             message=error.message,
         )
         if done:
-            repo.record_attempts(session, item.id, attempts)
+            transitions.record_attempts(session, item.id, attempts)
         return done
 
     if not transaction(rt, work):
@@ -148,11 +149,11 @@ def hand_back(rt: Runtime, item: ClaimedItem, attempts: Attempts, delay: float) 
 
     def work(session: Session) -> bool:
         now = utc_now()
-        done = repo.hand_back_item(
+        done = transitions.hand_back_item(
             session, item, now=now, next_attempt_at=now + timedelta(seconds=delay)
         )
         if done:
-            repo.record_attempts(session, item.id, attempts)
+            transitions.record_attempts(session, item.id, attempts)
         return done
 
     if not transaction(rt, work):

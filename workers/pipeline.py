@@ -17,10 +17,10 @@ from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from jobs import repository as repo
+from jobs import transitions
 from jobs.clock import utc_now
 from jobs.media import sniff_audio
-from jobs.repository import ClaimedItem
+from jobs.transitions import ClaimedItem
 from jobs.validation import HTTP_SOURCE
 from storage.keys import output_key, upload_key
 from storage.objects import ObjectNotFound, StorageUnavailable
@@ -60,7 +60,7 @@ def run_item(rt: Runtime, item_id: int) -> Outcome:
 def _run_item(rt: Runtime, item_id: int) -> Outcome:
     now = utc_now()
     with rt.sessions() as session:
-        item = repo.claim_item(
+        item = transitions.claim_item(
             session,
             item_id,
             token=secrets.token_hex(8),

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from jobs import counters
 from jobs import repository as repo
 from jobs.clock import utc_now
 from workers.runtime import Runtime
@@ -34,7 +35,7 @@ def sweep_once(
 ) -> SweepReport:
     now = utc_now()
     with rt.sessions() as session:
-        expired = repo.expire_leases(session, now=now, limit=batch)
+        expired = counters.expire_leases(session, now=now, limit=batch)
         never = repo.due_unpublished_items(session, now=now, published_before=None, limit=batch)
         session.commit()
     try:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
+from jobs import counters, transitions
 from jobs import repository as repo
 from jobs.clock import utc_now
 from jobs.errors import ApiError
@@ -171,7 +172,7 @@ def test_heartbeats_keep_a_slow_items_lease(database_url: str) -> None:
     tts_job(sessions, ["slow"], publish=published)
     now = utc_now()
     with sessions() as session:
-        item = repo.claim_item(
+        item = transitions.claim_item(
             session, published.ids[0], token="tok", now=now, lease_until=now + timedelta(seconds=1)
         )
         session.commit()
@@ -182,8 +183,10 @@ def test_heartbeats_keep_a_slow_items_lease(database_url: str) -> None:
     finally:
         keeper.stop()
     with sessions() as session:
-        assert repo.expire_leases(session, now=now + timedelta(seconds=30), limit=10) == []
-        assert repo.expire_leases(session, now=now + timedelta(seconds=61), limit=10) == [item.id]
+        assert counters.expire_leases(session, now=now + timedelta(seconds=30), limit=10) == []
+        assert counters.expire_leases(session, now=now + timedelta(seconds=61), limit=10) == [
+            item.id
+        ]
 
 
 def test_stt_item_with_a_url_source_is_fetched_and_transcribed(

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
+from jobs import counters, transitions
 from jobs import repository as repo
 from jobs.clock import utc_now
 from jobs.models import Item, Job
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.integration
 def claim(sessions, item_id: int, token: str = "t1", lease_s: float = 60):  # type: ignore[no-untyped-def]
     now = utc_now()
     with sessions() as session:
-        claimed = repo.claim_item(
+        claimed = transitions.claim_item(
             session, item_id, token=token, now=now, lease_until=now + timedelta(seconds=lease_s)
         )
         session.commit()
@@ -28,7 +29,7 @@ def claim(sessions, item_id: int, token: str = "t1", lease_s: float = 60):  # ty
 
 def finish_ok(session, item, now):  # type: ignore[no-untyped-def]
     """Record a success with a small fixed output (what the value is does not matter here)."""
-    return repo.succeed_item(
+    return transitions.succeed_item(
         session,
         item,
         now=now,
@@ -82,7 +83,7 @@ def test_outcomes_move_counters_and_status_together(database_url: str) -> None:
     a, b, c = (claim(sessions, i) for i in recorder.ids)
     now = utc_now()
     with sessions() as session:
-        assert repo.succeed_item(
+        assert transitions.succeed_item(
             session,
             a,
             now=now,
@@ -92,8 +93,8 @@ def test_outcomes_move_counters_and_status_together(database_url: str) -> None:
             duration_s=1.5,
             characters=1,
         )
-        assert repo.fail_item(session, b, now=now, code="invalid_input", message="no")
-        assert repo.requeue_item(
+        assert transitions.fail_item(session, b, now=now, code="invalid_input", message="no")
+        assert transitions.requeue_item(
             session,
             c,
             now=now,
@@ -107,7 +108,7 @@ def test_outcomes_move_counters_and_status_together(database_url: str) -> None:
     assert job.status == "running" and job.usage_audio_seconds == 1.5
     c2 = claim(sessions, c.id, token="t2")
     with sessions() as session:
-        assert repo.succeed_item(
+        assert transitions.succeed_item(
             session,
             c2,
             now=utc_now(),
@@ -129,7 +130,7 @@ def test_a_stale_claim_holder_cannot_finish(database_url: str) -> None:
     tts_job(sessions, ["slow"], publish=recorder)
     first = claim(sessions, recorder.ids[0], token="old", lease_s=-1)
     with sessions() as session:
-        assert repo.expire_leases(session, now=utc_now(), limit=10) == [first.id]
+        assert counters.expire_leases(session, now=utc_now(), limit=10) == [first.id]
         session.commit()
     second = claim(sessions, first.id, token="new")
     now = utc_now()
@@ -149,7 +150,7 @@ def test_backoff_hides_an_item_until_it_is_due(database_url: str) -> None:
     item = claim(sessions, recorder.ids[0])
     now = utc_now()
     with sessions() as session:
-        repo.requeue_item(
+        transitions.requeue_item(
             session,
             item,
             now=now,
@@ -174,7 +175,7 @@ def test_cancel_stops_queued_items_and_running_ones_finish(database_url: str) ->
     submitted = tts_job(sessions, ["a", "b", "c"], publish=recorder)
     running = claim(sessions, recorder.ids[0])
     with sessions() as session:
-        assert repo.cancel_job(session, submitted.job.id, now=utc_now()) == 2
+        assert counters.cancel_job(session, submitted.job.id, now=utc_now()) == 2
         session.commit()
     assert claim(sessions, recorder.ids[1], token="late") is None
     with sessions() as session:
@@ -192,9 +193,9 @@ def test_retry_requeues_only_failed_items(database_url: str) -> None:
     ok, bad = (claim(sessions, i) for i in recorder.ids)
     with sessions() as session:
         finish_ok(session, ok, utc_now())
-        repo.fail_item(session, bad, now=utc_now(), code="x", message="y")
+        transitions.fail_item(session, bad, now=utc_now(), code="x", message="y")
         session.commit()
-        assert repo.retry_failed_items(session, submitted.job.id, now=utc_now()) == [bad.id]
+        assert counters.retry_failed_items(session, submitted.job.id, now=utc_now()) == [bad.id]
         session.commit()
     job = assert_counters_match_items(sessions, submitted.job.id)
     assert (job.status, job.queued, job.succeeded, job.finished_at) == ("running", 1, 1, None)
@@ -211,7 +212,7 @@ def test_sql_status_derivation_matches_python(database_url: str) -> None:
         counts = dict(zip(names, combo, strict=True))
         with sessions() as session:
             session.execute(update(Job).where(Job.id == job_id).values(**counts))
-            repo._shift_counts(session, job_id, utc_now())
+            counters.shift_counts(session, job_id, utc_now())
             session.commit()
             status = session.scalar(select(Job.status).where(Job.id == job_id))
         assert status == job_status_from_counts(total=sum(combo), **counts), counts

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from jobs import repository as repo
+from jobs import transitions
 from jobs.api.deps import KeyCache
 from jobs.clock import utc_now
 from jobs.errors import ApiError
@@ -61,7 +61,7 @@ def test_expired_leases_are_recovered_and_republished(
     tts_job(sessions, ["x"], publish=first)
     now = utc_now()
     with sessions() as session:
-        repo.claim_item(
+        transitions.claim_item(
             session, first.ids[0], token="dead", now=now, lease_until=now - timedelta(seconds=1)
         )
         session.commit()
