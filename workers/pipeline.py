@@ -35,11 +35,12 @@ from workers.providers.errors import (
     PermanentProviderError,
     ProviderUnavailable,
     QuotaExceeded,
+    RateLimited,
     TransientProviderError,
     UnsupportedAudio,
 )
 from workers.render import RENDERERS
-from workers.retry import call_with_retries
+from workers.retry import call_with_retries, next_delay
 from workers.runtime import Runtime
 from workers.throttle import ThrottleBusy, outcome_for
 
@@ -98,6 +99,14 @@ def _work(rt: Runtime, item: ClaimedItem) -> Outcome:  # noqa: PLR0911 - one ret
         return outcomes.fail(rt, item, attempts, error.code, error.message, whole_job=True)
     except PermanentProviderError as error:
         return outcomes.fail(rt, item, attempts, error.code, error.message)
+    except RateLimited as error:
+        # "Slow down" is about the provider, not the item: wait at least Retry-After, and
+        # spend no attempt, so a long 429 storm delays items instead of failing them.
+        # (Quota-type refusals are QuotaExceeded, handled above.)
+        wait = next_delay(
+            1, error, base=rt.policy.item_base_s, cap=rt.policy.max_countdown_s, rng=rt.rng
+        )
+        return outcomes.hand_back(rt, item, attempts, min(wait, rt.policy.max_countdown_s))
     except TransientProviderError as error:
         return outcomes.retry_later(rt, item, attempts, error)
     except Exception as error:  # a bug or an unexpected outage: bounded by item_attempts

@@ -28,7 +28,7 @@ from workers.leases import LeaseKeeper
 from workers.pipeline import Outcome, run_item
 from workers.providers import build_provider
 from workers.providers.base import Synthesis
-from workers.providers.errors import AuthenticationFailed, ProviderUnavailable
+from workers.providers.errors import AuthenticationFailed, ProviderUnavailable, RateLimited
 from workers.retry import RetryPolicy
 from workers.runtime import Runtime
 
@@ -295,3 +295,33 @@ def test_a_storage_outage_hands_the_item_back_without_spending_an_attempt(
     assert (item.status, item.attempts, item.error_code) == ("queued", 0, None)
     assert attempts == 1  # the provider call that succeeded is still on record
     assert 5.0 <= republished.published[0][1] <= 15.0
+
+
+class SaysSlowDown(AlwaysDown):
+    """A provider answering every call with 429 and Retry-After: 7."""
+
+    def synthesize(self, text: str, **_: Any) -> Synthesis:
+        self.calls += 1
+        raise RateLimited("429 Too Many Requests", retry_after=7.0, status_code=429)
+
+
+def test_rate_limiting_delays_an_item_without_spending_its_attempts(
+    database_url: str, local_store: LocalObjectStore
+) -> None:
+    """A 429 hands the item back no sooner than Retry-After, however often it happens."""
+    sessions = migrated_sessions(database_url)
+    published = Recorder()
+    tts_job(sessions, ["busy"], publish=published)
+    rt, republished = runtime(
+        sessions, local_store, SaysSlowDown(), call_attempts=1, item_attempts=2
+    )
+    item_id = published.ids[0]
+    for _ in range(4):  # more 429s than the item has attempts: it must not fail
+        assert run_item(rt, item_id) == Outcome.DEFERRED
+        with sessions() as session:
+            session.execute(update(Item).values(next_attempt_at=None))
+            session.commit()
+    with sessions() as session:
+        item = session.get(Item, item_id)
+    assert (item.status, item.attempts) == ("queued", 0)
+    assert all(countdown >= 7.0 for _, countdown in republished.published)
