@@ -5,30 +5,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from emulator.app import create_app
 from emulator.config import ConfigError, EmulatorConfig, config_from_options
 from emulator.dials import Dials, Fault
+from tests.unit.emulator_client import AURA_EN, run
 
 KEY = "sk-secret-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-AURA_EN = "/slng/v1/tts/slng/deepgram/aura:2-en"
-
-
-def run(
-    check: Callable[[httpx.AsyncClient], Awaitable[Any]], config: EmulatorConfig | None = None
-) -> Any:
-    async def main() -> Any:
-        transport = httpx.ASGITransport(app=create_app(config or EmulatorConfig()))
-        async with httpx.AsyncClient(transport=transport, base_url="http://emulator") as client:
-            return await check(client)
-
-    return asyncio.run(main())
 
 
 async def speak(client: httpx.AsyncClient, text: str = "hello", key: str = KEY) -> httpx.Response:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import itertools
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -15,24 +13,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emulator.app import create_app
 from emulator.config import EmulatorConfig
+from tests.unit.emulator_client import AURA_EN, run
 
 AUTH = {"Authorization": "Bearer test-key"}
-AURA_EN = "/slng/v1/tts/slng/deepgram/aura:2-en"
 NOVA_EN = "/slng/v1/stt/slng/deepgram/nova:3-en"
 WHISPER = "/slng/v1/stt/slng/openai/whisper:large-v3"
-
-
-def run(
-    check: Callable[[httpx.AsyncClient], Awaitable[Any]], config: EmulatorConfig | None = None
-) -> Any:
-    async def main() -> Any:
-        transport = httpx.ASGITransport(app=create_app(config or EmulatorConfig()))
-        async with httpx.AsyncClient(transport=transport, base_url="http://emulator") as client:
-            return await check(client)
-
-    return asyncio.run(main())
 
 
 def post(path: str, **kwargs: Any) -> httpx.Response:
