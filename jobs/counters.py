@@ -27,12 +27,15 @@ JOBS, ITEMS, ATTEMPTS = (cast(Table, m.__table__) for m in (Job, Item, Attempt))
 NOW = bindparam("now", type_=UTCDateTime())
 
 
-def _counter_update() -> Any:
+def counter_update(job_id: Any = None) -> Any:
     """UPDATE jobs: move every counter by its delta, derive status, return what workers need.
 
     The CASE mirrors `jobs.status.job_status_from_counts` (a test keeps the two in step), so
-    concurrent workers never read-modify-write the job row.
+    concurrent workers never read-modify-write the job row. `job_id` picks the row: a bind
+    parameter by default, or a column of a CTE that moved an item (PostgreSQL, see
+    `jobs.transitions`), which makes the statement `UPDATE jobs ... FROM <cte>`.
     """
+    target = bindparam("job_id") if job_id is None else job_id
     now = NOW
     new = {name: JOBS.c[name] + bindparam(f"d_{name}", type_=Integer()) for name in COUNTERS}
     pending = new["queued"] + new["running"]
@@ -53,7 +56,7 @@ def _counter_update() -> Any:
     cancel = bindparam("cancel", type_=Boolean())
     return (
         update(JOBS)
-        .where(JOBS.c.id == bindparam("job_id"))
+        .where(JOBS.c.id == target)
         .values(
             **new,
             status=status,
@@ -80,7 +83,21 @@ def _counter_update() -> Any:
     )
 
 
-COUNTER_UPDATE = _counter_update()
+COUNTER_UPDATE = counter_update()
+
+
+def counter_params(
+    now: datetime,
+    *,
+    characters: int = 0,
+    audio_seconds: float = 0.0,
+    cancel: bool = False,
+    **deltas: int,
+) -> dict[str, Any]:
+    """The bind parameters of a counter update (every counter not named moves by 0)."""
+    params: dict[str, Any] = {f"d_{name}": deltas.get(name, 0) for name in COUNTERS}
+    params.update(now=now, cancel=cancel, d_chars=characters, d_audio=audio_seconds)
+    return params
 
 
 def shift_counts(
@@ -94,9 +111,10 @@ def shift_counts(
     **deltas: int,
 ) -> Any:
     """Move the job's counters by `deltas` (and usage); returns the job's new status row."""
-    params: dict[str, Any] = {f"d_{name}": deltas.get(name, 0) for name in COUNTERS}
-    params.update(job_id=job_id, now=now, cancel=cancel, d_chars=characters, d_audio=audio_seconds)
-    return session.connection().execute(COUNTER_UPDATE, params).one()
+    params = counter_params(
+        now, characters=characters, audio_seconds=audio_seconds, cancel=cancel, **deltas
+    )
+    return session.connection().execute(COUNTER_UPDATE, {**params, "job_id": job_id}).one()
 
 
 def fail_queued_items(

@@ -4,6 +4,15 @@ Part of the repository (with `jobs/repository.py` and `jobs/counters.py`). Each 
 conditional UPDATE (compare-and-set on status and claim token) that moves the job's
 counters in the same transaction; the transition table in `jobs/status.py` is checked for
 every statement. Callers own the transaction (commit/rollback).
+
+The two hot transitions, claim and succeed, also exist as ONE PostgreSQL statement each
+(`claim_item_at_once`, `succeed_item_at_once`), run on an autocommit connection. Every item
+of a job updates the same job row, so its row lock is the hottest lock in the system: held
+from the counter UPDATE to the COMMIT, it serialised all of a worker's threads behind
+whichever one was waiting for the GIL to send its COMMIT (pg_stat_activity showed five of
+sixteen backends in `Lock:transactionid`). As one statement the lock is held for
+microseconds, inside the server. SQLite cannot put an UPDATE in a CTE, and has one writer
+anyway, so it keeps the transactional form.
 """
 
 from __future__ import annotations
@@ -14,15 +23,23 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
+    Float,
+    Integer,
+    Text,
     bindparam,
+    column,
+    func,
     insert,
     or_,
     select,
+    true,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from jobs.counters import ATTEMPTS, ITEMS, NOW, shift_counts
+from jobs.counters import ATTEMPTS, ITEMS, NOW, counter_params, counter_update, shift_counts
 from jobs.models import Job, UTCDateTime
 from jobs.status import ItemStatus, check_item_transition
 
@@ -88,6 +105,10 @@ def claim_item(
     if row is None:
         return None
     job = shift_counts(session, row.job_id, now, queued=-1, running=1)
+    return _claimed(item_id, token, row, job, row.voice)
+
+
+def _claimed(item_id: int, token: str, row: Any, job: Any, voice: str | None) -> ClaimedItem:
     return ClaimedItem(
         id=item_id,
         job_id=row.job_id,
@@ -101,10 +122,28 @@ def claim_item(
         kind=job.kind,
         provider=job.provider,
         model=job.model,
-        voice=row.voice or job.voice,
+        voice=voice or job.voice,
         options=dict(job.options),
         output_prefix=job.output_prefix,
     )
+
+
+_CLAIMED = CLAIM.cte("moved")
+CLAIM_AT_ONCE = counter_update(_CLAIMED.c.job_id).returning(
+    *(_CLAIMED.c[name] for name in ("job_id", "seq", "external_id", "text", "source", "attempts")),
+    _CLAIMED.c.voice.label("item_voice"),  # the job's own `voice` is returned too
+)
+
+
+def claim_item_at_once(
+    connection: Connection, item_id: int, *, token: str, now: datetime, lease_until: datetime
+) -> ClaimedItem | None:
+    """`claim_item` as one PostgreSQL statement (run it on an autocommit connection)."""
+    check_item_transition(ItemStatus.QUEUED, ItemStatus.RUNNING)
+    params = counter_params(now, queued=-1, running=1)
+    params.update(item_id=item_id, token=token, lease_until=lease_until)
+    row = connection.execute(CLAIM_AT_ONCE, params).one_or_none()
+    return None if row is None else _claimed(item_id, token, row, row, row.item_voice)
 
 
 _LEAVE_VALUES = (
@@ -203,6 +242,62 @@ def succeed_item(
         succeeded=1,
     )
     return str(job.status)
+
+
+_SUCCEEDED = LEAVE[ItemStatus.SUCCEEDED].returning(ITEMS.c.id, ITEMS.c.job_id).cte("moved")
+_LOGGED = (
+    func.jsonb_to_recordset(bindparam("attempt_log", type_=JSONB))
+    .table_valued(
+        column("started_at", UTCDateTime()),
+        column("latency_ms", Float()),
+        column("status_code", Integer()),
+        column("error_code", Text()),
+        column("provider_request_id", Text()),
+    )
+    .render_derived(name="logged", with_types=True)
+)
+SUCCEED_AT_ONCE = counter_update(_SUCCEEDED.c.job_id).add_cte(
+    insert(ATTEMPTS)
+    .from_select(
+        ["item_id", *_LOGGED.c.keys()],
+        select(_SUCCEEDED.c.id, *_LOGGED.c).select_from(_SUCCEEDED).join(_LOGGED, true()),
+    )
+    .cte("recorded")
+)
+
+
+def succeed_item_at_once(
+    connection: Connection,
+    item: ClaimedItem,
+    attempts: Sequence[dict[str, Any]],
+    *,
+    now: datetime,
+    output_key: str,
+    output_bytes: int,
+    content_type: str,
+    duration_s: float | None,
+    characters: int,
+) -> str | None:
+    """`succeed_item` plus `record_attempts` as one PostgreSQL statement (autocommit)."""
+    params = counter_params(
+        now, characters=characters, audio_seconds=duration_s or 0.0, running=-1, succeeded=1
+    )
+    params.update(
+        item_id=item.id,
+        token=item.token,
+        output_key=output_key,
+        output_bytes=output_bytes,
+        output_content_type=content_type,
+        duration_s=duration_s,
+        characters=characters,
+        error_code=None,
+        error_message=None,
+        next_attempt_at=None,
+        finished_at=now,
+        attempt_log=[{**a, "started_at": a["started_at"].isoformat()} for a in attempts],
+    )
+    row = connection.execute(SUCCEED_AT_ONCE, params).one_or_none()
+    return None if row is None else str(row.status)
 
 
 def fail_item(

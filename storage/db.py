@@ -48,16 +48,36 @@ def make_engine(url: str) -> Engine:
     A driverless `postgresql://` or `postgres://` URL is taken to mean psycopg 3, the only
     PostgreSQL driver speechbatch installs.
     """
+    parsed = _parse(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed)
+    return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def make_autocommit_engine(url: str, *, pool_size: int) -> Engine | None:
+    """A PostgreSQL engine whose every statement commits on its own, for the workers'
+    one-statement transitions (`jobs.transitions`); None for SQLite, which has none.
+
+    No pre-ping: every statement on it is retried across a lost connection
+    (`workers.outcomes`), so the extra round trip per checkout would buy nothing.
+    """
+    parsed = _parse(url)
+    if parsed.get_backend_name() == "sqlite":
+        return None
+    return create_engine(parsed, isolation_level="AUTOCOMMIT", pool_size=pool_size, max_overflow=4)
+
+
+def _parse(url: str) -> URL:
     if url.startswith("postgres://"):
         url = "postgresql://" + url.removeprefix("postgres://")
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(parsed)
+        return parsed
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return parsed
     raise ValueError(
         f"Unsupported database URL scheme {parsed.drivername!r}: use "
         "'postgresql+psycopg://user@host:5432/db' or 'sqlite:///path/to/file.db'."

@@ -10,12 +10,14 @@ duplicates them.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -47,19 +49,59 @@ class Outcome(StrEnum):
 
 def transaction(rt: Runtime, work: Callable[[Session], T]) -> T:
     """Run `work` in one transaction, again after a lost connection, for up to DB_RETRY_S."""
+
+    def attempt() -> T:
+        with rt.sessions() as session:
+            result = work(session)
+            session.commit()
+            return result
+
+    return _riding_out_outages(rt, attempt)
+
+
+def _statement(rt: Runtime, engine: Engine, work: Callable[[Connection], T]) -> T:
+    """Run one autocommit statement, again after a lost connection (see `transaction`)."""
+
+    def attempt() -> T:
+        with engine.connect() as connection:
+            return work(connection)
+
+    return _riding_out_outages(rt, attempt)
+
+
+def _riding_out_outages(rt: Runtime, attempt: Callable[[], T]) -> T:
+    # A retry after an ambiguous failure is safe: every write is a compare-and-set, so a
+    # change that did commit makes the repeat a no-op (the claim is then simply lost).
     delay, deadline = 0.2, time.monotonic() + DB_RETRY_S
     while True:
         try:
-            with rt.sessions() as session:
-                result = work(session)
-                session.commit()
-                return result
+            return attempt()
         except (OperationalError, InterfaceError):
             if time.monotonic() + delay > deadline:
                 raise
             log.warning("database unavailable; retrying the transaction in %.1f s", delay)
             rt.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+def claim(rt: Runtime, item_id: int) -> ClaimedItem | None:
+    """queued → running under a fresh token and lease; None when the item is not claimable."""
+    token, now = secrets.token_hex(8), utc_now()
+    lease_until = now + timedelta(seconds=rt.lease_s)
+    if rt.autocommit is not None:
+        return _statement(
+            rt,
+            rt.autocommit,
+            lambda connection: transitions.claim_item_at_once(
+                connection, item_id, token=token, now=now, lease_until=lease_until
+            ),
+        )
+    return transaction(
+        rt,
+        lambda session: transitions.claim_item(
+            session, item_id, token=token, now=now, lease_until=lease_until
+        ),
+    )
 
 
 def succeed(rt: Runtime, item: ClaimedItem, attempts: Attempts, written: dict[str, Any]) -> Outcome:
@@ -69,7 +111,16 @@ def succeed(rt: Runtime, item: ClaimedItem, attempts: Attempts, written: dict[st
             transitions.record_attempts(session, item.id, attempts)
         return status
 
-    status = transaction(rt, work)
+    if rt.autocommit is not None:
+        status = _statement(
+            rt,
+            rt.autocommit,
+            lambda connection: transitions.succeed_item_at_once(
+                connection, item, attempts, now=utc_now(), **written
+            ),
+        )
+    else:
+        status = transaction(rt, work)
     _after_final(rt, item, status)
     return Outcome.SUCCEEDED if status else Outcome.LOST
 

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from jobs import transitions
-from jobs.clock import utc_now
 from jobs.media import sniff_audio
 from jobs.transitions import ClaimedItem
 from jobs.validation import HTTP_SOURCE
@@ -59,16 +55,7 @@ def run_item(rt: Runtime, item_id: int) -> Outcome:
 
 
 def _run_item(rt: Runtime, item_id: int) -> Outcome:
-    now = utc_now()
-    with rt.sessions() as session:
-        item = transitions.claim_item(
-            session,
-            item_id,
-            token=secrets.token_hex(8),
-            now=now,
-            lease_until=now + timedelta(seconds=rt.lease_s),
-        )
-        session.commit()
+    item = outcomes.claim(rt, item_id)
     if item is None:
         return Outcome.SKIPPED
     if rt.leases is not None:

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.catalog import provider_limits
 from jobs.netpolicy import Allowlist, parse_allowlist
 from jobs.service import Publish
 from jobs.settings import Settings
-from storage.db import make_engine, make_session_factory
+from storage.db import make_autocommit_engine, make_engine, make_session_factory
 from storage.objects import ObjectStore, open_object_store
 from workers.leases import LeaseKeeper
 from workers.providers import build_provider
@@ -50,6 +51,8 @@ class Runtime:
     source_allow: Allowlist = ()
     max_source_bytes: int = 100 * 1024 * 1024
     source_timeout_s: float = 300.0
+    # PostgreSQL only: claims and successes run as single autocommit statements on it.
+    autocommit: Engine | None = None
 
 
 def provider_cache(settings: Settings, client: httpx.Client) -> Callable[[str], SpeechProvider]:
@@ -74,6 +77,7 @@ def provider_cache(settings: Settings, client: httpx.Client) -> Callable[[str], 
 def build_runtime(settings: Settings, publish: Publish, *, pool_size: int = 32) -> Runtime:
     """Everything a worker process (or the CLI's local mode) needs to run items."""
     engine = make_engine(settings.database_url)
+    autocommit = make_autocommit_engine(settings.database_url, pool_size=pool_size)
     store = open_object_store(settings.storage_url, endpoint_url=settings.s3_endpoint_url)
     timeout = settings.provider_timeout_seconds
     client = httpx.Client(
@@ -111,9 +115,12 @@ def build_runtime(settings: Settings, publish: Publish, *, pool_size: int = 32) 
         leases.stop()
         client.close()
         engine.dispose()
+        if autocommit is not None:
+            autocommit.dispose()
 
     return Runtime(
         sessions=sessions,
+        autocommit=autocommit,
         leases=leases,
         throttle=throttle,
         fingerprint=fingerprint,

@@ -20,6 +20,7 @@ from jobs import repository as repo
 from jobs.clock import utc_now
 from jobs.errors import ApiError
 from jobs.models import Attempt, Item
+from storage.db import make_autocommit_engine
 from storage.keys import manifest_key
 from storage.objects import LocalObjectStore
 from tests.integration.helpers import Recorder, migrated_sessions, tts_job
@@ -52,10 +53,14 @@ class AlwaysDown:
 
 
 def runtime(sessions, store, provider=None, **policy: Any) -> tuple[Runtime, Recorder]:  # type: ignore[no-untyped-def]
+    """A worker's Runtime as `build_runtime` makes it: on PostgreSQL, claims and successes
+    take the one-statement autocommit path; on SQLite, the transactional one."""
     recorder = Recorder()
     local = build_provider("local", client=None, base_url=None, api_key=None)
+    url = sessions.kw["bind"].url.render_as_string(hide_password=False)
     rt = Runtime(
         sessions=sessions,
+        autocommit=make_autocommit_engine(url, pool_size=2),
         store=store,
         provider_for=lambda _name: provider or local,
         publish=recorder,

@@ -1,5 +1,6 @@
 """Claims, counters and job-wide operations against real PostgreSQL and SQLite."""
 
+import dataclasses
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -10,8 +11,9 @@ from sqlalchemy import func, select, update
 from jobs import counters, transitions
 from jobs import repository as repo
 from jobs.clock import utc_now
-from jobs.models import Item, Job
+from jobs.models import Attempt, Item, Job
 from jobs.status import ItemStatus, job_status_from_counts
+from storage.db import make_autocommit_engine
 from tests.integration.helpers import Recorder, migrated_sessions, tts_job
 
 pytestmark = pytest.mark.integration
@@ -216,3 +218,111 @@ def test_sql_status_derivation_matches_python(database_url: str) -> None:
             session.commit()
             status = session.scalar(select(Job.status).where(Job.id == job_id))
         assert status == job_status_from_counts(total=sum(combo), **counts), counts
+
+
+# --- PostgreSQL's one-statement claim and success -----------------------------------------
+
+
+def claim_at_once(engine, item_id: int, token: str = "t1", lease_s: float = 60):  # type: ignore[no-untyped-def]
+    now = utc_now()
+    with engine.connect() as connection:
+        return transitions.claim_item_at_once(
+            connection, item_id, token=token, now=now, lease_until=now + timedelta(seconds=lease_s)
+        )
+
+
+def succeed_at_once(engine, item, attempts):  # type: ignore[no-untyped-def]
+    with engine.connect() as connection:
+        return transitions.succeed_item_at_once(
+            connection,
+            item,
+            attempts,
+            now=utc_now(),
+            output_key="k",
+            output_bytes=10,
+            content_type="audio/wav",
+            duration_s=1.5,
+            characters=7,
+        )
+
+
+def an_attempt(code: int) -> dict[str, object]:
+    return {
+        "started_at": utc_now(),
+        "latency_ms": 12.5,
+        "status_code": code,
+        "error_code": None if code == 200 else "provider_unavailable",
+        "provider_request_id": f"req-{code}",
+    }
+
+
+def test_one_statement_claim_and_success_match_the_transactional_ones(pg_url: str) -> None:
+    """On PostgreSQL the autocommit one-statement claim/succeed leave the same rows, counters,
+    usage and attempts as the transactional claim/succeed/record_attempts."""
+    sessions = migrated_sessions(pg_url)
+    engine = make_autocommit_engine(pg_url, pool_size=2)
+    assert engine is not None
+    attempts = [an_attempt(503), an_attempt(200)]
+    snapshots = []
+    for at_once in (False, True):
+        recorder = Recorder()
+        job_id = tts_job(sessions, ["first line", "second"], publish=recorder, voice="v1").job.id
+        if at_once:
+            item = claim_at_once(engine, recorder.ids[0])
+            assert item is not None and succeed_at_once(engine, item, attempts) == "running"
+        else:
+            item = claim(sessions, recorder.ids[0])
+            with sessions() as session:
+                assert transitions.succeed_item(
+                    session,
+                    item,
+                    now=utc_now(),
+                    output_key="k",
+                    output_bytes=10,
+                    content_type="audio/wav",
+                    duration_s=1.5,
+                    characters=7,
+                )
+                transitions.record_attempts(session, item.id, attempts)
+                session.commit()
+        job = assert_counters_match_items(sessions, job_id)
+        with sessions() as session:
+            row = session.get(Item, item.id)
+            logged = session.execute(
+                select(Attempt.status_code, Attempt.error_code, Attempt.provider_request_id)
+                .where(Attempt.item_id == item.id)
+                .order_by(Attempt.id)
+            ).all()
+        snapshots.append(
+            (
+                {k: v for k, v in vars(item).items() if k not in {"id", "job_id", "token"}},
+                (row.status, row.attempts, row.output_key, row.duration_s, row.characters),
+                (job.status, job.running, job.succeeded, job.usage_characters),
+                (job.usage_audio_seconds, job.started_at is not None),
+                [tuple(a) for a in logged],
+            )
+        )
+    assert snapshots[0] == snapshots[1]
+    assert snapshots[1][4] == [(503, "provider_unavailable", "req-503"), (200, None, "req-200")]
+
+
+def test_one_statement_claim_wins_once_and_a_lost_claim_writes_nothing(pg_url: str) -> None:
+    """Of 8 concurrent one-statement claims exactly one wins, and a success under a stale
+    token changes no row, no counter and records no attempt."""
+    sessions = migrated_sessions(pg_url)
+    engine = make_autocommit_engine(pg_url, pool_size=8)
+    assert engine is not None
+    recorder = Recorder()
+    job_id = tts_job(sessions, ["contended"], publish=recorder).job.id
+    with ThreadPoolExecutor(8) as pool:
+        results = list(
+            pool.map(lambda n: claim_at_once(engine, recorder.ids[0], token=f"t{n}"), range(8))
+        )
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    stale = dataclasses.replace(winners[0], token="someone-else")
+    assert succeed_at_once(engine, stale, [an_attempt(200)]) is None
+    job = assert_counters_match_items(sessions, job_id)
+    with sessions() as session:
+        logged = session.scalar(select(func.count()).select_from(Attempt))
+    assert (job.running, job.succeeded, logged) == (1, 0, 0)
