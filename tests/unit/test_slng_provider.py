@@ -243,7 +243,7 @@ STATUS_TABLE = [
     (403, AuthenticationFailed, "provider_auth_failed"),
     (404, InvalidInput, "unknown_model"),
     (408, ProviderTimeout, "provider_timeout"),
-    (409, InvalidInput, "invalid_input"),
+    (409, ProviderUnavailable, "provider_conflict"),
     (413, InvalidInput, "payload_too_large"),
     (415, UnsupportedAudio, "unsupported_audio"),
     (422, InvalidInput, "invalid_input"),
@@ -253,7 +253,9 @@ STATUS_TABLE = [
     (503, ProviderUnavailable, "provider_unavailable"),
     (504, ProviderUnavailable, "provider_unavailable"),
     (599, ProviderUnavailable, "provider_unavailable"),
-    (418, ProviderUnavailable, "provider_unavailable"),
+    (418, PermanentProviderError, "provider_rejected"),
+    (451, PermanentProviderError, "provider_rejected"),
+    (302, ProviderUnavailable, "provider_unavailable"),
 ]
 
 

@@ -97,7 +97,7 @@ def error_from_response(
 ) -> ProviderError:
     """The error for a non-2xx `response`, quoting `vendor_message` so users see the reason.
 
-    `default_code` replaces the generic `invalid_input` code for 400/409/422 (statuses with no
+    `default_code` replaces the generic `invalid_input` code for 400/422 (statuses with no
     more specific meaning); the codes of every other status are fixed so callers can match
     them. `request_id` defaults to the usual request-id headers; `now` (for an HTTP-date
     Retry-After) defaults to the response's Date header, else the local clock. `key_name`
@@ -117,7 +117,7 @@ def error_from_response(
             f"{said} Too many requests; retry {when}.", retry_after=retry_after, **kw
         )
     error_class, code, advice = _BY_STATUS.get(status) or (
-        _SERVER_ERROR if 500 <= status <= 599 else _UNEXPECTED
+        _CLIENT_ERROR if 400 <= status <= 499 else _SERVER_ERROR if status >= 500 else _UNEXPECTED
     )
     if error_class is InvalidInput and code is None:
         code = default_code
@@ -129,7 +129,13 @@ _FIX_INPUT = "Fix the input or options; retrying the same request will not help.
 # status → (error class, code or None for the class default, advice sentence).
 _BY_STATUS: dict[int, tuple[type[ProviderError], str | None, str]] = {
     400: (InvalidInput, None, _FIX_INPUT),
-    409: (InvalidInput, None, _FIX_INPUT),
+    # A conflicting request still in progress on the provider's side: every vendor SDK
+    # retries 409 (providers.md), as it does 408, 429 and 5xx.
+    409: (
+        ProviderUnavailable,
+        "provider_conflict",
+        "The provider reported a conflict; " + _RETRY_LATER,
+    ),
     422: (InvalidInput, None, _FIX_INPUT),
     404: (InvalidInput, "unknown_model", "Check the model name against the catalog."),
     413: (
@@ -153,6 +159,8 @@ _BY_STATUS: dict[int, tuple[type[ProviderError], str | None, str]] = {
 }
 _SERVER_ERROR = (ProviderUnavailable, None, "The provider is failing; " + _RETRY_LATER)
 _UNEXPECTED = (ProviderUnavailable, None, "This status was not expected; " + _RETRY_LATER)
+# Any other 4xx: the provider refused this request, and sending it again will not change that.
+_CLIENT_ERROR = (PermanentProviderError, None, "Retrying the same request will not help.")
 
 
 def _server_now(response: httpx.Response) -> datetime:
