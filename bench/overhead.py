@@ -4,6 +4,11 @@ Both run N tasks through one worker process with the threads pool at the same co
 on the same Redis. speechbatch's task claims the item, calls the emulator (0 ms), converts
 the audio, PUTs it to S3 and records the outcome; the bare task INCRs a counter. Prints
 items/s for each and their ratio (goal: >= 0.5).
+
+A third reference is the work alone: the same emulator call and S3 PUT from as many threads
+of one process, with no queue and no database. On a small machine the S3 server, the
+emulator and boto3 share the cores with everything else, so this bounds what any
+orchestration could reach; CPU per item of each process is printed to show where it goes.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import redis
@@ -21,16 +28,59 @@ import redis
 from bench.noop_app import COUNTER
 from bench.noop_app import app as noop_app
 from bench.throughput import CLI, KEY, start, wait_http
+from jobs.catalog import PROVIDERS
 from jobs.migrate import upgrade_to_head
 from jobs.publisher import CeleryPublisher
 from jobs.schemas import JobCreate
 from jobs.service import ensure_tenant, get_job, submit_job
 from jobs.settings import Settings
 from storage.db import make_engine, make_session_factory
+from storage.objects import ensure_bucket, open_object_store
 from tests.services import free_port
+from workers.providers import build_provider
 
 
-def bare_celery_rate(items: int, concurrency: int, env: dict[str, str], logs: Path) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def weed_pid(endpoint_url: str | None) -> int | None:
+    """The SeaweedFS server the run writes to, when it is on this machine."""
+    port = f"-s3.port={urlsplit(endpoint_url or '').port}".encode()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[0].endswith(b"weed") and port in argv:
+                return int(proc.name)
+    return None
+
+
+class CpuMeter:
+    """CPU used by some processes between `begin()` and `end()`, per item."""
+
+    def __init__(self, **pids: int | None) -> None:
+        self.pids = {name: pid for name, pid in pids.items() if pid is not None}
+        self.start: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+
+    def begin(self) -> None:
+        self.start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def end(self) -> None:
+        self.used = {name: cpu_seconds(pid) - self.start[name] for name, pid in self.pids.items()}
+
+    def per_item(self, items: int) -> str:
+        return ", ".join(f"{name} {used * 1000 / items:.2f}" for name, used in self.used.items())
+
+
+def bare_celery_rate(
+    items: int, concurrency: int, env: dict[str, str], logs: Path
+) -> tuple[float, CpuMeter]:
     client = redis.Redis.from_url(env["SPEECHBATCH_BROKER_URL"])
     client.delete(COUNTER, "bench-noop")
     with noop_app.producer_or_acquire() as producer:
@@ -49,25 +99,64 @@ def bare_celery_rate(items: int, concurrency: int, env: dict[str, str], logs: Pa
         "--without-heartbeat",
     ]
     worker = start(argv, env, logs / "noop-worker.log")
+    meter = CpuMeter(worker=worker.pid)
     try:
         while int(client.get(COUNTER) or 0) == 0:
             time.sleep(0.005)
         began = time.perf_counter()
+        meter.begin()
         while int(client.get(COUNTER) or 0) < items:
             time.sleep(0.005)
-        return (items - 1) / (time.perf_counter() - began)
+        meter.end()
+        return (items - 1) / (time.perf_counter() - began), meter
     finally:
         worker.terminate()
         worker.wait(15)
 
 
-def pipeline_rate(items: int, concurrency: int, env: dict[str, str], logs: Path) -> float:
+def bare_work_rate(items: int, concurrency: int, emulator: int) -> tuple[float, CpuMeter]:
+    """The work itself with no orchestration: `concurrency` threads of this process call the
+    emulator through the same adapter and PUT each result to the same S3, nothing else."""
+    settings = Settings()
+    store = open_object_store(settings.storage_url, endpoint_url=settings.s3_endpoint_url)
+    ensure_bucket(store)
+    with httpx.Client(limits=httpx.Limits(max_connections=concurrency)) as client:
+        provider = build_provider(
+            "slng",
+            client=client,
+            base_url=settings.provider_base_url("slng"),
+            api_key=settings.provider_api_key("slng"),
+        )
+
+        model = PROVIDERS["slng"].default_model("tts") or ""
+
+        def one(n: int) -> None:
+            audio = provider.synthesize(f"Overhead line {n}.", model=model, voice=None, options={})
+            store.put_bytes(f"bare-work/{n}.wav", audio.audio, "audio/wav")
+
+        meter = CpuMeter(
+            bench=os.getpid(), emulator=emulator, s3=weed_pid(settings.s3_endpoint_url)
+        )
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(one, range(min(items, 50))))  # warm connections
+            began = time.perf_counter()
+            meter.begin()
+            list(pool.map(one, range(items)))
+            meter.end()
+        return items / (time.perf_counter() - began), meter
+
+
+def pipeline_rate(
+    items: int, concurrency: int, env: dict[str, str], logs: Path, emulator: int
+) -> tuple[float, CpuMeter]:
     settings = Settings()
     sessions = make_session_factory(make_engine(settings.database_url))
     tenant = ensure_tenant(sessions, "overhead").id
     worker = start([CLI, "worker", "--concurrency", str(concurrency)], env, logs / "worker.log")
+    meter = CpuMeter(worker=worker.pid, emulator=emulator, s3=weed_pid(settings.s3_endpoint_url))
     try:
         time.sleep(3)  # connected before the clock starts
+        meter.begin()
         body = JobCreate.model_validate(
             {
                 "kind": "tts",
@@ -85,8 +174,9 @@ def pipeline_rate(items: int, concurrency: int, env: dict[str, str], logs: Path)
         ).job
         while (job := get_job(sessions, tenant, job.id)).status in ("queued", "running"):
             time.sleep(0.1)
+        meter.end()
         assert job.status == "succeeded" and job.started_at and job.finished_at
-        return items / (job.finished_at - job.started_at).total_seconds()
+        return items / (job.finished_at - job.started_at).total_seconds(), meter
     finally:
         worker.terminate()
         worker.wait(30)
@@ -111,16 +201,22 @@ def main() -> None:
     emulator = start([CLI, "emulator", "--port", str(port)], env, logs / "emulator.log")
     try:
         wait_http(f"http://127.0.0.1:{port}/_emulator/health")
-        bare = bare_celery_rate(args.items, args.concurrency, env, logs)
-        ours = pipeline_rate(args.items, args.concurrency, env, logs)
+        bare, bare_cpu = bare_celery_rate(args.items, args.concurrency, env, logs)
+        os.environ.update(env)
+        work, work_cpu = bare_work_rate(args.items, args.concurrency, emulator.pid)
+        ours, our_cpu = pipeline_rate(args.items, args.concurrency, env, logs, emulator.pid)
         httpx.delete(f"http://127.0.0.1:{port}/_emulator/requests")
     finally:
         emulator.terminate()
         emulator.wait(15)
     print(f"overhead: N={args.items}, threads pool, concurrency {args.concurrency}, latency 0")
     print(f"  bare Celery no-op   {bare:8.1f} tasks/s")
+    print(f"  bare work           {work:8.1f} items/s (same call + S3 PUT in threads, no queue/DB)")
     print(f"  speechbatch item    {ours:8.1f} items/s (claim, call, convert, S3 PUT, record)")
-    print(f"  ratio {ours / bare:.2f}; per-item cost {1000 / ours:.1f} ms vs {1000 / bare:.1f} ms")
+    print(f"  ratio vs bare Celery {ours / bare:.2f} (goal >= 0.5); vs bare work {ours / work:.2f}")
+    print(f"  CPU ms per task: bare Celery {bare_cpu.per_item(args.items)}")
+    print(f"  CPU ms per item: bare work   {work_cpu.per_item(args.items)}")
+    print(f"  CPU ms per item: speechbatch {our_cpu.per_item(args.items)}")
 
 
 if __name__ == "__main__":
