@@ -60,3 +60,19 @@ def test_an_unreachable_budget_refuses_retries(redis_url: str) -> None:
 
     dead = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
     assert RedisRetryBudget(dead, "slng", "0" * 16).try_withdraw() is False
+
+
+def test_deposits_reach_redis_a_whole_token_at_a_time(redis_url: str) -> None:
+    """25 first calls (ratio 0.1) into an empty bucket add exactly 2 tokens in Redis: deposits
+    are sent per whole token, and the remaining half token waits in the process."""
+    client = redis.Redis.from_url(redis_url)
+    budget = RedisRetryBudget(client, "slng", uuid.uuid4().hex[:16])
+    while budget.try_withdraw():
+        pass
+    assert budget.tokens(client) < 1.0
+    before = budget.tokens(client)
+    for _ in range(25):
+        budget.deposit()
+    assert budget.tokens(client) - before == pytest.approx(2.0)
+    client.delete(budget.key)
+    client.close()
