@@ -50,13 +50,50 @@ def api(host: str, port: int) -> None:
     type=click.IntRange(1, 512),
     help="Items in flight at once (threads); match the provider's concurrency cap.",
 )
-def worker(concurrency: int) -> None:
+@click.option(
+    "--name",
+    default="celery@%h",
+    show_default=True,
+    help="Celery node name, unique per worker (%h = host name); `worker-check --node` uses it.",
+)
+def worker(concurrency: int, name: str) -> None:
     """Run a Celery worker that processes items."""
     from workers.celery_app import create_worker_app, worker_argv
 
     _logging()
     app = create_worker_app(get_settings(), concurrency=concurrency)
-    app.worker_main(worker_argv(concurrency))
+    app.worker_main(worker_argv(concurrency, name))
+
+
+@main.command("worker-check")
+@click.option(
+    "--node",
+    default=None,
+    help="Worker node name to check  [default: celery@<this host>, the local worker]",
+)
+@click.option(
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds to wait for the worker to run the canary.",
+)
+def worker_check(node: str | None, timeout: float) -> None:
+    """Run a canary task on one worker: exit 0 if it ran within --timeout, else 1."""
+    from jobs.publisher import CeleryPublisher
+    from workers.canary import check_worker, default_node
+
+    settings = get_settings()
+    if not settings.broker_url:
+        raise click.UsageError("SPEECHBATCH_BROKER_URL is not set; workers listen on Redis.")
+    publisher = CeleryPublisher(settings.broker_url)
+    try:
+        result = check_worker(publisher.app, publisher.redis, node or default_node(), timeout)
+    finally:
+        publisher.redis.close()
+        publisher.app.close()
+    click.echo(result.message, err=not result.ok)
+    raise SystemExit(0 if result.ok else 1)
 
 
 @main.command()

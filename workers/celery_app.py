@@ -3,6 +3,9 @@
 A task takes an item id and calls the Celery-free pipeline; the pipeline never raises for
 provider or input problems, so Celery only retries what the broker itself loses (late ack
 + reject-on-worker-lost redeliver a killed worker's message; the claim dedups).
+
+Each worker also consumes its own direct queue (`worker_direct`), where `speechbatch
+worker-check` sends the canary task (`workers/canary.py`) that proves it still consumes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from celery.signals import worker_shutdown
 
 from jobs.publisher import TASK_PROCESS_ITEM, celery_config, send_items
 from jobs.settings import Settings
+from workers.canary import register_canary
 from workers.pipeline import run_item
 from workers.runtime import Runtime, build_runtime
 
@@ -25,6 +29,7 @@ def create_worker_app(settings: Settings, *, concurrency: int) -> Celery:
         raise ValueError("SPEECHBATCH_BROKER_URL is not set; workers need a Redis broker.")
     app = Celery("speechbatch")
     app.conf.update(celery_config(settings.broker_url))
+    app.conf.worker_direct = True  # the canary's route to this one worker
     lock = threading.Lock()
     holder: list[Runtime] = []
 
@@ -44,6 +49,8 @@ def create_worker_app(settings: Settings, *, concurrency: int) -> Celery:
     def process_item(item_id: int) -> str:
         return run_item(runtime(), int(item_id)).value
 
+    register_canary(app, settings.broker_url)
+
     def close(**_: Any) -> None:
         with lock:
             if holder:
@@ -53,10 +60,15 @@ def create_worker_app(settings: Settings, *, concurrency: int) -> Celery:
     return app
 
 
-def worker_argv(concurrency: int) -> list[str]:
-    """Arguments for `app.worker_main`: a threads pool sized to the provider concurrency."""
+def worker_argv(concurrency: int, name: str = "celery@%h") -> list[str]:
+    """Arguments for `app.worker_main`: a threads pool sized to the provider concurrency.
+
+    `name` is the Celery node name (`%h` = this host); it must be unique per worker, since the
+    canary reaches a worker through the queue named after it.
+    """
     return [
         "worker",
+        f"--hostname={name}",
         "--pool=threads",
         f"--concurrency={concurrency}",
         "--loglevel=INFO",

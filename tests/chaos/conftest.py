@@ -2,8 +2,12 @@
 
 Every server here was started by this session, so a test may SIGKILL, stop or restart it
 without touching the machine's own. Each test gets a fresh database, bucket and Redis
-keyspace, an emulator, the API, two workers (`--concurrency 8` each) and beat (`--interval 1`),
-with a 10 s lease so a killed worker's items come back quickly.
+keyspace, an emulator, the API, two workers (`--concurrency 8` each, named `worker-N@<host>`)
+and beat (`--interval 1`), with a 10 s lease so a killed worker's items come back quickly.
+
+A test that also asks for `redis_proxies` gets every process talking to Redis through a
+`BlackHoleProxy` (worker N through proxy N mod 2; API, beat and CLI runs through the second),
+so it can turn the broker into a silent peer (half-open connections).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -18,11 +23,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import redis
 
+from tests.chaos.blackhole import BlackHoleProxy
 from tests.e2e.stack import CLI, EMULATOR_KEY, Proc, Stack, answers
 from tests.services import Service, create_database, drop_database, free_port, start_postgres
 from tests.services import start_redis as start_private_redis
@@ -57,6 +64,7 @@ class ChaosStack(Stack):
     s3_client: S3Client
     bucket: str
     database_url: str
+    worker_broker_urls: list[str] = field(default_factory=list)  # round-robin; [] = env's
     workers: list[Proc] = field(default_factory=list)
     _spawned: int = 0
 
@@ -68,12 +76,29 @@ class ChaosStack(Stack):
 
     def start_worker(self) -> Proc:
         self._spawned += 1
-        args = ["worker", "--concurrency", str(WORKER_CONCURRENCY)]
-        proc = Proc(f"worker-{self._spawned}", [CLI, *args], self.env, self.workdir)
+        name = f"worker-{self._spawned}"
+        args = ["worker", "--concurrency", str(WORKER_CONCURRENCY), "--name", f"{name}@%h"]
+        env = self.env
+        if self.worker_broker_urls:
+            broker = self.worker_broker_urls[(self._spawned - 1) % len(self.worker_broker_urls)]
+            env = {**env, "SPEECHBATCH_BROKER_URL": broker}
+        proc = Proc(name, [CLI, *args], env, self.workdir)
         proc.start()
         self.procs.append(proc)
         self.workers.append(proc)
         return proc
+
+    @staticmethod
+    def node(worker: Proc) -> str:
+        """The Celery node name of one of our workers (what `worker-check --node` takes)."""
+        return f"{worker.name}@{socket.gethostname()}"
+
+    def check_worker(self, worker: Proc, timeout: float) -> subprocess.CompletedProcess[str]:
+        """`speechbatch worker-check` for one worker, through the same broker URL it uses."""
+        return self.run_cli(
+            "worker-check", "--node", self.node(worker), "--timeout", f"{timeout:.1f}",
+            timeout=timeout + 30,
+        )  # fmt: skip
 
     def submit_tts(self, count: int) -> str:
         """POST a TTS job of `count` distinct lines (provider slng, WAV) and return its id."""
@@ -213,6 +238,27 @@ def chaos_postgres() -> Iterator[Service]:
 
 
 @pytest.fixture
+def redis_proxy(chaos_redis: Service) -> Iterator[BlackHoleProxy]:
+    """A forwarding BlackHoleProxy in front of the private Redis (black-holed by the test)."""
+    upstream = urlsplit(chaos_redis.url)
+    assert upstream.hostname is not None and upstream.port is not None
+    proxy = BlackHoleProxy(upstream.hostname, upstream.port).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def redis_proxies(chaos_redis: Service) -> Iterator[list[BlackHoleProxy]]:
+    """Two forwarding proxies in front of the private Redis, so one outage can end two ways."""
+    upstream = urlsplit(chaos_redis.url)
+    assert upstream.hostname is not None and upstream.port is not None
+    proxies = [BlackHoleProxy(upstream.hostname, upstream.port).start() for _ in range(2)]
+    yield proxies
+    for proxy in proxies:
+        proxy.stop()
+
+
+@pytest.fixture
 def chaos_stack(
     request: pytest.FixtureRequest,
     chaos_redis: Service,
@@ -223,7 +269,8 @@ def chaos_stack(
 ) -> Iterator[ChaosStack]:
     """Emulator, API, 2 workers and beat over private Redis, PostgreSQL and SeaweedFS.
 
-    Parametrize it indirectly with a dict to give every process extra environment.
+    Parametrize it indirectly with a dict to give every process extra environment. With the
+    `redis_proxies` fixture in the test, every process reaches Redis through one of those.
     """
     for service in (chaos_redis, chaos_postgres, seaweedfs_service):
         service.start()  # a no-op unless an earlier test left it down
@@ -233,10 +280,16 @@ def chaos_stack(
     bucket = f"chaos-{uuid.uuid4().hex[:12]}"
     s3_client.create_bucket(Bucket=bucket)
     api_port, emulator_port = free_port(), free_port()
+    broker_url = chaos_redis.url
+    worker_broker_urls: list[str] = []
+    if "redis_proxies" in request.fixturenames:
+        proxies: list[BlackHoleProxy] = request.getfixturevalue("redis_proxies")
+        worker_broker_urls = [p.url(path=urlsplit(chaos_redis.url).path) for p in proxies]
+        broker_url = worker_broker_urls[-1]
     env = {
         **os.environ,
         "SPEECHBATCH_DATABASE_URL": database_url,
-        "SPEECHBATCH_BROKER_URL": chaos_redis.url,
+        "SPEECHBATCH_BROKER_URL": broker_url,
         "SPEECHBATCH_STORAGE_URL": f"s3://{bucket}/out",
         "SPEECHBATCH_S3_ENDPOINT_URL": seaweedfs_service.url,
         "SPEECHBATCH_SLNG_BASE_URL": f"http://127.0.0.1:{emulator_port}/slng",
@@ -259,6 +312,7 @@ def chaos_stack(
         s3_client=s3_client,
         bucket=bucket,
         database_url=database_url,
+        worker_broker_urls=worker_broker_urls,
     )
     try:
         emulator = Proc(

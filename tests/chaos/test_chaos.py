@@ -19,14 +19,17 @@ import re
 import signal
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.chaos.blackhole import BlackHoleProxy
 from tests.chaos.checks import JobReport, assert_job_invariants
 from tests.chaos.conftest import LEASE_S, SWEEP_INTERVAL_S, ChaosStack
+from tests.e2e.stack import Proc
 
 pytestmark = [pytest.mark.chaos]
 
@@ -109,6 +112,63 @@ def test_redis_unreachable_for_60_seconds_mid_job(chaos_stack: ChaosStack) -> No
     assert job["status"] == "succeeded", job["counts"]
     bound = REDIS_OUTAGE_S + RECONNECT_S + LEASE_S + SWEEPS_S + PROCESSING_S
     assert_within(report, bound, "outage + reconnect + stale re-publish + sweeps + processing")
+
+
+BLACKHOLE_S = 60.0
+# R3: every worker consumes again within 60 s of the network coming back.
+RESUME_S = 60.0
+# Only for the failure message: how much longer to watch a worker that missed RESUME_S.
+DIAGNOSE_S = 120.0
+
+
+def canary_on_every_worker(stack: ChaosStack, since: float, within: float) -> dict[str, float]:
+    """Run `worker-check` on every live worker at once, each with what is left of `within`
+    seconds after `since`; returns node -> seconds after `since` its canary ran, or -1."""
+
+    def check(worker: Proc) -> tuple[str, float]:
+        left = max(since + within - time.monotonic(), 1.0)
+        done = stack.check_worker(worker, timeout=left)
+        took = time.monotonic() - since
+        print(f"{stack.node(worker)}: {(done.stdout or done.stderr).strip()} ({took:.1f}s)")
+        return stack.node(worker), took if done.returncode == 0 else -1.0
+
+    live = [w for w in stack.workers if w.popen is not None and w.popen.poll() is None]
+    with ThreadPoolExecutor(len(live)) as pool:
+        return dict(pool.map(check, live))
+
+
+def test_redis_black_holed_for_60_seconds_mid_job(
+    chaos_stack: ChaosStack, redis_proxies: list[BlackHoleProxy]
+) -> None:
+    """With Redis a silent peer for 60 s (no RST), every worker runs a canary within 60 s of
+    the restore, without a restart, and the job completes intact (R3, celery#9705)."""
+    stack = chaos_stack
+    # One outage, both endings: lifting a DROP rule lets TCP resume the held flows (worker-1's
+    # proxy); a NAT or firewall that forgot them, or a failed-over server, leaves them silent
+    # for good (worker-2, beat and API), and only reconnecting helps.
+    resuming, forgetting = redis_proxies
+    job_id = stack.submit_tts(ITEMS)
+    stack.wait_for_progress(job_id, FAULT_AT)
+    for proxy in redis_proxies:
+        proxy.blackhole()
+    time.sleep(BLACKHOLE_S)
+    resuming.restore()
+    forgetting.restore(resume_held=False)
+    restored = time.monotonic()
+    resumed = canary_on_every_worker(stack, restored, RESUME_S)
+    late = [node for node, took in resumed.items() if took < 0]
+    if late:  # say how long the stragglers really took (or that they never came back)
+        again = canary_on_every_worker(stack, restored, RESUME_S + DIAGNOSE_S)
+        pytest.fail(f"no canary within {RESUME_S:.0f}s of the restore: {late}; then: {again}")
+    job, report = finish(stack, job_id)
+
+    dark = [proxy.accepted_while_dark for proxy in redis_proxies]
+    print(f"connections accepted while black-holed (resuming, forgetting proxy): {dark}")
+    assert min(dark) >= 1, "nobody tried to reconnect: the black hole was not in their path"
+    assert len(resumed) == len(stack.workers), "a worker died instead of recovering in-process"
+    assert job["status"] == "succeeded", job["counts"]
+    bound = BLACKHOLE_S + RESUME_S + LEASE_S + SWEEPS_S + PROCESSING_S
+    assert_within(report, bound, "black hole + resume + stale re-publish + sweeps + processing")
 
 
 def test_provider_20_percent_5xx_and_10_percent_timeouts(chaos_stack: ChaosStack) -> None:
