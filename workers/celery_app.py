@@ -10,6 +10,7 @@ worker-check` sends the canary task (`workers/canary.py`) that proves it still c
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -22,9 +23,16 @@ from workers.canary import register_canary
 from workers.pipeline import run_item
 from workers.runtime import Runtime, build_runtime
 
+# Per-item INFO lines that repeat `workers.pipeline`'s own "item N outcome X" line: Celery's
+# "received"/"succeeded" and httpx's "HTTP Request". At hundreds of items a second they cost
+# a noticeable share of a worker's one GIL; warnings and errors from them still show.
+QUIET_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "httpx")
+
 
 def create_worker_app(settings: Settings, *, concurrency: int) -> Celery:
     """A worker app whose process-wide Runtime is built on first use and closed on shutdown."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     if not settings.broker_url:
         raise ValueError("SPEECHBATCH_BROKER_URL is not set; workers need a Redis broker.")
     app = Celery("speechbatch")
