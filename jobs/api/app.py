@@ -73,6 +73,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.resources = Resources(
         settings=settings,
         sessions=make_session_factory(engine),
+        # Same pool; each single-SELECT read runs without BEGIN/ROLLBACK round trips.
+        reads=make_session_factory(engine.execution_options(isolation_level="AUTOCOMMIT")),
         store=open_object_store(settings.storage_url, endpoint_url=settings.s3_endpoint_url),
         publisher=CeleryPublisher(settings.broker_url),
         source_allow=parse_allowlist(settings.allow_private_networks),

@@ -1,4 +1,10 @@
-"""Per-app resources (held on `app.state`) and request dependencies (auth)."""
+"""Per-app resources (held on `app.state`) and request dependencies (auth).
+
+Both dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in the
+thread pool, and on a busy machine each thread hop is a wait for a CPU; hops made up about
+half of the slowest polls' time in bench/bulk_submit.py. They stay on the event loop unless
+they must touch the database (a key-cache miss).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from jobs.keys import digest_key
 from jobs.netpolicy import Allowlist
@@ -31,25 +38,41 @@ class KeyCache:
         self.ttl_s, self.clock = ttl_s, clock
         self._entries: dict[str, tuple[float, str]] = {}
 
-    def tenant(self, sessions: sessionmaker[Session], presented: str | None) -> str:
-        digest = digest_key(presented) if presented else ""
-        hit = self._entries.get(digest)
-        now = self.clock()
-        if hit is not None and now - hit[0] < self.ttl_s:
+    def cached(self, presented: str | None) -> str | None:
+        """The tenant id of a key verified less than `ttl_s` ago, else None (no I/O)."""
+        hit = self._entries.get(_slot(presented))
+        if hit is not None and self.clock() - hit[0] < self.ttl_s:
             return hit[1]
+        return None
+
+    def verify(self, sessions: sessionmaker[Session], presented: str | None) -> str:
+        """Check the key against the database (401 if unknown) and remember the answer."""
+        now = self.clock()
         tenant_id = authenticate(sessions, presented)
         if len(self._entries) > 10_000:
             self._entries.clear()
-        self._entries[digest] = (now, tenant_id)
+        self._entries[_slot(presented)] = (now, tenant_id)
         return tenant_id
+
+    def tenant(self, sessions: sessionmaker[Session], presented: str | None) -> str:
+        cached = self.cached(presented)
+        return cached if cached is not None else self.verify(sessions, presented)
+
+
+def _slot(presented: str | None) -> str:
+    return digest_key(presented) if presented else ""
 
 
 @dataclass
 class Resources:
+    """What every request may need. `reads` are autocommit sessions for one-statement reads:
+    no BEGIN/ROLLBACK round trips around a single SELECT (used by the poll endpoint)."""
+
     settings: Settings
     sessions: sessionmaker[Session]
     store: ObjectStore
     publisher: CeleryPublisher
+    reads: sessionmaker[Session]
     keys: KeyCache = field(default_factory=KeyCache)
     source_allow: Allowlist = ()
 
@@ -58,12 +81,12 @@ class Resources:
             session.execute(text("SELECT 1"))
 
 
-def resources(request: Request) -> Resources:
+async def resources(request: Request) -> Resources:
     res: Resources = request.app.state.resources
     return res
 
 
-def tenant(
+async def tenant(
     res: Annotated[Resources, Depends(resources)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> str:
@@ -71,7 +94,10 @@ def tenant(
     presented = None
     if authorization and authorization[:7].lower() == "bearer ":
         presented = authorization[7:].strip()
-    return res.keys.tenant(res.sessions, presented)
+    cached = res.keys.cached(presented)
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(res.keys.verify, res.reads, presented)
 
 
 Res = Annotated[Resources, Depends(resources)]

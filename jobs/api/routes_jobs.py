@@ -80,8 +80,8 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobOut)
 def get_job(job_id: str, res: Res, tenant_id: TenantId) -> Response:
-    """The poll endpoint: the view is built once and sent as is (no second validation)."""
-    job = service.get_job(res.sessions, tenant_id, job_id)
+    """The poll endpoint: one autocommit SELECT, and the view is serialized once."""
+    job = service.get_job(res.reads, tenant_id, job_id)
     response = Response(job_view(job).model_dump_json(), media_type="application/json")
     _poll_headers(response, job)
     return response
