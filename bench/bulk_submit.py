@@ -135,10 +135,18 @@ def report_polling(windows: list[Window], done: int) -> None:
         f"    median of windows: GET p50 {get_p50:.1f} ms, p99 {get_p99:.1f} ms; "
         f"/healthz p99 {health_p99:.1f} ms; p99 ratio {ratio:.2f}"
     )
+    # The verdicts use every sample of the run pooled: one p99 over the whole job.
+    all_gets = [t for w in windows for t in w.gets]
+    all_health = [t for w in windows for t in w.health]
+    pooled, pooled_ratio = p99(all_gets), p99(all_gets) / p99(all_health)
+    print(
+        f"    all {len(all_gets)} pairs pooled: GET p99 {pooled:.1f} ms; /healthz p99 "
+        f"{p99(all_health):.1f} ms; p99 ratio {pooled_ratio:.2f}"
+    )
     print(
         f"    P6 (GET p99 <= {P6_RATIO:g} x /healthz p99): "
-        f"{'met' if ratio <= P6_RATIO else 'NOT met'}; GET p99 < {GET_P99_GOAL_MS:g} ms: "
-        f"{'met' if get_p99 < GET_P99_GOAL_MS else 'NOT met'}"
+        f"{'met' if pooled_ratio <= P6_RATIO else 'NOT met'}; GET p99 < {GET_P99_GOAL_MS:g} ms: "
+        f"{'met' if pooled < GET_P99_GOAL_MS else 'NOT met'}"
     )
 
 
