@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from jobs.settings import Settings
 from tests.chaos.blackhole import BlackHoleProxy
 from tests.chaos.checks import JobReport, assert_job_invariants
 from tests.chaos.conftest import LEASE_S, SWEEP_INTERVAL_S, ChaosStack
@@ -171,8 +172,17 @@ def test_redis_black_holed_for_60_seconds_mid_job(
     assert_within(report, bound, "black hole + resume + stale re-publish + sweeps + processing")
 
 
+# With 30 % of calls failing and the retry budget holding in-call retries near 10 %, one item
+# attempt fails about 23 % of the time, so all 5 attempts fail for ~0.06 % of items: a run
+# of 250 ends `completed_with_errors` about one time in six. Giving up after the attempt
+# budget is the designed outcome (the user retries the job); anything else is a defect.
+MAX_GIVEN_UP = 2
+ITEM_ATTEMPTS = Settings.model_fields["max_item_attempts"].default
+
+
 def test_provider_20_percent_5xx_and_10_percent_timeouts(chaos_stack: ChaosStack) -> None:
-    """With 20 % 5xx and 10 % timeouts from mid-job on, every item still succeeds, once."""
+    """With 20 % 5xx and 10 % timeouts from mid-job on, every item succeeds once, except at most
+    MAX_GIVEN_UP that failed only after spending their whole attempt budget."""
     stack = chaos_stack
     job_id = stack.submit_tts(ITEMS)
     stack.wait_for_progress(job_id, FAULT_AT)
@@ -182,7 +192,12 @@ def test_provider_20_percent_5xx_and_10_percent_timeouts(chaos_stack: ChaosStack
 
     faults = {r["fault"] for r in stack.emulator_requests() if r["fault"]}
     assert {"500", "503", "timeout"} <= faults, faults
-    assert job["status"] == "succeeded", job["counts"]
+    given_up = [item for item in stack.items(job_id) if item["status"] == "failed"]
+    assert len(given_up) <= MAX_GIVEN_UP, job["counts"]
+    for item in given_up:
+        assert item["attempts"] == ITEM_ATTEMPTS, item
+        assert item["error"]["code"] in {"provider_unavailable", "provider_timeout"}, item
+        assert item["error"]["message"].startswith(f"Gave up after {ITEM_ATTEMPTS} attempts"), item
     assert report.http_errors >= 1
     # 3 s client timeouts cost slots; re-queued items wait up to 5 + 10 s of backoff.
     bound = 3 * PROCESSING_S + 15.0
