@@ -238,11 +238,11 @@ def succeed_at_once(engine, item, attempts):  # type: ignore[no-untyped-def]
             item,
             attempts,
             now=utc_now(),
-            output_key="k",
-            output_bytes=10,
-            content_type="audio/wav",
-            duration_s=1.5,
-            characters=7,
+            output_key="k",  # the same values as finish_ok, to compare the two paths
+            output_bytes=1,
+            content_type="x",
+            duration_s=1,
+            characters=1,
         )
 
 
@@ -273,16 +273,7 @@ def test_one_statement_claim_and_success_match_the_transactional_ones(pg_url: st
         else:
             item = claim(sessions, recorder.ids[0])
             with sessions() as session:
-                assert transitions.succeed_item(
-                    session,
-                    item,
-                    now=utc_now(),
-                    output_key="k",
-                    output_bytes=10,
-                    content_type="audio/wav",
-                    duration_s=1.5,
-                    characters=7,
-                )
+                assert finish_ok(session, item, utc_now())
                 transitions.record_attempts(session, item.id, attempts)
                 session.commit()
         job = assert_counters_match_items(sessions, job_id)
