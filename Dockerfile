@@ -19,6 +19,7 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Metadata first (README.md is the project's declared readme; setuptools needs it to build).
 COPY pyproject.toml README.md ./
+COPY speechbatch/ speechbatch/
 COPY jobs/ jobs/
 COPY workers/ workers/
 COPY storage/ storage/

@@ -27,10 +27,10 @@ import redis
 
 from bench.throughput import CLI, KEY, wait_http
 from jobs.migrate import upgrade_to_head
-from jobs.publisher import QUEUE, CeleryPublisher, send_items
 from jobs.service import create_api_key
 from jobs.settings import Settings
 from storage.db import make_engine, make_session_factory
+from storage.publisher import QUEUE, CeleryPublisher, send_items
 from tests.services import free_port
 
 GET_P99_GOAL_MS = 25.0

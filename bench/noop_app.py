@@ -11,7 +11,7 @@ import os
 import redis
 from celery import Celery
 
-from jobs.publisher import celery_config
+from storage.publisher import celery_config
 
 BROKER = os.environ["SPEECHBATCH_BROKER_URL"]
 COUNTER = "bench:noop:done"

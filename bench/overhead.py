@@ -29,15 +29,16 @@ from bench.noop_app import COUNTER
 from bench.noop_app import app as noop_app
 from bench.throughput import CLI, KEY, start, wait_http
 from jobs.catalog import PROVIDERS
+from jobs.ledger import ItemLedger
 from jobs.migrate import upgrade_to_head
-from jobs.publisher import CeleryPublisher
 from jobs.schemas import JobCreate
 from jobs.service import ensure_tenant, get_job, submit_job
 from jobs.settings import Settings
-from storage.db import make_engine, make_session_factory
-from storage.objects import ensure_bucket, open_object_store
+from storage.db import open_database
+from storage.publisher import CeleryPublisher
+from storage.stores import open_object_store
 from tests.services import free_port
-from workers.providers import build_provider
+from workers.providers.registry import build_provider
 
 
 def cpu_seconds(pid: int) -> float:
@@ -119,7 +120,7 @@ def bare_work_rate(items: int, concurrency: int, emulator: int) -> tuple[float, 
     emulator through the same adapter and PUT each result to the same S3, nothing else."""
     settings = Settings()
     store = open_object_store(settings.storage_url, endpoint_url=settings.s3_endpoint_url)
-    ensure_bucket(store)
+    store.ensure_exists()
     with httpx.Client(limits=httpx.Limits(max_connections=concurrency)) as client:
         provider = build_provider(
             "slng",
@@ -150,7 +151,10 @@ def pipeline_rate(
     items: int, concurrency: int, env: dict[str, str], logs: Path, emulator: int
 ) -> tuple[float, CpuMeter]:
     settings = Settings()
-    sessions = make_session_factory(make_engine(settings.database_url))
+    ledger = ItemLedger(
+        open_database(settings.database_url), CeleryPublisher(str(settings.broker_url))
+    )
+    sessions = ledger.db.sessions
     tenant = ensure_tenant(sessions, "overhead").id
     worker = start([CLI, "worker", "--concurrency", str(concurrency)], env, logs / "worker.log")
     meter = CpuMeter(worker=worker.pid, emulator=emulator, s3=weed_pid(settings.s3_endpoint_url))
@@ -164,14 +168,7 @@ def pipeline_rate(
                 "items": [{"text": f"Overhead line {n}."} for n in range(items)],
             }
         )
-        job = submit_job(
-            sessions,
-            tenant,
-            body,
-            idempotency_key=None,
-            publish=CeleryPublisher(str(settings.broker_url)),
-            max_items=items,
-        ).job
+        job = submit_job(ledger, tenant, body, idempotency_key=None, max_items=items).job
         while (job := get_job(sessions, tenant, job.id)).status in ("queued", "running"):
             time.sleep(0.1)
         meter.end()

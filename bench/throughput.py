@@ -10,7 +10,6 @@ in the environment: `make bench` provides them (python -m tests.services run -- 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import subprocess
 import sys
@@ -21,12 +20,13 @@ from pathlib import Path
 import httpx
 
 from bench.asyncio_reference import reference_rate
+from jobs.ledger import ItemLedger
 from jobs.migrate import upgrade_to_head
-from jobs.publisher import CeleryPublisher
 from jobs.schemas import JobCreate
-from jobs.service import ensure_tenant, submit_job
+from jobs.service import ensure_tenant, get_job, submit_job
 from jobs.settings import Settings
-from storage.db import make_engine, make_session_factory
+from storage.db import open_database
+from storage.publisher import CeleryPublisher
 from tests.services import free_port
 
 CLI = str(Path(sys.executable).parent / "speechbatch")
@@ -59,11 +59,10 @@ def main() -> None:
         "--worker-concurrency",
         type=int,
         default=None,
-        help="worker threads (default 1.5 x C: the shared throttle keeps provider calls at C "
-        "while the extra threads do the DB and S3 work around them)",
+        help="worker threads (default: none given, so the worker derives its own from the "
+        "provider limits, as a user's `speechbatch worker` does)",
     )
     args = parser.parse_args()
-    slots = args.worker_concurrency or math.ceil(1.5 * args.cap)
     ceiling = args.cap / (args.latency_ms / 1000)
 
     workdir = Path(tempfile.mkdtemp(prefix="sb-bench-"))
@@ -74,6 +73,8 @@ def main() -> None:
         "SLNG_API_KEY": KEY,
         "EMULATOR_API_KEYS": KEY,
         "SPEECHBATCH_SLNG_BASE_URL": f"{base}/slng",
+        # The provider's cap C, as a user would configure it for their plan.
+        "SPEECHBATCH_PROVIDER_LIMITS": f"slng={args.cap}",
     }
     settings = Settings()
     upgrade_to_head(settings.database_url)
@@ -97,10 +98,13 @@ def main() -> None:
         reference = reference_rate(f"{base}/slng", KEY, items=args.items, concurrency=args.cap)
         httpx.delete(f"{base}/_emulator/requests")
 
-        worker = start([CLI, "worker", "--concurrency", str(slots)], env, workdir / "worker.log")
-        sessions = make_session_factory(make_engine(settings.database_url))
+        threads = ["--concurrency", str(args.worker_concurrency)] if args.worker_concurrency else []
+        worker = start([CLI, "worker", *threads], env, workdir / "worker.log")
+        ledger = ItemLedger(
+            open_database(settings.database_url), CeleryPublisher(str(settings.broker_url))
+        )
+        sessions = ledger.db.sessions
         tenant = ensure_tenant(sessions, "bench").id
-        publisher = CeleryPublisher(str(settings.broker_url))
         body = JobCreate.model_validate(
             {
                 "kind": "tts",
@@ -111,11 +115,8 @@ def main() -> None:
             }
         )
         time.sleep(3)  # let the worker connect before the clock starts
-        submitted = submit_job(
-            sessions, tenant, body, idempotency_key=None, publish=publisher, max_items=args.items
-        )
+        submitted = submit_job(ledger, tenant, body, idempotency_key=None, max_items=args.items)
         job_id = submitted.job.id
-        from jobs.service import get_job
 
         while True:
             job = get_job(sessions, tenant, job_id)
@@ -129,7 +130,7 @@ def main() -> None:
         rejected = stats["by_status"].get("429", 0)
         print(
             f"throughput: N={args.items} L={args.latency_ms:.0f}ms C={args.cap} "
-            f"worker slots={slots} status={job.status}"
+            f"worker threads={args.worker_concurrency or 'default'} status={job.status}"
         )
         print(f"  speechbatch     {achieved:8.1f} items/s  ({elapsed:.1f} s submit→done)")
         print(f"  asyncio script  {reference:8.1f} items/s")

@@ -1,12 +1,17 @@
 """Recognising audio by its first bytes, and the file extension for a media type.
 
-The API sniffs uploads with `sniff_audio` before storing them, so a PDF or an HTML error page
-is rejected at the door instead of failing later inside a provider. Only magic bytes are
-trusted: browsers and curl label uploads with whatever the file name suggests.
+`check_audio` is the one audio check: the API and the CLI run it on uploads before storing
+them, and workers on every fetched or stored source before calling a provider, so a PDF, an
+HTML error page or an empty file is refused with the same code everywhere. Only magic bytes
+are trusted: browsers and curl label uploads with whatever the file name suggests.
 Pure standard library on purpose: `jobs/` must import without the audio stack.
 """
 
 from __future__ import annotations
+
+from jobs.error_codes import ErrorCode
+
+KNOWN_AUDIO = "wav, flac, ogg, mp3, m4a, webm"
 
 # MPEG audio frame header fields (ISO 11172-3): 2-bit version and layer, 4-bit bitrate index.
 _MPEG_VERSION_RESERVED = 0b01
@@ -74,6 +79,30 @@ def sniff_audio(head: bytes) -> str | None:
         if head[offset : offset + len(magic)] == magic:
             return mime
     return "audio/mpeg" if _is_mpeg_frame(head) else None
+
+
+class AudioRejected(ValueError):
+    """Bytes that are not a recording we accept: `code` is EMPTY_AUDIO or UNSUPPORTED_AUDIO."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def check_audio(head: bytes, what: str) -> str:
+    """The audio MIME type of a file whose first bytes (≥64, or all of it) are `head`.
+
+    Raises AudioRejected naming `what` (e.g. "The uploaded file") when it is empty or not
+    audio we recognise.
+    """
+    if not head:
+        raise AudioRejected(ErrorCode.EMPTY_AUDIO, f"{what} is empty (0 bytes).")
+    content_type = sniff_audio(head)
+    if content_type is None:
+        raise AudioRejected(
+            ErrorCode.UNSUPPORTED_AUDIO, f"{what} is not audio we recognise ({KNOWN_AUDIO})."
+        )
+    return content_type
 
 
 def extension_for(content_type: str) -> str:

@@ -7,7 +7,8 @@ transition, so polling a 100k-item job reads one row instead of scanning its ite
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -26,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from jobs.status import ItemStatus, JobStatus
+from jobs.status import ItemStatus, JobKind, JobStatus
 
 # Portable auto-increment big integer: SQLite only auto-increments INTEGER PRIMARY KEY.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
@@ -54,6 +55,29 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class StrEnumColumn(TypeDecorator[E]):
+    """A StrEnum stored as its plain string value (VARCHAR), read back as the enum member.
+
+    No database enum type: adding a status is then a code change, not a migration.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[E], length: int) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum(value)
 
 
 class Base(DeclarativeBase):
@@ -91,13 +115,15 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(8))
+    kind: Mapped[JobKind] = mapped_column(StrEnumColumn(JobKind, 8))
     provider: Mapped[str] = mapped_column(String(32))
     model: Mapped[str] = mapped_column(String(200))
     voice: Mapped[str | None] = mapped_column(String(200))
     options: Mapped[dict[str, Any]]
     output_prefix: Mapped[str] = mapped_column(String(200), default="")
-    status: Mapped[str] = mapped_column(String(24), default=JobStatus.QUEUED.value)
+    status: Mapped[JobStatus] = mapped_column(
+        StrEnumColumn(JobStatus, 24), default=JobStatus.QUEUED
+    )
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_digest: Mapped[str | None] = mapped_column(String(64))
     total: Mapped[int] = mapped_column(Integer, default=0)
@@ -132,7 +158,9 @@ class Item(Base):
     text: Mapped[str | None] = mapped_column(Text)
     voice: Mapped[str | None] = mapped_column(String(200))  # overrides the job's voice
     source: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default=ItemStatus.QUEUED.value)
+    status: Mapped[ItemStatus] = mapped_column(
+        StrEnumColumn(ItemStatus, 16), default=ItemStatus.QUEUED
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claim_token: Mapped[str | None] = mapped_column(String(32))
     next_attempt_at: Mapped[datetime | None]

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import idna
 
+from jobs.error_codes import ErrorCode
+
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
 Allowlist = tuple[IPNetwork, ...]
@@ -82,7 +84,7 @@ _HOST_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 class UnsafeUrl(ValueError):
     """A source URL we refuse; `code` is stable, the message is a sentence without the query."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -174,7 +176,8 @@ def check_addresses(host: str, addresses: Sequence[IPAddress], allow: Allowlist)
         reason = forbidden_reason(ip, allow)
         if reason is not None:
             raise UnsafeUrl(
-                "forbidden_address", f"{host} resolves to {ip}, which is {reason}; {ALLOW_HINT}."
+                ErrorCode.FORBIDDEN_ADDRESS,
+                f"{host} resolves to {ip}, which is {reason}; {ALLOW_HINT}.",
             )
 
 
@@ -184,7 +187,9 @@ def _parse_ipv4(host: str) -> IPv4Address | None:
     if not _NUMERIC_LABEL.match(parts[-1]):
         return None
     if len(parts) > 4:
-        raise UnsafeUrl("bad_url", f"Host {host!r} looks like an IPv4 address but has 5+ parts.")
+        raise UnsafeUrl(
+            ErrorCode.BAD_URL, f"Host {host!r} looks like an IPv4 address but has 5+ parts."
+        )
     values: list[int] = []
     for part in parts:
         # Explicit patterns, because int() would also accept '1_0', '+1' and ' 1'.
@@ -195,10 +200,10 @@ def _parse_ipv4(host: str) -> IPv4Address | None:
         elif _DECIMAL.match(part):
             values.append(int(part))
         else:
-            raise UnsafeUrl("bad_url", f"Host {host!r} is not a valid IPv4 address.")
+            raise UnsafeUrl(ErrorCode.BAD_URL, f"Host {host!r} is not a valid IPv4 address.")
     *head, last = values
     if any(v > 255 for v in head) or last >= 256 ** (5 - len(values)):
-        raise UnsafeUrl("bad_url", f"Host {host!r} is out of range for an IPv4 address.")
+        raise UnsafeUrl(ErrorCode.BAD_URL, f"Host {host!r} is out of range for an IPv4 address.")
     number = last
     for index, value in enumerate(head):
         number += value << (8 * (3 - index))
@@ -210,7 +215,7 @@ def _split_netloc(netloc: str) -> tuple[str, str]:
     if netloc.startswith("["):
         host, sep, rest = netloc[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
-            raise UnsafeUrl("bad_url", "The URL's bracketed IPv6 host is malformed.")
+            raise UnsafeUrl(ErrorCode.BAD_URL, "The URL's bracketed IPv6 host is malformed.")
         return host, rest[1:]
     host, _, port = netloc.rpartition(":") if ":" in netloc else (netloc, "", "")
     return host, port
@@ -221,11 +226,13 @@ def _ascii_host(host: str) -> str:
     try:
         ascii_host = idna.encode(host, uts46=True).decode("ascii") if not host.isascii() else host
     except idna.IDNAError:
-        raise UnsafeUrl("bad_url", "The URL's host is not a valid international name.") from None
+        raise UnsafeUrl(
+            ErrorCode.BAD_URL, "The URL's host is not a valid international name."
+        ) from None
     ascii_host = ascii_host.lower().removesuffix(".")
     labels = ascii_host.split(".")
     if len(ascii_host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
-        raise UnsafeUrl("bad_url", f"Host {ascii_host!r} is not a valid host name.")
+        raise UnsafeUrl(ErrorCode.BAD_URL, f"Host {ascii_host!r} is not a valid host name.")
     return ascii_host
 
 
@@ -233,19 +240,23 @@ def _parse_authority(netloc: str, default_port: int) -> tuple[str, int, IPAddres
     """(ASCII host, port, IP if the host is a literal) from the URL's `host[:port]`."""
     raw_host, port_text = _split_netloc(netloc)
     if not raw_host:
-        raise UnsafeUrl("bad_url", "The URL has no host.")
+        raise UnsafeUrl(ErrorCode.BAD_URL, "The URL has no host.")
     if "%" in raw_host:
-        raise UnsafeUrl("bad_url", "The URL's host contains '%' (encoded hosts or zone ids).")
+        raise UnsafeUrl(
+            ErrorCode.BAD_URL, "The URL's host contains '%' (encoded hosts or zone ids)."
+        )
     if port_text and not (port_text.isdigit() and port_text.isascii()):
-        raise UnsafeUrl("bad_port", f"Port {port_text!r} is not a number.")
+        raise UnsafeUrl(ErrorCode.BAD_PORT, f"Port {port_text!r} is not a number.")
     port = int(port_text) if port_text else default_port
     if not 1 <= port <= 65535:
-        raise UnsafeUrl("bad_port", f"Port {port} is outside 1-65535.")
+        raise UnsafeUrl(ErrorCode.BAD_PORT, f"Port {port} is outside 1-65535.")
     if netloc.startswith("["):
         try:
             ip6 = IPv6Address(raw_host)
         except ValueError:
-            raise UnsafeUrl("bad_url", f"[{raw_host}] is not a valid IPv6 address.") from None
+            raise UnsafeUrl(
+                ErrorCode.BAD_URL, f"[{raw_host}] is not a valid IPv6 address."
+            ) from None
         return ip6.compressed, port, ip6
     host = _ascii_host(raw_host)
     ip4 = _parse_ipv4(host)
@@ -255,28 +266,29 @@ def _parse_authority(netloc: str, default_port: int) -> tuple[str, int, IPAddres
 def check_url(url: str, allow: Allowlist = ()) -> ParsedSource:
     """Parse and vet a source URL; raise UnsafeUrl with a stable code when it is refused."""
     if len(url) > MAX_URL_LENGTH:
-        raise UnsafeUrl("bad_url", f"The URL is longer than {MAX_URL_LENGTH} characters.")
+        raise UnsafeUrl(ErrorCode.BAD_URL, f"The URL is longer than {MAX_URL_LENGTH} characters.")
     # urlsplit silently drops tabs and newlines, and browsers read '\' as '/': refuse both.
     if any(ch <= " " or ch in "\x7f\\" for ch in url):
-        raise UnsafeUrl("bad_url", "The URL contains spaces, control characters or '\\'.")
+        raise UnsafeUrl(ErrorCode.BAD_URL, "The URL contains spaces, control characters or '\\'.")
     try:
         parts = urlsplit(url)
     except ValueError:
-        raise UnsafeUrl("bad_url", "The URL cannot be parsed.") from None
+        raise UnsafeUrl(ErrorCode.BAD_URL, "The URL cannot be parsed.") from None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
         raise UnsafeUrl(
-            "unsupported_scheme", f"Only http:// and https:// sources are fetched, not {scheme!r}."
+            ErrorCode.UNSUPPORTED_SCHEME,
+            f"Only http:// and https:// sources are fetched, not {scheme!r}.",
         )
     if "@" in parts.netloc:
         raise UnsafeUrl(
-            "credentials_in_url",
+            ErrorCode.CREDENTIALS_IN_URL,
             "The URL carries a user name or password ('user:pass@'); use a presigned URL instead.",
         )
     host, port, ip = _parse_authority(parts.netloc, DEFAULT_PORTS[scheme])
     if ip is not None:
         reason = forbidden_reason(ip, allow)
         if reason is not None:
-            raise UnsafeUrl("forbidden_address", f"{ip} is {reason}; {ALLOW_HINT}.")
+            raise UnsafeUrl(ErrorCode.FORBIDDEN_ADDRESS, f"{ip} is {reason}; {ALLOW_HINT}.")
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return ParsedSource(scheme=scheme, host=host, port=port, target=target, ip=ip)

@@ -1,7 +1,7 @@
 """The repository's reads and inserts: tenants, keys, jobs, items, sweeper queries.
 
-All SQL lives here and in `jobs/transitions.py` (everything that changes a status).
-Callers own the transaction (commit/rollback).
+All SQL lives here and in `jobs/ledger_sql.py` (everything that changes a status, run only
+by `jobs.ledger`). Callers own the transaction (commit/rollback).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     and_,
     bindparam,
     insert,
@@ -26,7 +27,6 @@ from sqlalchemy.orm import Session
 from jobs.models import ApiKey, Item, Job, Tenant
 from jobs.status import ItemStatus
 
-COUNTERS = ("queued", "running", "succeeded", "failed", "canceled")
 INSERT_BATCH = 5000
 
 
@@ -181,7 +181,9 @@ def due_unpublished_items(
     )
 
 
-def mark_published(session: Session, ids: Sequence[int], *, at: datetime | None) -> None:
+def mark_published(
+    session: Session | Connection, ids: Sequence[int], *, at: datetime | None
+) -> None:
     """Record when ids were handed to the broker (None: not sent, the sweeper should)."""
     for start in range(0, len(ids), INSERT_BATCH):
         session.execute(

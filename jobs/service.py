@@ -1,44 +1,36 @@
 """Use cases behind the API and the CLI: submit, cancel, retry, keys, uploads.
 
-Each function owns one transaction. Item ids are published only after the commit that
-made them visible, so a worker can never receive an id it cannot find; if publishing
-fails (Redis down) the sweeper publishes them later, because the database is the truth.
+A job and its items are inserted in one transaction; every later change of an item goes
+through the item ledger (`jobs.ledger`), which also publishes ids only after the commit that
+made them visible (so a worker never receives an id it cannot find).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import secrets
-import tempfile
 import uuid
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs import counters
 from jobs import repository as repo
 from jobs.clock import utc_now
+from jobs.error_codes import ErrorCode
 from jobs.errors import ApiError, conflict, not_found
 from jobs.keys import generate_key, matches, split_prefix
+from jobs.ledger import ItemLedger
+from jobs.manifest import write_manifest_if_finished
 from jobs.models import Job, Tenant
 from jobs.netpolicy import Allowlist
 from jobs.schemas import JobCreate
 from jobs.status import JOB_TERMINAL, ItemStatus, JobStatus
 from jobs.validation import ValidJob, validate_job
-from jobs.views import manifest_line
-from storage.keys import manifest_key, upload_key
+from storage.keys import upload_key
 from storage.objects import ObjectStore
-
-log = logging.getLogger(__name__)
-
-# publish(item_ids, countdown_s): hand ids to whatever runs items (Celery or in-process).
-Publish = Callable[[Sequence[int], float], None]
-PUBLISH_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -56,31 +48,12 @@ def request_digest(body: JobCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def publish_safely(
-    sessions: sessionmaker[Session], publish: Publish, ids: Sequence[int], countdown: float = 0.0
-) -> None:
-    """Publish in batches. A broker failure is logged, not raised: the ids not yet sent are
-    marked unpublished, so the sweeper sends them on its next pass once the broker is back."""
-    start = 0
-    try:
-        for start in range(0, len(ids), PUBLISH_BATCH):
-            publish(ids[start : start + PUBLISH_BATCH], countdown)
-    except Exception:  # the broker may be down; the DB rows are safe and will be swept
-        log.warning(
-            "publishing %d item ids failed; the sweeper will", len(ids) - start, exc_info=True
-        )
-        with sessions() as session:
-            repo.mark_published(session, ids[start:], at=None)
-            session.commit()
-
-
 def submit_job(
-    sessions: sessionmaker[Session],
+    ledger: ItemLedger,
     tenant_id: str,
     body: JobCreate,
     *,
     idempotency_key: str | None,
-    publish: Publish,
     max_items: int,
     allow: Allowlist = (),
 ) -> Submitted:
@@ -88,6 +61,7 @@ def submit_job(
 
     `allow` lists the private networks source URLs may name (SPEECHBATCH_ALLOW_PRIVATE_NETWORKS).
     """
+    sessions = ledger.db.sessions
     digest = request_digest(body)
     if idempotency_key is not None:
         existing = _replay(sessions, tenant_id, idempotency_key, digest)
@@ -103,7 +77,7 @@ def submit_job(
             "text": r.text,
             "source": r.source,
             "voice": r.voice,
-            "status": ItemStatus.QUEUED.value,
+            "status": ItemStatus.QUEUED,
             "attempts": 0,
             "characters": len(r.text or ""),
             "published_at": now,
@@ -126,7 +100,7 @@ def submit_job(
                 raise
             return Submitted(existing, created=False)
         ids = repo.item_ids(session, job.id, status=ItemStatus.QUEUED)
-    publish_safely(sessions, publish, ids)
+    ledger.publish(ids)
     return Submitted(job, created=True)
 
 
@@ -135,7 +109,7 @@ def _replay(sessions: sessionmaker[Session], tenant_id: str, key: str, digest: s
         job = repo.find_job_by_idempotency_key(session, tenant_id, key)
     if job is not None and job.request_digest != digest:
         raise conflict(
-            "idempotency_key_reused",
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
             "This Idempotency-Key was already used with a different request body; "
             "use a new key for a new job.",
         )
@@ -152,7 +126,7 @@ def _job_row(valid: ValidJob, tenant_id: str, idempotency_key: str | None, diges
         voice=valid.voice,
         options=valid.options,
         output_prefix=valid.output_prefix,
-        status=JobStatus.QUEUED.value,
+        status=JobStatus.QUEUED,
         idempotency_key=idempotency_key,
         request_digest=digest,
         running=0,
@@ -177,52 +151,22 @@ def get_job(sessions: sessionmaker[Session], tenant_id: str, job_id: str) -> Job
         return _owned_job(session, tenant_id, job_id)
 
 
-def cancel_job(
-    sessions: sessionmaker[Session], store: ObjectStore, tenant_id: str, job_id: str
-) -> Job:
+def cancel_job(ledger: ItemLedger, store: ObjectStore, tenant_id: str, job_id: str) -> Job:
     """Cancel what has not started; running items finish (their outputs are whole)."""
-    with sessions() as session:
-        job = _owned_job(session, tenant_id, job_id)
-        if job.status not in JOB_TERMINAL:
-            counters.cancel_job(session, job_id, now=utc_now())
-            session.commit()
-    write_manifest_if_finished(sessions, store, job_id)
-    return get_job(sessions, tenant_id, job_id)
+    job = get_job(ledger.db.sessions, tenant_id, job_id)
+    if job.status not in JOB_TERMINAL:
+        ledger.cancel_job(job_id)
+    write_manifest_if_finished(ledger.db.sessions, store, job_id)
+    return get_job(ledger.db.sessions, tenant_id, job_id)
 
 
-def retry_job(
-    sessions: sessionmaker[Session], tenant_id: str, job_id: str, *, publish: Publish
-) -> Job:
+def retry_job(ledger: ItemLedger, tenant_id: str, job_id: str) -> Job:
     """Re-queue only the failed items of a job."""
-    with sessions() as session:
-        job = _owned_job(session, tenant_id, job_id)
-        if job.canceled_at is not None:
-            raise conflict("job_canceled", "This job was canceled; submit a new job instead.")
-        ids = counters.retry_failed_items(session, job_id, now=utc_now())
-        session.commit()
-    publish_safely(sessions, publish, ids)
-    return get_job(sessions, tenant_id, job_id)
-
-
-def write_manifest_if_finished(
-    sessions: sessionmaker[Session], store: ObjectStore, job_id: str
-) -> bool:
-    """Store `{prefix}/{tenant}/{job_id}/manifest.jsonl` once the job is terminal.
-
-    Whoever finishes a job calls this; two racing finishers write the same bytes to the same
-    key, and a retried job's next finish rewrites it. Spooled, so 100k lines stay on disk.
-    """
-    with sessions() as session:
-        job = session.get(Job, job_id)
-        if job is None or job.status not in JOB_TERMINAL:
-            return False
-        with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as buffer:
-            for item in repo.iter_items(session, job_id):
-                buffer.write((json.dumps(manifest_line(job, item)) + "\n").encode())
-            buffer.seek(0)
-            key = manifest_key(job.output_prefix, job.tenant_id, job.id)
-            store.put_file(key, buffer, "application/x-ndjson")  # type: ignore[arg-type]
-    return True
+    job = get_job(ledger.db.sessions, tenant_id, job_id)
+    if job.canceled_at is not None:
+        raise conflict(ErrorCode.JOB_CANCELED, "This job was canceled; submit a new job instead.")
+    ledger.retry_failed(job_id)
+    return get_job(ledger.db.sessions, tenant_id, job_id)
 
 
 # --- tenants and keys -------------------------------------------------------------------
@@ -262,7 +206,7 @@ def authenticate(sessions: sessionmaker[Session], presented: str | None) -> str:
             return key.tenant_id
     raise ApiError(
         401,
-        "unauthorized",
+        ErrorCode.UNAUTHORIZED,
         "A valid API key is required: send `Authorization: Bearer <key>` "
         "(create one with `speechbatch keys create --tenant NAME`).",
     )

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     allow_private_networks: str = ""
 
     lease_seconds: int = 60
+    # How long one provider call waits for a free slot of the shared throttle before the
+    # item is handed back to the queue (no attempt spent).
+    throttle_wait_seconds: float = 5.0
     max_item_attempts: int = 5
     max_upload_bytes: int = 25 * 1024 * 1024
     max_request_bytes: int = 32 * 1024 * 1024

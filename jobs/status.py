@@ -1,11 +1,18 @@
-"""The one status vocabulary for jobs and items, and the transitions allowed between them.
+"""The one vocabulary for jobs and items: kinds, statuses, and the moves allowed between them.
 
-The database, the API and the logs all use these strings. An illegal move raises.
+The ORM columns, the API schemas, the CLI and the logs all use these enums (their values are
+the strings stored and sent). The item ledger (`jobs.ledger`) checks every move it makes
+against `ITEM_TRANSITIONS`; an illegal move raises.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+
+class JobKind(StrEnum):
+    TTS = "tts"  # text in, one audio file per item out
+    STT = "stt"  # a recording in, one transcript (JSON plus renderings) per item out
 
 
 class ItemStatus(StrEnum):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobs.catalog import get_provider_spec
+from jobs.error_codes import ErrorCode
 from jobs.errors import ApiError, invalid
 from jobs.netpolicy import Allowlist, UnsafeUrl, check_url
 from jobs.schemas import JobCreate
@@ -48,7 +49,7 @@ def _check_item_id(value: str, index: int) -> str:
     bad_char = any(unicodedata.category(ch).startswith("C") for ch in value)
     if not value.strip() or bad_char or "/" in value or "\\" in value or ".." in value:
         raise invalid(
-            "invalid_item_id",
+            ErrorCode.INVALID_ITEM_ID,
             f"items[{index}].id {value!r} is not allowed: ids must be non-empty and contain no "
             "'/', '\\', '..' or control characters.",
         )
@@ -57,28 +58,32 @@ def _check_item_id(value: str, index: int) -> str:
 
 def _check_text(text: str | None, index: int) -> str:
     if text is None or not text.strip():
-        raise invalid("empty_text", f"items[{index}].text is empty; every TTS item needs text.")
+        raise invalid(
+            ErrorCode.EMPTY_TEXT, f"items[{index}].text is empty; every TTS item needs text."
+        )
     if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t\r" for ch in text):
         raise invalid(
-            "invalid_text", f"items[{index}].text contains control characters; remove them."
+            ErrorCode.INVALID_TEXT, f"items[{index}].text contains control characters; remove them."
         )
     return text
 
 
 def _check_source(source: str | None, index: int, allow: Allowlist) -> str:
     if not source:
-        raise invalid("missing_source", f"items[{index}].source is empty; STT items need one.")
+        raise invalid(
+            ErrorCode.MISSING_SOURCE, f"items[{index}].source is empty; STT items need one."
+        )
     if HTTP_SOURCE.match(source):
         # Literal addresses are judged here; host names are resolved and judged by the worker.
         try:
             check_url(source, allow)
         except UnsafeUrl as exc:
-            code = "forbidden_source" if exc.code == "forbidden_address" else exc.code
+            code = ErrorCode.FORBIDDEN_SOURCE if exc.code == "forbidden_address" else exc.code
             raise invalid(code, f"items[{index}].source is refused: {exc.message}") from None
         return source
     if not UPLOAD_SOURCE.match(source):
         raise invalid(
-            "invalid_source",
+            ErrorCode.INVALID_SOURCE,
             f"items[{index}].source {source!r} is not a source this server can read: upload the "
             "file with POST /v1/uploads and use the `source` it returns, or give an http(s) URL.",
         )
@@ -93,25 +98,27 @@ def validate_job(body: JobCreate, *, max_items: int, allow: Allowlist = ()) -> V
     """
     spec = get_provider_spec(body.provider)
     if spec is None:
-        raise invalid("unknown_provider", f"Provider {body.provider!r} is not supported.")
+        raise invalid(ErrorCode.UNKNOWN_PROVIDER, f"Provider {body.provider!r} is not supported.")
     model = body.model or spec.default_model(body.kind)
     if model is None or model not in spec.models(body.kind):
         known = ", ".join(spec.models(body.kind)) or "none"
         raise invalid(
-            "unknown_model",
+            ErrorCode.UNKNOWN_MODEL,
             f"Model {body.model!r} is not a {body.kind.upper()} model of {spec.name} "
             f"(known: {known}).",
         )
     if not body.items:
-        raise invalid("no_items", "The job has no items; send at least one.")
+        raise invalid(ErrorCode.NO_ITEMS, "The job has no items; send at least one.")
     if len(body.items) > max_items:
         raise ApiError(
-            413, "too_many_items", f"A job may hold at most {max_items} items; split it."
+            413, ErrorCode.TOO_MANY_ITEMS, f"A job may hold at most {max_items} items; split it."
         )
     try:
         prefix = validate_prefix(body.output.prefix) if body.output.prefix else ""
     except UnsafeKey as exc:
-        raise invalid("invalid_output_prefix", f"output.prefix is not allowed: {exc}") from None
+        raise invalid(
+            ErrorCode.INVALID_OUTPUT_PREFIX, f"output.prefix is not allowed: {exc}"
+        ) from None
 
     seen: set[str] = set()
     rows: list[ItemRow] = []
@@ -120,7 +127,8 @@ def validate_job(body: JobCreate, *, max_items: int, allow: Allowlist = ()) -> V
         external_id = _check_item_id(item.id, index) if item.id is not None else str(seq)
         if external_id in seen:
             raise invalid(
-                "duplicate_item_id", f"items[{index}].id {external_id!r} appears more than once."
+                ErrorCode.DUPLICATE_ITEM_ID,
+                f"items[{index}].id {external_id!r} appears more than once.",
             )
         seen.add(external_id)
         if body.kind == "tts":

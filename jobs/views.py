@@ -1,11 +1,12 @@
-"""API views of jobs and items, shared by the endpoints, the JSONL manifest and the CLI's
-local mode, so every surface says the same thing about a job or an item."""
+"""API views of jobs and items, shared by the endpoints and the CLI's local mode, so every
+surface says the same thing about a job or an item (the manifest has its own record type,
+`jobs.manifest.ManifestRecord`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
+from jobs.manifest import output_files
 from jobs.models import Item, Job
 from jobs.schemas import (
     Counts,
@@ -17,27 +18,10 @@ from jobs.schemas import (
     OutputSpec,
     Usage,
 )
+from jobs.status import ItemStatus
 
 # url_for(key, item) -> a URL clients can fetch the object from (or None).
 UrlFor = Callable[[str, Item], str | None]
-
-
-def output_files(job: Job, item: Item, url_for: UrlFor | None) -> list[OutputFile]:
-    """Every object an item produced: the main output plus STT renderings."""
-    if not item.output_key:
-        return []
-    keys = [("json" if job.kind == "stt" else item.output_key.rsplit(".", 1)[-1], item.output_key)]
-    if job.kind == "stt":
-        base = item.output_key.removesuffix(".json")
-        keys += [
-            (fmt, f"{base}.{fmt}")
-            for fmt in job.options.get("transcript_formats", [])
-            if fmt != "json"
-        ]
-    return [
-        OutputFile(format=fmt, key=key, url=url_for(key, item) if url_for else None)
-        for fmt, key in keys
-    ]
 
 
 def item_view(job: Job, item: Item, url_for: UrlFor | None) -> ItemOut:
@@ -49,10 +33,13 @@ def item_view(job: Job, item: Item, url_for: UrlFor | None) -> ItemOut:
             bytes=item.output_bytes,
             duration_s=item.duration_s,
             content_type=item.output_content_type,
-            files=output_files(job, item, url_for),
+            files=[
+                OutputFile(format=fmt, key=key, url=url_for(key, item) if url_for else None)
+                for fmt, key in output_files(job, item)
+            ],
         )
     error = None
-    if item.error_code and item.status != "succeeded":
+    if item.error_code and item.status != ItemStatus.SUCCEEDED:
         error = ErrorOut(code=item.error_code, message=item.error_message or "")
     return ItemOut(
         id=item.external_id,
@@ -61,15 +48,10 @@ def item_view(job: Job, item: Item, url_for: UrlFor | None) -> ItemOut:
         attempts=item.attempts,
         text=item.text,
         source=item.source,
-        next_attempt_at=item.next_attempt_at if item.status == "queued" else None,
+        next_attempt_at=item.next_attempt_at if item.status == ItemStatus.QUEUED else None,
         error=error,
         output=output,
     )
-
-
-def manifest_line(job: Job, item: Item) -> dict[str, Any]:
-    """One JSON Lines record (keys only: presigned URLs expire, manifests are kept)."""
-    return item_view(job, item, None).model_dump(mode="json", exclude={"text", "next_attempt_at"})
 
 
 def job_view(job: Job) -> JobOut:

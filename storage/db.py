@@ -1,4 +1,4 @@
-"""The database engine and session factory: the only place that knows SQLite from PostgreSQL.
+"""The database engines and sessions: the only place that builds a connection to either backend.
 
 Two backends (design §3): PostgreSQL through psycopg 3 in production and on CI, and an SQLite
 file in embedded mode. SQLite is tuned on every new connection so that an API thread, a few
@@ -8,6 +8,7 @@ busy timeout makes a second writer wait instead of failing with "database is loc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,10 @@ def make_engine(url: str) -> Engine:
 
 def make_autocommit_engine(url: str, *, pool_size: int) -> Engine | None:
     """A PostgreSQL engine whose every statement commits on its own, for the workers'
-    one-statement transitions (`jobs.transitions`); None for SQLite, which has none.
+    one-statement transitions (`jobs.ledger`); None for SQLite, which has none.
 
-    No pre-ping: every statement on it is retried across a lost connection
-    (`workers.outcomes`), so the extra round trip per checkout would buy nothing.
+    No pre-ping: every statement on it is retried across a lost connection (the ledger
+    does), so the extra round trip per checkout would buy nothing.
     """
     parsed = _parse(url)
     if parsed.get_backend_name() == "sqlite":
@@ -82,6 +83,31 @@ def _parse(url: str) -> URL:
         f"Unsupported database URL scheme {parsed.drivername!r}: use "
         "'postgresql+psycopg://user@host:5432/db' or 'sqlite:///path/to/file.db'."
     )
+
+
+@dataclass(frozen=True)
+class Database:
+    """One process's connections to the system of record.
+
+    `sessions` run transactions; `autocommit` (PostgreSQL only, else None) runs statements
+    that commit on their own, for the item ledger's one-statement transitions.
+    """
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    autocommit: Engine | None = None
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self.autocommit is not None:
+            self.autocommit.dispose()
+
+
+def open_database(url: str, *, pool_size: int = 0) -> Database:
+    """Engines and sessions for `url`; `pool_size` > 0 adds the autocommit engine (workers)."""
+    engine = make_engine(url)
+    autocommit = make_autocommit_engine(url, pool_size=pool_size) if pool_size else None
+    return Database(engine, make_session_factory(engine), autocommit)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

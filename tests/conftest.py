@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from storage import objects
-from storage.objects import LocalObjectStore, ObjectStore, S3ObjectStore, ensure_bucket
+from storage import s3
+from storage.localfs import LocalObjectStore
+from storage.objects import MemoryObjectStore, ObjectStore
+from storage.s3 import S3ObjectStore
 from tests.services import (
     Service,
     create_database,
@@ -97,7 +99,7 @@ def s3_endpoint_url(seaweedfs_service: Service) -> str:
 @pytest.fixture(scope="session")
 def s3_client(s3_endpoint_url: str) -> Iterator[S3Client]:
     """One boto3 S3 client for the session, configured as production builds it."""
-    client = objects.s3_client(s3_endpoint_url)
+    client = s3.s3_client(s3_endpoint_url)
     yield client
     client.close()
 
@@ -116,7 +118,7 @@ def _remove_bucket(client: S3Client, bucket: str) -> None:
 def s3_store(s3_client: S3Client) -> Iterator[S3ObjectStore]:
     """An S3ObjectStore on a fresh bucket `t-<hex>`, emptied and deleted after the test."""
     store = S3ObjectStore(s3_client, f"t-{uuid.uuid4().hex[:16]}")
-    ensure_bucket(store)
+    store.ensure_exists()
     yield store
     _remove_bucket(s3_client, store.bucket)
 
@@ -127,8 +129,15 @@ def local_store(tmp_path: Path) -> LocalObjectStore:
     return LocalObjectStore(tmp_path / "objects")
 
 
-@pytest.fixture(params=["s3", "local"])
+@pytest.fixture
+def memory_store() -> MemoryObjectStore:
+    """The in-memory store that unit tests use in place of a real one."""
+    return MemoryObjectStore()
+
+
+@pytest.fixture(params=["s3", "local", "memory"])
 def object_store(request: pytest.FixtureRequest) -> ObjectStore:
-    """Each real ObjectStore in turn, empty; SeaweedFS starts only for the `s3` case."""
+    """Each ObjectStore in turn (the in-memory one must keep the same contract), empty;
+    SeaweedFS starts only for the `s3` case."""
     store: ObjectStore = request.getfixturevalue(f"{request.param}_store")
     return store

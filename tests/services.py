@@ -527,7 +527,7 @@ def ensure_seaweedfs(timeout: float = 90.0) -> Service:
 
 def run_with_services(cmd: list[str]) -> int:
     """Run `cmd` with SPEECHBATCH_* pointing at real services; stop what we started after."""
-    from storage.objects import ensure_bucket, open_object_store
+    from storage.stores import open_object_store
 
     services: list[Service] = []
     database_url: str | None = None
@@ -538,7 +538,7 @@ def run_with_services(cmd: list[str]) -> int:
         database_url = create_database(services[-1].url)
         services.append(ensure_seaweedfs())
         store = open_object_store(f"s3://{BENCH_BUCKET}", endpoint_url=services[-1].url)
-        ensure_bucket(store)
+        store.ensure_exists()
         store.close()
         env = os.environ | {
             "SPEECHBATCH_BROKER_URL": services[0].url,

@@ -17,6 +17,7 @@ import numpy.typing as npt
 import soundfile as sf
 import soxr
 
+from jobs.error_codes import ErrorCode
 from workers.providers.errors import UnsupportedAudio
 
 SUPPORTED_FORMATS = ("wav", "flac", "mp3", "ogg", "opus")
@@ -65,7 +66,7 @@ _ENCODINGS = {
 def _open_error(data: bytes, exc: Exception | None = None) -> UnsupportedAudio:
     if not data:
         return UnsupportedAudio(
-            "The audio is empty (0 bytes); upload the recording again.", code="empty_audio"
+            "The audio is empty (0 bytes); upload the recording again.", code=ErrorCode.EMPTY_AUDIO
         )
     reason = f" ({exc})" if exc is not None else ""
     return UnsupportedAudio(
@@ -85,7 +86,7 @@ def probe(data: bytes) -> AudioInfo:
     if info.frames <= 0 or info.samplerate <= 0:
         raise UnsupportedAudio(
             "The audio file contains no samples; upload a recording with sound in it.",
-            code="empty_audio",
+            code=ErrorCode.EMPTY_AUDIO,
         )
     return AudioInfo(
         duration_s=info.frames / info.samplerate,
@@ -105,7 +106,7 @@ def decode(data: bytes) -> tuple[FloatFrames, int]:
     if frames.shape[0] == 0:
         raise UnsupportedAudio(
             "The audio file contains no samples; upload a recording with sound in it.",
-            code="empty_audio",
+            code=ErrorCode.EMPTY_AUDIO,
         )
     return np.ascontiguousarray(frames, dtype=np.float32), int(rate)
 

@@ -17,8 +17,8 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_shutdown
 
-from jobs.publisher import TASK_PROCESS_ITEM, celery_config, send_items
 from jobs.settings import Settings
+from storage.publisher import TASK_PROCESS_ITEM, CeleryPublisher, celery_config
 from workers.canary import register_canary
 from workers.pipeline import run_item
 from workers.runtime import Runtime, build_runtime
@@ -29,7 +29,7 @@ from workers.runtime import Runtime, build_runtime
 QUIET_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "httpx")
 
 
-def create_worker_app(settings: Settings, *, concurrency: int) -> Celery:
+def create_worker_app(settings: Settings, *, threads: int) -> Celery:
     """A worker app whose process-wide Runtime is built on first use and closed on shutdown."""
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -44,13 +44,8 @@ def create_worker_app(settings: Settings, *, concurrency: int) -> Celery:
     def runtime() -> Runtime:
         with lock:
             if not holder:
-                holder.append(
-                    build_runtime(
-                        settings,
-                        lambda ids, countdown: send_items(app, ids, countdown),
-                        pool_size=max(concurrency, 4),
-                    )
-                )
+                publisher = CeleryPublisher(settings.broker_url or "")
+                holder.append(build_runtime(settings, publisher, threads=threads))
             return holder[0]
 
     @app.task(name=TASK_PROCESS_ITEM, ignore_result=True)  # type: ignore[untyped-decorator]
@@ -62,14 +57,16 @@ def create_worker_app(settings: Settings, *, concurrency: int) -> Celery:
     def close(**_: Any) -> None:
         with lock:
             if holder:
-                holder.pop().close()
+                runtime = holder.pop()
+                runtime.close()
+                runtime.ledger.publisher.close()
 
     worker_shutdown.connect(close, weak=False)
     return app
 
 
-def worker_argv(concurrency: int, name: str = "celery@%h") -> list[str]:
-    """Arguments for `app.worker_main`: a threads pool sized to the provider concurrency.
+def worker_argv(threads: int, name: str = "celery@%h") -> list[str]:
+    """Arguments for `app.worker_main`: a pool of `threads` threads.
 
     `name` is the Celery node name (`%h` = this host); it must be unique per worker, since the
     canary reaches a worker through the queue named after it.
@@ -78,7 +75,7 @@ def worker_argv(concurrency: int, name: str = "celery@%h") -> list[str]:
         "worker",
         f"--hostname={name}",
         "--pool=threads",
-        f"--concurrency={concurrency}",
+        f"--concurrency={threads}",
         "--loglevel=INFO",
         "--without-gossip",
         "--without-mingle",

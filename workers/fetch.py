@@ -28,7 +28,8 @@ from urllib.parse import unquote, urljoin
 
 import httpx
 
-from jobs.media import extension_for, sniff_audio
+from jobs.error_codes import ErrorCode
+from jobs.media import AudioRejected, check_audio, extension_for
 from jobs.netpolicy import (
     Allowlist,
     IPAddress,
@@ -113,14 +114,14 @@ def _timeout(source: ParsedSource, timeout_s: float) -> ProviderTimeout:
     return ProviderTimeout(
         f"Fetching {source.redacted} took longer than {timeout_s:g} s "
         "(SPEECHBATCH_SOURCE_TIMEOUT_SECONDS); serve it faster or upload it instead.",
-        code="source_timeout",
+        code=ErrorCode.SOURCE_TIMEOUT,
     )
 
 
 def _unavailable(source: ParsedSource, why: str, status: int | None = None) -> ProviderUnavailable:
     return ProviderUnavailable(
         f"Could not fetch {source.redacted}: {why}; it will be tried again.",
-        code="source_unavailable",
+        code=ErrorCode.SOURCE_UNAVAILABLE,
         status_code=status,
     )
 
@@ -129,7 +130,7 @@ def _too_large(source: ParsedSource, max_bytes: int) -> InvalidInput:
     return InvalidInput(
         f"{source.redacted} is larger than {max_bytes} bytes (SPEECHBATCH_MAX_SOURCE_BYTES); "
         "send a shorter recording or split it.",
-        code="source_too_large",
+        code=ErrorCode.SOURCE_TOO_LARGE,
     )
 
 
@@ -137,7 +138,9 @@ def _checked(url: str, allow: Allowlist) -> ParsedSource:
     try:
         return check_url(url, allow)
     except UnsafeUrl as exc:
-        raise InvalidInput(f"Source URL refused: {exc.message}", code="forbidden_source") from None
+        raise InvalidInput(
+            f"Source URL refused: {exc.message}", code=ErrorCode.FORBIDDEN_SOURCE
+        ) from None
 
 
 def _resolve(source: ParsedSource, allow: Allowlist, resolver: Resolver) -> IPAddress:
@@ -150,7 +153,7 @@ def _resolve(source: ParsedSource, allow: Allowlist, resolver: Resolver) -> IPAd
         if exc.errno in {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}:
             raise InvalidInput(
                 f"Host {source.host} of {source.redacted} does not exist; check the URL.",
-                code="source_unavailable",
+                code=ErrorCode.SOURCE_UNAVAILABLE,
             ) from None
         raise _unavailable(source, f"DNS lookup failed ({exc.strerror})") from None
     found: dict[IPAddress, None] = {}
@@ -162,7 +165,9 @@ def _resolve(source: ParsedSource, allow: Allowlist, resolver: Resolver) -> IPAd
     try:
         check_addresses(source.host, list(found), allow)
     except UnsafeUrl as exc:
-        raise InvalidInput(f"Source URL refused: {exc.message}", code="forbidden_source") from None
+        raise InvalidInput(
+            f"Source URL refused: {exc.message}", code=ErrorCode.FORBIDDEN_SOURCE
+        ) from None
     return next(iter(found))
 
 
@@ -196,7 +201,7 @@ def _transport_errors(
         yield
     except httpx.InvalidURL:
         raise InvalidInput(
-            f"{source.redacted} is not a URL we can request.", code="invalid_source"
+            f"{source.redacted} is not a URL we can request.", code=ErrorCode.INVALID_SOURCE
         ) from None
     except httpx.HTTPError as exc:
         if deadline.expired or isinstance(exc, httpx.TimeoutException):
@@ -228,7 +233,7 @@ def _raise_for_status(response: httpx.Response, source: ParsedSource) -> None:
         raise _unavailable(source, f"the server answered HTTP {status}", status)
     raise InvalidInput(
         f"{source.redacted} answered HTTP {status}; check that the URL is right and not expired.",
-        code="source_unavailable",
+        code=ErrorCode.SOURCE_UNAVAILABLE,
         status_code=status,
     )
 
@@ -261,7 +266,7 @@ def _download(
                 response.close()
     raise InvalidInput(
         f"{source.redacted} redirected more than {MAX_REDIRECTS} times; use the final URL.",
-        code="too_many_redirects",
+        code=ErrorCode.TOO_MANY_REDIRECTS,
     )
 
 
@@ -300,14 +305,10 @@ def fetch_source(
     finally:
         deadline.cancel()
         client.close()
-    if not data:
-        raise UnsupportedAudio(f"Source {final.redacted} is empty.", code="empty_audio")
-    content_type = sniff_audio(data[:64])
-    if content_type is None:
-        raise UnsupportedAudio(
-            f"Source {final.redacted} is not an audio file we recognise "
-            "(wav, flac, ogg, mp3, m4a, webm)."
-        )
+    try:
+        content_type = check_audio(data[:64], f"Source {final.redacted}")
+    except AudioRejected as rejected:
+        raise UnsupportedAudio(rejected.message, code=rejected.code) from None
     return AudioInput(
         data=data, filename=_filename(origin, content_type), content_type=content_type
     )

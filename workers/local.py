@@ -1,17 +1,16 @@
 """Local mode: the same pipeline, run in-process by a small thread pool (no broker).
 
-The CLI uses this when `SPEECHBATCH_API_URL` is unset: items are "published" into an
-in-memory queue, countdown retries come back on timers, and a sweeper thread covers
-long backoffs, exactly as the Celery deployment would.
+Items are "published" into an `InMemoryPublisher`; runner threads take each id once it is
+due (countdown retries included), and a sweeper thread covers long backoffs and expired
+leases, exactly as beat does beside a Celery deployment.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-from collections.abc import Sequence
 
+from storage.publisher import InMemoryPublisher
 from workers.pipeline import run_item
 from workers.runtime import Runtime
 from workers.sweeper import run_sweeper
@@ -20,54 +19,36 @@ log = logging.getLogger(__name__)
 
 
 class LocalRunner:
-    """Threads that run published item ids. Use `publish` as the Runtime's publisher."""
+    """`threads` threads running the ids `publisher` hands out, plus a sweeper thread."""
 
-    def __init__(self, concurrency: int) -> None:
-        self.concurrency = concurrency
-        self._queue: queue.Queue[int] = queue.Queue()
+    def __init__(self, runtime: Runtime, publisher: InMemoryPublisher, *, threads: int) -> None:
+        self.runtime, self.publisher, self.threads = runtime, publisher, threads
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._timers: list[threading.Timer] = []
-        self.runtime: Runtime | None = None
+        self._running: list[threading.Thread] = []
 
-    def publish(self, ids: Sequence[int], countdown: float = 0.0) -> None:
-        if countdown > 0:
-            for item_id in ids:
-                timer = threading.Timer(countdown, self._queue.put, args=(item_id,))
-                timer.daemon = True
-                timer.start()
-                self._timers.append(timer)
-        else:
-            for item_id in ids:
-                self._queue.put(item_id)
-
-    def start(self, runtime: Runtime, *, sweep_interval_s: float = 5.0) -> None:
-        self.runtime = runtime
-        for n in range(self.concurrency):
+    def start(self, *, sweep_interval_s: float = 5.0) -> None:
+        for n in range(self.threads):
             thread = threading.Thread(target=self._work, name=f"local-worker-{n}", daemon=True)
             thread.start()
-            self._threads.append(thread)
+            self._running.append(thread)
         sweeper = threading.Thread(
             target=run_sweeper,
+            args=(self.runtime.ledger,),
             kwargs={
-                "rt": runtime,
-                "queue_depth": self._queue.qsize,
                 "interval_s": sweep_interval_s,
-                "stale_s": runtime.lease_s,
+                "stale_s": self.runtime.config.lease_s,
                 "stop": self._stop,
             },
             name="local-sweeper",
             daemon=True,
         )
         sweeper.start()
-        self._threads.append(sweeper)
+        self._running.append(sweeper)
 
     def _work(self) -> None:
-        assert self.runtime is not None
         while not self._stop.is_set():
-            try:
-                item_id = self._queue.get(timeout=0.2)
-            except queue.Empty:
+            item_id = self.publisher.take(timeout_s=0.2)
+            if item_id is None:
                 continue
             try:
                 run_item(self.runtime, item_id)
@@ -76,7 +57,5 @@ class LocalRunner:
 
     def stop(self) -> None:
         self._stop.set()
-        for timer in self._timers:
-            timer.cancel()
-        for thread in self._threads:
+        for thread in self._running:
             thread.join(timeout=5)

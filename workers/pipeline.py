@@ -1,9 +1,9 @@
 """The Celery-free pipeline for one item: claim → call the provider → write → record.
 
-`run_item` is what the Celery task, the CLI's local mode and the tests all call. Each
-item is claimed with a conditional UPDATE and a lease, its output goes to a deterministic
-key (a re-run overwrites, never duplicates), and its outcome plus every HTTP attempt is
-recorded in one transaction that only the claim holder can commit.
+`run_item` is what the Celery task, local mode and the tests all call. The item is claimed
+through the ledger (a conditional UPDATE and a lease), each provider call runs under a
+throttle permit with in-call retries, the output goes to a deterministic key (a re-run
+overwrites, never duplicates), and `workers.outcomes` records how it ended.
 """
 
 from __future__ import annotations
@@ -13,17 +13,19 @@ import logging
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from jobs.media import sniff_audio
-from jobs.transitions import ClaimedItem
+from jobs.error_codes import ErrorCode
+from jobs.media import AudioRejected, check_audio
+from jobs.records import AttemptRecord, ClaimedItem, ItemError, ItemResult
+from jobs.status import JobKind
 from jobs.validation import HTTP_SOURCE
 from storage.keys import output_key, upload_key
 from storage.objects import ObjectNotFound, StorageUnavailable
 from workers import outcomes
 from workers.audio import convert
 from workers.fetch import fetch_source
-from workers.outcomes import Attempts, Outcome
+from workers.outcomes import Outcome
 from workers.providers.base import AudioInput, Transcript
 from workers.providers.errors import (
     AuthenticationFailed,
@@ -38,7 +40,7 @@ from workers.providers.errors import (
 from workers.render import RENDERERS
 from workers.retry import call_with_retries, next_delay
 from workers.runtime import Runtime
-from workers.throttle import ThrottleBusy, outcome_for
+from workers.throttle import ThrottleBusy
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -55,22 +57,17 @@ def run_item(rt: Runtime, item_id: int) -> Outcome:
 
 
 def _run_item(rt: Runtime, item_id: int) -> Outcome:
-    item = outcomes.claim(rt, item_id)
+    item = rt.ledger.claim(item_id, lease_s=rt.config.lease_s)
     if item is None:
         return Outcome.SKIPPED
-    if rt.leases is not None:
-        rt.leases.hold(item.id, item.token)
-    try:
+    with rt.leases.holding(item):
         return _work(rt, item)
-    finally:
-        if rt.leases is not None:
-            rt.leases.drop(item.id)
 
 
 def _work(rt: Runtime, item: ClaimedItem) -> Outcome:  # noqa: PLR0911 - one return per outcome kind
-    attempts: Attempts = []
+    attempts: list[AttemptRecord] = []
     try:
-        if item.kind == "tts":
+        if item.kind == JobKind.TTS:
             written = _synthesize(rt, item, attempts)
         else:
             written = _transcribe(rt, item, attempts)
@@ -83,33 +80,36 @@ def _work(rt: Runtime, item: ClaimedItem) -> Outcome:  # noqa: PLR0911 - one ret
     except (AuthenticationFailed, QuotaExceeded) as error:
         # Every other item of the job would be refused the same way: stop the job's calls
         # now instead of burning through thousands of items (and the provider's patience).
-        return outcomes.fail(rt, item, attempts, error.code, error.message, whole_job=True)
+        return outcomes.fail(rt, item, attempts, _error(error), whole_job=True)
     except PermanentProviderError as error:
-        return outcomes.fail(rt, item, attempts, error.code, error.message)
+        return outcomes.fail(rt, item, attempts, _error(error))
     except RateLimited as error:
         # "Slow down" is about the provider, not the item: wait at least Retry-After, and
         # spend no attempt, so a long 429 storm delays items instead of failing them.
         # (Quota-type refusals are QuotaExceeded, handled above.)
-        wait = next_delay(
-            1, error, base=rt.policy.item_base_s, cap=rt.policy.max_countdown_s, rng=rt.rng
-        )
-        return outcomes.hand_back(rt, item, attempts, min(wait, rt.policy.max_countdown_s))
+        policy = rt.config.retry
+        wait = next_delay(1, error, base=policy.item_base_s, cap=policy.max_countdown_s, rng=rt.rng)
+        return outcomes.hand_back(rt, item, attempts, wait)
     except TransientProviderError as error:
         return outcomes.retry_later(rt, item, attempts, error)
     except Exception as error:  # a bug or an unexpected outage: bounded by item_attempts
         log.exception("item %s failed unexpectedly", item.id)
         transient = ProviderUnavailable(
             f"Internal error ({type(error).__name__}) while processing the item; retrying.",
-            code="internal_error",
+            code=ErrorCode.INTERNAL_ERROR,
         )
         return outcomes.retry_later(rt, item, attempts, transient)
     return outcomes.succeed(rt, item, attempts, written)
 
 
+def _error(error: PermanentProviderError) -> ItemError:
+    return ItemError(error.code, error.message)
+
+
 def _stored(rt: Runtime, operation: Callable[[], T]) -> T:
     """Run an object-store call, riding out a short storage outage (up to half the lease) so
     a provider result already paid for is not thrown away; then StorageUnavailable."""
-    delay, deadline = 0.25, time.monotonic() + _deadline(rt)
+    delay, deadline = 0.25, time.monotonic() + rt.config.in_call_deadline_s
     while True:
         try:
             return operation()
@@ -123,50 +123,39 @@ def _stored(rt: Runtime, operation: Callable[[], T]) -> T:
 def _throttled(rt: Runtime, item: ClaimedItem, call: Callable[[], T]) -> Callable[[], T]:
     """`call` under the provider's shared limits: one permit per HTTP attempt, released
     (with how it went, for the adaptive limit) before any backoff sleep."""
-    throttle = rt.throttle
-    if throttle is None:
-        return call
-    fingerprint = rt.fingerprint(item.provider)
+    fingerprint = rt.providers.fingerprint(item.provider)
+    wait_s = rt.config.throttle_wait_s
 
     def limited() -> T:
-        permit = throttle.acquire(item.provider, fingerprint, max_wait_s=rt.throttle_wait_s)
-        if permit is None:
-            raise ThrottleBusy(item.provider)
-        error: BaseException | None = None
-        try:
+        with rt.throttle.permit(item.provider, fingerprint, max_wait_s=wait_s):
             return call()
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            permit.release(outcome_for(error))
 
     return limited
 
 
-def _deadline(rt: Runtime) -> float:
-    # Stop retrying in-call well before the lease runs out, so a sweeper never re-queues
-    # an item that is still being worked on.
-    return rt.lease_s / 2
-
-
-def _synthesize(rt: Runtime, item: ClaimedItem, attempts: Attempts) -> dict[str, Any]:
-    provider = rt.provider_for(item.provider)
-    text = item.text or ""
-    synthesis = call_with_retries(
-        _throttled(
-            rt,
-            item,
-            lambda: provider.synthesize(
-                text, model=item.model, voice=item.voice, options=item.options
-            ),
-        ),
-        policy=rt.policy,
+def _with_retries(
+    rt: Runtime, item: ClaimedItem, attempts: list[AttemptRecord], call: Callable[[], T]
+) -> T:
+    return call_with_retries(
+        _throttled(rt, item, call),
+        policy=rt.config.retry,
         rng=rt.rng,
         attempts_log=attempts,
-        deadline_s=_deadline(rt),
+        deadline_s=rt.config.in_call_deadline_s,
+        budget=rt.budget,
+        credential=(item.provider, rt.providers.fingerprint(item.provider)),
         sleep=rt.sleep,
-        budget=rt.retry_budget_for(item.provider),
+    )
+
+
+def _synthesize(rt: Runtime, item: ClaimedItem, attempts: list[AttemptRecord]) -> ItemResult:
+    provider = rt.providers.get(item.provider)
+    text = item.text or ""
+    synthesis = _with_retries(
+        rt,
+        item,
+        attempts,
+        lambda: provider.synthesize(text, model=item.model, voice=item.voice, options=item.options),
     )
     try:
         encoded = convert(
@@ -178,19 +167,13 @@ def _synthesize(rt: Runtime, item: ClaimedItem, attempts: Attempts) -> dict[str,
         # The provider sent bytes we cannot decode: likely a truncated body, so retry.
         raise ProviderUnavailable(
             f"The provider returned audio that could not be decoded ({error.message}).",
-            code="bad_provider_audio",
+            code=ErrorCode.BAD_PROVIDER_AUDIO,
         ) from error
     key = output_key(
         item.output_prefix, item.tenant_id, item.job_id, item.seq, item.external_id, encoded.ext
     )
     size = _stored(rt, lambda: rt.store.put_bytes(key, encoded.data, encoded.content_type))
-    return {
-        "output_key": key,
-        "output_bytes": size,
-        "content_type": encoded.content_type,
-        "duration_s": encoded.duration_s,
-        "characters": len(text),
-    }
+    return ItemResult(key, size, encoded.content_type, encoded.duration_s, len(text))
 
 
 def _read_source(rt: Runtime, item: ClaimedItem) -> AudioInput:
@@ -200,9 +183,9 @@ def _read_source(rt: Runtime, item: ClaimedItem) -> AudioInput:
         # run time: DNS answers may differ from submit time (rebinding).
         return fetch_source(
             source,
-            allow=rt.source_allow,
-            max_bytes=rt.max_source_bytes,
-            timeout_s=rt.source_timeout_s,
+            allow=rt.config.source_allow,
+            max_bytes=rt.config.max_source_bytes,
+            timeout_s=rt.config.source_timeout_s,
         )
     upload_id, _, name = source.removeprefix("upload://").partition("/")
     try:
@@ -210,31 +193,23 @@ def _read_source(rt: Runtime, item: ClaimedItem) -> AudioInput:
     except ObjectNotFound:
         raise InvalidInput(
             f"Source {source} was not found; upload it again with POST /v1/uploads.",
-            code="source_not_found",
+            code=ErrorCode.SOURCE_NOT_FOUND,
         ) from None
-    content_type = sniff_audio(data[:64])
-    if not data:
-        raise UnsupportedAudio(f"Source {source} is empty.", code="empty_audio")
-    if content_type is None:
-        raise UnsupportedAudio(
-            f"Source {source} is not an audio file we recognise (wav, flac, ogg, mp3, m4a, webm)."
-        )
+    try:
+        content_type = check_audio(data[:64], f"Source {source}")
+    except AudioRejected as rejected:
+        raise UnsupportedAudio(rejected.message, code=rejected.code) from None
     return AudioInput(data=data, filename=name, content_type=content_type)
 
 
-def _transcribe(rt: Runtime, item: ClaimedItem, attempts: Attempts) -> dict[str, Any]:
+def _transcribe(rt: Runtime, item: ClaimedItem, attempts: list[AttemptRecord]) -> ItemResult:
     audio = _read_source(rt, item)
-    provider = rt.provider_for(item.provider)
-    transcript: Transcript = call_with_retries(
-        _throttled(
-            rt, item, lambda: provider.transcribe(audio, model=item.model, options=item.options)
-        ),
-        policy=rt.policy,
-        rng=rt.rng,
-        attempts_log=attempts,
-        deadline_s=_deadline(rt),
-        sleep=rt.sleep,
-        budget=rt.retry_budget_for(item.provider),
+    provider = rt.providers.get(item.provider)
+    transcript: Transcript = _with_retries(
+        rt,
+        item,
+        attempts,
+        lambda: provider.transcribe(audio, model=item.model, options=item.options),
     )
     stem = output_key(
         item.output_prefix, item.tenant_id, item.job_id, item.seq, item.external_id, "json"
@@ -247,10 +222,4 @@ def _transcribe(rt: Runtime, item: ClaimedItem, attempts: Attempts) -> dict[str,
             render, content_type = RENDERERS[fmt]
             rendered = render(transcript).encode()
             _stored(rt, partial(rt.store.put_bytes, f"{base}.{fmt}", rendered, content_type))
-    return {
-        "output_key": stem,
-        "output_bytes": size,
-        "content_type": "application/json",
-        "duration_s": transcript.duration_s,
-        "characters": len(transcript.text),
-    }
+    return ItemResult(stem, size, "application/json", transcript.duration_s, len(transcript.text))

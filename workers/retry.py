@@ -12,9 +12,12 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import TypeVar
 
 from jobs.clock import utc_now
+from jobs.records import AttemptRecord
+from storage.publisher import MAX_COUNTDOWN_S
 from workers.providers.errors import ProviderError, RateLimited, TransientProviderError
 from workers.retry_budget import RetryBudget
 
@@ -31,8 +34,8 @@ class RetryPolicy:
     item_attempts: int = 5  # claims per item before it fails for good
     item_base_s: float = 5.0
     item_cap_s: float = 300.0
-    # Countdowns stay far below Redis' visibility timeout (3600 s); longer waits use the sweeper.
-    max_countdown_s: float = 60.0
+    # Countdowns stay far below Redis' visibility timeout; longer waits use the sweeper.
+    max_countdown_s: float = MAX_COUNTDOWN_S
 
 
 def backoff(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
@@ -52,19 +55,19 @@ def next_delay(
 
 def attempt_record(
     started: float,
-    started_at: Any,
+    started_at: datetime,
     *,
     status_code: int | None,
     error: ProviderError | None,
     request_id: str | None,
-) -> dict[str, Any]:
-    return {
-        "started_at": started_at,
-        "latency_ms": (time.monotonic() - started) * 1000.0,
-        "status_code": status_code,
-        "error_code": error.code if error else None,
-        "provider_request_id": request_id,
-    }
+) -> AttemptRecord:
+    return AttemptRecord(
+        started_at=started_at,
+        latency_ms=(time.monotonic() - started) * 1000.0,
+        status_code=status_code,
+        error_code=error.code if error else None,
+        provider_request_id=request_id,
+    )
 
 
 def call_with_retries(
@@ -72,18 +75,19 @@ def call_with_retries(
     *,
     policy: RetryPolicy,
     rng: random.Random,
-    attempts_log: list[dict[str, Any]],
+    attempts_log: list[AttemptRecord],
     deadline_s: float,
+    budget: RetryBudget,
+    credential: tuple[str, str],
     sleep: Callable[[float], None] = time.sleep,
-    budget: RetryBudget | None = None,
 ) -> T:
     """Call `fn` up to `policy.call_attempts` times on transient errors, logging each attempt.
 
-    Raises the last error when attempts, the deadline, the shared retry `budget`, or
-    patience for a long Retry-After run out; permanent errors are raised at once.
+    Raises the last error when attempts, the deadline, the shared retry `budget` of
+    `credential` (provider, fingerprint), or patience for a long Retry-After run out;
+    permanent errors are raised at once.
     """
-    if budget is not None:
-        budget.deposit()
+    budget.deposit(*credential)
     begun = time.monotonic()
     attempt = 0
     while True:
@@ -109,7 +113,7 @@ def call_with_retries(
             elapsed = time.monotonic() - begun
             if delay > policy.call_max_wait_s or elapsed + delay > deadline_s:
                 raise
-            if budget is not None and not budget.try_withdraw():
+            if not budget.try_withdraw(*credential):
                 raise  # the fleet is already retrying a lot against this provider
             sleep(delay)
             continue

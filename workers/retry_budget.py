@@ -37,47 +37,60 @@ return 1
 
 
 class RetryBudget(Protocol):
-    def deposit(self) -> None: ...
-    def try_withdraw(self) -> bool: ...
+    """May this call be retried in-call? One object per process, for every credential."""
+
+    def deposit(self, provider: str, fingerprint: str) -> None:
+        """A first call was made with this credential."""
+
+    def try_withdraw(self, provider: str, fingerprint: str) -> bool:
+        """Take one retry from the credential's budget; False when it is spent."""
+
+
+class UnlimitedRetryBudget:
+    """Every retry allowed: local mode, whose engines are this machine's own CPU."""
+
+    def deposit(self, provider: str, fingerprint: str) -> None:
+        """Nothing to count."""
+
+    def try_withdraw(self, provider: str, fingerprint: str) -> bool:
+        return True
 
 
 class RedisRetryBudget:
-    """The shared bucket for one provider credential (`fingerprint` is never the key)."""
+    """The shared bucket of each provider credential (a fingerprint, never the key)."""
 
     def __init__(
-        self,
-        client: redis.Redis[Any],
-        provider: str,
-        fingerprint: str,
-        *,
-        ratio: float = 0.1,
-        capacity: float = 10.0,
+        self, client: redis.Redis[Any], *, ratio: float = 0.1, capacity: float = 10.0
     ) -> None:
-        self.key = f"speechbatch:retry:{{{provider}:{fingerprint}}}"
         self.ratio, self.capacity = ratio, capacity
         self._move = client.register_script(_MOVE)
+        self._client = client
         self._lock = threading.Lock()
         self._batch = max(1, round(1 / ratio))  # deposits per round trip (one whole token)
-        self._pending = 0  # deposits not sent yet
+        self._pending: dict[str, int] = {}  # deposits not sent yet, per bucket
 
-    def _apply(self, delta: float) -> bool:
+    @staticmethod
+    def key(provider: str, fingerprint: str) -> str:
+        return f"speechbatch:retry:{{{provider}:{fingerprint}}}"
+
+    def _apply(self, key: str, delta: float) -> bool:
         try:
-            return bool(self._move(keys=[self.key], args=[self.capacity, delta]))
+            return bool(self._move(keys=[key], args=[self.capacity, delta]))
         except redis.RedisError:
             log.warning("retry budget unavailable (Redis); not retrying in-call", exc_info=True)
             return False
 
-    def deposit(self) -> None:
+    def deposit(self, provider: str, fingerprint: str) -> None:
+        key = self.key(provider, fingerprint)
         with self._lock:
-            self._pending += 1
-            if self._pending < self._batch:
-                return
-            self._pending = 0
-        self._apply(self._batch * self.ratio)
+            pending = self._pending.get(key, 0) + 1
+            self._pending[key] = 0 if pending >= self._batch else pending
+        if pending >= self._batch:
+            self._apply(key, self._batch * self.ratio)
 
-    def try_withdraw(self) -> bool:
-        return self._apply(-1.0)
+    def try_withdraw(self, provider: str, fingerprint: str) -> bool:
+        return self._apply(self.key(provider, fingerprint), -1.0)
 
-    def tokens(self, client: redis.Redis[Any]) -> float:
-        value = client.get(self.key)
+    def tokens(self, provider: str, fingerprint: str) -> float:
+        value = self._client.get(self.key(provider, fingerprint))
         return float(value) if value is not None else self.capacity

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from jobs import counters
 from jobs import repository as repo
-from jobs.clock import utc_now
-from workers.runtime import Runtime
+from jobs.ledger import ItemLedger
 
 log = logging.getLogger(__name__)
 
@@ -30,47 +27,36 @@ class SweepReport:
     published: int
 
 
-def sweep_once(
-    rt: Runtime, *, queue_depth: Callable[[], int], stale_s: float, batch: int = 1000
-) -> SweepReport:
-    now = utc_now()
-    with rt.sessions() as session:
-        expired = counters.expire_leases(session, now=now, limit=batch)
+def sweep_once(ledger: ItemLedger, *, stale_s: float, batch: int = 1000) -> SweepReport:
+    now = ledger.clock()
+    expired = ledger.expire_leases(limit=batch)
+    with ledger.db.sessions() as session:
         never = repo.due_unpublished_items(session, now=now, published_before=None, limit=batch)
-        session.commit()
     try:
-        low = queue_depth() == 0
+        low = ledger.publisher.depth() == 0
     except Exception:
         log.warning("cannot read the broker queue depth; skipping stale re-publish", exc_info=True)
         low = False
     stale: list[int] = []
     if low:
-        with rt.sessions() as session:
+        with ledger.db.sessions() as session:
             stale = repo.due_unpublished_items(
                 session, now=now, published_before=now - timedelta(seconds=stale_s), limit=batch
             )
     ids = list(dict.fromkeys([*expired, *never, *stale]))
     if ids:
-        rt.publish(ids, 0.0)
-        with rt.sessions() as session:
-            repo.mark_published(session, ids, at=now)
-            session.commit()
+        ledger.republish(ids)
         log.info("sweeper: %d leases expired, %d items published", len(expired), len(ids))
     return SweepReport(expired=len(expired), published=len(ids))
 
 
 def run_sweeper(
-    rt: Runtime,
-    *,
-    queue_depth: Callable[[], int],
-    interval_s: float,
-    stale_s: float,
-    stop: threading.Event,
+    ledger: ItemLedger, *, interval_s: float, stale_s: float, stop: threading.Event
 ) -> None:
     """Sweep every `interval_s` until `stop` is set; errors are logged and the loop goes on."""
     while not stop.is_set():
         try:
-            sweep_once(rt, queue_depth=queue_depth, stale_s=stale_s)
+            sweep_once(ledger, stale_s=stale_s)
         except Exception:  # DB or broker blip: try again next tick
             log.warning("sweep failed; retrying in %.0f s", interval_s, exc_info=True)
         stop.wait(interval_s)

@@ -12,10 +12,8 @@ items of other providers. When Redis is down it raises `ThrottleUnavailable`; it
 silently. Time, sleeping and jitter are parameters so tests control them.
 
     throttle = ProviderThrottle(client, provider_limits(settings.provider_limits), lease_s=90)
-    permit = throttle.acquire("slng", credential_fingerprint(key), max_wait_s=5)
-    if permit is None: ...re-queue...
-    try: response = call()
-    finally: permit.release(outcome_for(error))
+    with throttle.permit("slng", credential_fingerprint(key), max_wait_s=5):  # or ThrottleBusy
+        response = call()
 """
 
 from __future__ import annotations
@@ -28,9 +26,10 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -48,12 +47,12 @@ from workers.throttle_redis import (
 __all__ = [
     "Adaptation",
     "CallOutcome",
-    "ConcurrencySlots",
     "Permit",
     "ProviderThrottle",
-    "RateLimiter",
+    "Throttle",
     "ThrottleBusy",
     "ThrottleUnavailable",
+    "UnlimitedThrottle",
     "credential_fingerprint",
     "outcome_for",
     "redis_for_throttle",
@@ -68,6 +67,25 @@ _PROVIDER = re.compile(r"^[a-z0-9_-]+$")
 
 class ThrottleBusy(Exception):
     """No permit within the wait: re-queue the item soon; no provider call was made."""
+
+
+class Throttle(Protocol):
+    """The seam: one provider call runs inside `with throttle.permit(...)`."""
+
+    def permit(
+        self, provider: str, credential_fingerprint: str, *, max_wait_s: float
+    ) -> AbstractContextManager[None]:
+        """Hold a call slot for the block, or raise ThrottleBusy after `max_wait_s`; the
+        slot is released on exit, reporting a 429 (RateLimited) to the adaptive limit."""
+
+
+class UnlimitedThrottle:
+    """No shared limit: local mode (its engines are limited by its own thread count)."""
+
+    def permit(
+        self, provider: str, credential_fingerprint: str, *, max_wait_s: float
+    ) -> AbstractContextManager[None]:
+        return nullcontext()
 
 
 class CallOutcome(StrEnum):
@@ -102,63 +120,9 @@ def redis_for_throttle(url: str) -> redis.Redis[Any]:
     )
 
 
-class ConcurrencySlots:
-    """At most `limit` holders at once (lowered while 429s say so); a holder's slot lapses
-    after `lease_s` unless renewed, so a crashed holder frees it by itself."""
-
-    def __init__(self, client: redis.Redis[Any], name: str, limit: int, lease_s: float) -> None:
-        if limit < 1 or lease_s <= 0:
-            raise ValueError("limit must be >= 1 and lease_s > 0")
-        self._scripts, self._keys = Scripts(client), Keys.for_name(name)
-        self.limit, self.lease_s = limit, lease_s
-
-    def try_acquire(self, token: str) -> bool:
-        state, _ = self._scripts.acquire(
-            self._keys, token, limit=self.limit, rate=0, burst=1, lease_s=self.lease_s
-        )
-        return state == ADMITTED
-
-    def release(self, token: str) -> None:
-        self._scripts.release(
-            self._keys,
-            token,
-            CallOutcome.OTHER,
-            0,
-            limit=self.limit,
-            rate=0,
-            adaptation=Adaptation(),
-        )
-
-    def renew(self, token: str) -> bool:
-        """Extend the lease; False when it had lapsed and the slot may be someone else's."""
-        return self._scripts.renew(self._keys, token, self.lease_s)
-
-    def in_use(self) -> int:
-        return self._scripts.in_use(self._keys)
-
-
-class RateLimiter:
-    """GCRA: at most `rate_per_s` admissions per second on Redis' clock, `burst` at once."""
-
-    def __init__(
-        self, client: redis.Redis[Any], name: str, rate_per_s: float, burst: int = 1
-    ) -> None:
-        if rate_per_s <= 0 or burst < 1:
-            raise ValueError("rate_per_s must be > 0 and burst >= 1")
-        self._scripts, self._keys = Scripts(client), Keys.for_name(name)
-        self.rate, self.burst = rate_per_s, burst
-
-    def try_acquire(self) -> float:
-        """0.0 when admitted, else the seconds until the next admission is possible."""
-        state, value = self._scripts.acquire(
-            self._keys, "", limit=1, rate=self.rate, burst=self.burst, lease_s=1
-        )
-        return 0.0 if state == ADMITTED else value / 1e6
-
-
 class Permit:
-    """One admitted provider call. Release it exactly once; renew it if the call may outlive
-    the lease (a long upload or stream), else its slot is handed to someone else."""
+    """One admitted provider call. Released exactly once (by `ProviderThrottle.permit`); a
+    holder that dies without releasing loses the slot when its lease lapses."""
 
     def __init__(
         self, throttle: ProviderThrottle, provider: str, keys: Keys, token: str, acquired_us: int
@@ -177,10 +141,6 @@ class Permit:
             self._throttle.report(self, CallOutcome(outcome))
         except ThrottleUnavailable:
             log.warning("could not release a %s permit; it lapses with its lease", self.provider)
-
-    def renew(self) -> bool:
-        """Extend the lease; False if it had already lapsed. Raises ThrottleUnavailable."""
-        return self._throttle.renew(self)
 
 
 class ProviderThrottle:
@@ -241,6 +201,24 @@ class ProviderThrottle:
                 pause = self.poll_s * self._rng.uniform(0.5, 1.5)
             self._sleep(min(pause, left))
 
+    @contextmanager
+    def permit(
+        self, provider: str, credential_fingerprint: str, *, max_wait_s: float
+    ) -> Iterator[None]:
+        """`acquire` as a block: ThrottleBusy when no slot frees in time; on exit the permit
+        is released with how the call went (before any backoff sleep of the caller)."""
+        permit = self.acquire(provider, credential_fingerprint, max_wait_s=max_wait_s)
+        if permit is None:
+            raise ThrottleBusy(provider)
+        error: BaseException | None = None
+        try:
+            yield
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            permit.release(outcome_for(error))
+
     def effective_limits(self, provider: str, credential_fingerprint: str) -> ProviderLimits:
         """The limits in force now for that credential (configured, or lowered by 429s)."""
         limits = self._limits(provider)
@@ -271,6 +249,3 @@ class ProviderThrottle:
             rate=limits.max_rps or 0,
             adaptation=self.adaptation,
         )
-
-    def renew(self, permit: Permit) -> bool:
-        return self._scripts.renew(permit.keys, permit.token, self.lease_s)

@@ -16,30 +16,32 @@ from starlette.exceptions import HTTPException
 from jobs.api import routes_health, routes_jobs, routes_uploads
 from jobs.api.deps import Resources
 from jobs.api.limits import BodySizeLimit
+from jobs.error_codes import ErrorCode
 from jobs.errors import ApiError
+from jobs.ledger import ItemLedger
 from jobs.netpolicy import parse_allowlist
-from jobs.publisher import CeleryPublisher
 from jobs.settings import Settings
-from storage.db import make_engine, make_session_factory
-from storage.objects import open_object_store
+from storage.db import make_session_factory, open_database
+from storage.publisher import CeleryPublisher
+from storage.stores import open_object_store
 
 log = logging.getLogger(__name__)
 
 
 def error_body(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int, code: ErrorCode, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse(
         {"error": {"code": code, "message": message}}, status_code=status, headers=headers
     )
 
 
-def _describe(exc: RequestValidationError) -> tuple[int, str, str]:
+def _describe(exc: RequestValidationError) -> tuple[int, ErrorCode, str]:
     first = exc.errors()[0] if exc.errors() else {}
     if first.get("type") == "json_invalid":
-        return 400, "malformed_json", "The request body is not valid JSON."
+        return 400, ErrorCode.MALFORMED_JSON, "The request body is not valid JSON."
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
-    return 422, "invalid_request", f"{where}: {first.get('msg', 'invalid value')}."
+    return 422, ErrorCode.INVALID_REQUEST, f"{where}: {first.get('msg', 'invalid value')}."
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -54,29 +56,33 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 400:  # FastAPI could not decode the body (e.g. not UTF-8)
-            return error_body(400, "malformed_json", "The request body is not valid UTF-8 JSON.")
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+            return error_body(
+                400, ErrorCode.MALFORMED_JSON, "The request body is not valid UTF-8 JSON."
+            )
+        codes = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
+        code = codes.get(exc.status_code, ErrorCode.HTTP_ERROR)
         return error_body(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return error_body(500, "internal_error", "Something went wrong on our side; try again.")
+        return error_body(
+            500, ErrorCode.INTERNAL_ERROR, "Something went wrong on our side; try again."
+        )
 
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the API from explicit settings (the CLI's `api` command reads them)."""
     if not settings.broker_url:
         raise ValueError("SPEECHBATCH_BROKER_URL is not set; the API publishes work to Redis.")
-    engine = make_engine(settings.database_url)
+    db = open_database(settings.database_url)
     app = FastAPI(title="speechbatch", version="0.1.0")
     app.state.resources = Resources(
         settings=settings,
-        sessions=make_session_factory(engine),
+        ledger=ItemLedger(db, CeleryPublisher(settings.broker_url)),
         # Same pool; each single-SELECT read runs without BEGIN/ROLLBACK round trips.
-        reads=make_session_factory(engine.execution_options(isolation_level="AUTOCOMMIT")),
+        reads=make_session_factory(db.engine.execution_options(isolation_level="AUTOCOMMIT")),
         store=open_object_store(settings.storage_url, endpoint_url=settings.s3_endpoint_url),
-        publisher=CeleryPublisher(settings.broker_url),
         source_allow=parse_allowlist(settings.allow_private_networks),
     )
     install_error_handlers(app)

@@ -14,16 +14,17 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from jobs.keys import digest_key
+from jobs.ledger import ItemLedger
 from jobs.netpolicy import Allowlist
-from jobs.publisher import CeleryPublisher
 from jobs.service import authenticate
 from jobs.settings import Settings
+from storage.db import ping
 from storage.objects import ObjectStore
+from storage.publisher import Publisher
 
 
 class KeyCache:
@@ -69,16 +70,22 @@ class Resources:
     no BEGIN/ROLLBACK round trips around a single SELECT (used by the poll endpoint)."""
 
     settings: Settings
-    sessions: sessionmaker[Session]
+    ledger: ItemLedger
     store: ObjectStore
-    publisher: CeleryPublisher
     reads: sessionmaker[Session]
     keys: KeyCache = field(default_factory=KeyCache)
     source_allow: Allowlist = ()
 
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return self.ledger.db.sessions
+
+    @property
+    def publisher(self) -> Publisher:
+        return self.ledger.publisher
+
     def ping_database(self) -> None:
-        with self.sessions() as session:
-            session.execute(text("SELECT 1"))
+        ping(self.ledger.db.engine)
 
 
 async def resources(request: Request) -> Resources:

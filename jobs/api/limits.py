@@ -11,6 +11,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from jobs.error_codes import ErrorCode
+
 
 class BodyTooLarge(Exception):
     pass
@@ -60,7 +62,7 @@ class BodySizeLimit:
 async def _refuse(send: Send, cap: int) -> None:
     body: dict[str, Any] = {
         "error": {
-            "code": "payload_too_large",
+            "code": ErrorCode.PAYLOAD_TOO_LARGE,
             "message": f"The request body is over the {cap}-byte limit; send less at once.",
         }
     }

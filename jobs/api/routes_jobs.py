@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated
@@ -13,11 +12,13 @@ from fastapi.responses import StreamingResponse
 from jobs import repository as repo
 from jobs import service
 from jobs.api.deps import Res, Resources, TenantId
+from jobs.error_codes import ErrorCode
 from jobs.errors import ApiError, not_found
+from jobs.manifest import ManifestRecord, output_files
 from jobs.models import Item, Job
 from jobs.schemas import ItemList, JobCreate, JobList, JobOut
-from jobs.status import JOB_TERMINAL
-from jobs.views import UrlFor, item_view, job_view, manifest_line
+from jobs.status import JOB_TERMINAL, ItemStatus, JobKind, JobStatus
+from jobs.views import UrlFor, item_view, job_view
 from storage.objects import ObjectNotFound
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -38,11 +39,10 @@ def create_job(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobOut:
     submitted = service.submit_job(
-        res.sessions,
+        res.ledger,
         tenant_id,
         body,
         idempotency_key=idempotency_key,
-        publish=res.publisher,
         max_items=res.settings.max_items_per_job,
         allow=res.source_allow,
     )
@@ -57,8 +57,8 @@ def create_job(
 def list_jobs(
     res: Res,
     tenant_id: TenantId,
-    status: str | None = None,
-    kind: str | None = None,
+    status: JobStatus | None = None,
+    kind: JobKind | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> JobList:
@@ -66,7 +66,7 @@ def list_jobs(
     if cursor:
         decoded = repo.decode_cursor(cursor)
         if not decoded or len(decoded) != 2:
-            raise ApiError(400, "invalid_cursor", "The cursor is not one this API issued.")
+            raise ApiError(400, ErrorCode.INVALID_CURSOR, "The cursor is not one this API issued.")
         before = (datetime.fromisoformat(decoded[0]), str(decoded[1]))
     with res.sessions() as session:
         jobs = repo.list_jobs(
@@ -105,7 +105,7 @@ def list_items(
     job_id: str,
     res: Res,
     tenant_id: TenantId,
-    status: str | None = None,
+    status: ItemStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> ItemList:
@@ -114,7 +114,7 @@ def list_items(
     if cursor:
         decoded = repo.decode_cursor(cursor)
         if not decoded or not isinstance(decoded[0], int):
-            raise ApiError(400, "invalid_cursor", "The cursor is not one this API issued.")
+            raise ApiError(400, ErrorCode.INVALID_CURSOR, "The cursor is not one this API issued.")
         after = decoded[0]
     with res.sessions() as session:
         items = repo.list_items(session, job_id, status=status, limit=limit, after_seq=after)
@@ -130,7 +130,7 @@ def manifest(job_id: str, res: Res, tenant_id: TenantId) -> StreamingResponse:
     def lines() -> Iterator[bytes]:
         with res.sessions() as session:
             for item in repo.iter_items(session, job_id):
-                yield (json.dumps(manifest_line(job, item)) + "\n").encode()
+                yield ManifestRecord.of(job, item).line()
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
@@ -145,7 +145,7 @@ def item_output(
         item = repo.get_item(session, job_id, item_id)
     if item is None or not item.output_key:
         raise not_found("output for that item")
-    files = {f.format: f.key for f in item_view(job, item, None).output.files}  # type: ignore[union-attr]
+    files = dict(output_files(job, item))
     key = files.get(format or "", item.output_key)
     try:
         size = res.store.size(key)
@@ -163,12 +163,12 @@ def item_output(
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: str, res: Res, tenant_id: TenantId) -> JobOut:
-    return job_view(service.cancel_job(res.sessions, res.store, tenant_id, job_id))
+    return job_view(service.cancel_job(res.ledger, res.store, tenant_id, job_id))
 
 
 @router.post("/{job_id}/retry", response_model=JobOut, status_code=202)
 def retry_job(job_id: str, response: Response, res: Res, tenant_id: TenantId) -> JobOut:
-    job = service.retry_job(res.sessions, tenant_id, job_id, publish=res.publisher)
+    job = service.retry_job(res.ledger, tenant_id, job_id)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     _poll_headers(response, job)
     return job_view(job)

@@ -6,8 +6,8 @@ from fastapi import APIRouter, UploadFile
 
 from jobs import service
 from jobs.api.deps import Res, TenantId
-from jobs.errors import ApiError
-from jobs.media import sniff_audio
+from jobs.errors import refused_upload
+from jobs.media import AudioRejected, check_audio
 from jobs.schemas import UploadOut
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
@@ -16,16 +16,10 @@ router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 @router.post("", status_code=201, response_model=UploadOut)
 def upload(file: UploadFile, res: Res, tenant_id: TenantId) -> UploadOut:
     """The body size cap is enforced while streaming (413) by the size-limit middleware."""
-    head = file.file.read(64)
-    if not head:
-        raise ApiError(400, "empty_file", "The uploaded file is empty.")
-    content_type = sniff_audio(head)
-    if content_type is None:
-        raise ApiError(
-            415,
-            "unsupported_audio",
-            "The uploaded file is not audio we recognise (wav, flac, ogg, mp3, m4a, webm).",
-        )
+    try:
+        content_type = check_audio(file.file.read(64), "The uploaded file")
+    except AudioRejected as rejected:
+        raise refused_upload(rejected) from None
     file.file.seek(0)
     source, size = service.store_upload(
         res.store, tenant_id, file.filename or "audio", file.file, content_type

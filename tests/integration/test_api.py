@@ -21,10 +21,10 @@ from fastapi.testclient import TestClient
 
 from jobs.api import create_app
 from jobs.migrate import upgrade_to_head
-from jobs.publisher import QUEUE
 from jobs.service import create_api_key
 from jobs.settings import Settings
 from storage.db import make_engine, make_session_factory
+from storage.publisher import QUEUE
 
 pytestmark = pytest.mark.integration
 
@@ -263,7 +263,7 @@ def test_upload_then_stt_job(api: Api) -> None:
 
 @pytest.mark.parametrize(
     ("content", "status", "code"),
-    [(b"", 400, "empty_file"), (b"this is plainly not audio at all", 415, "unsupported_audio")],
+    [(b"", 400, "empty_audio"), (b"this is plainly not audio at all", 415, "unsupported_audio")],
 )
 def test_bad_uploads_are_refused(api: Api, content: bytes, status: int, code: str) -> None:
     """Empty and non-audio uploads are refused before anything is stored."""

@@ -16,10 +16,10 @@ from sqlalchemy import Connection, Engine, event
 from jobs.api import create_app
 from jobs.api.deps import Resources
 from jobs.migrate import upgrade_to_head
-from jobs.publisher import QUEUE
 from jobs.service import create_api_key
 from jobs.settings import Settings
 from storage.db import make_engine, make_session_factory
+from storage.publisher import QUEUE
 
 pytestmark = pytest.mark.integration
 

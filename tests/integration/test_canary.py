@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.publisher import CeleryPublisher
+from storage.publisher import CeleryPublisher
 from tests.e2e.stack import CLI, Proc, Stack
 from workers.canary import KEY_PREFIX, SEEN_TTL_S, check_worker
 

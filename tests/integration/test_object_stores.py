@@ -1,4 +1,4 @@
-"""One contract, two real object stores: SeaweedFS over S3 and a local directory."""
+"""One contract, three object stores: SeaweedFS over S3, a local directory, and memory."""
 
 from __future__ import annotations
 
@@ -13,16 +13,10 @@ import httpx
 import pytest
 
 from storage.keys import UnsafeKey
-from storage.objects import (
-    LocalObjectStore,
-    ObjectNotFound,
-    ObjectStore,
-    S3ObjectStore,
-    StorageUnavailable,
-    ensure_bucket,
-    open_object_store,
-    s3_client,
-)
+from storage.localfs import LocalObjectStore
+from storage.objects import ObjectNotFound, ObjectStore, StorageUnavailable
+from storage.s3 import S3ObjectStore, s3_client
+from storage.stores import open_object_store
 from tests.services import free_port
 
 pytestmark = pytest.mark.integration
@@ -241,8 +235,8 @@ def test_open_object_store_from_urls(s3_endpoint_url: str, tmp_path: Path) -> No
     s3 = open_object_store("s3://speechbatch-open-test/some/prefix", endpoint_url=s3_endpoint_url)
     assert isinstance(s3, S3ObjectStore)
     assert (s3.bucket, s3.prefix) == ("speechbatch-open-test", "some/prefix")
-    ensure_bucket(s3)
-    ensure_bucket(s3)  # idempotent
+    s3.ensure_exists()
+    s3.ensure_exists()  # idempotent
     s3.put_bytes("x.txt", b"via url", "text/plain")
     assert s3.get_bytes("x.txt") == b"via url"
     s3.delete("x.txt")

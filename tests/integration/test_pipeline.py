@@ -6,30 +6,30 @@ produce (a transient error); everything with a protocol is real.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
 
-from jobs import counters, transitions
-from jobs import repository as repo
 from jobs.clock import utc_now
 from jobs.errors import ApiError
-from jobs.models import Attempt, Item
-from storage.db import make_autocommit_engine
+from jobs.ledger import ItemLedger
+from jobs.models import Attempt, Item, Job
 from storage.keys import manifest_key
-from storage.objects import LocalObjectStore
-from tests.integration.helpers import Recorder, migrated_sessions, tts_job
+from storage.localfs import LocalObjectStore
+from storage.objects import ObjectStore
+from tests.integration.helpers import migrated_ledger, published, tts_job
 from tests.services import free_port
-from workers.leases import LeaseKeeper
+from workers.config import WorkerConfig
+from workers.leases import HeartbeatLeases
 from workers.pipeline import Outcome, run_item
-from workers.providers import build_provider
-from workers.providers.base import Synthesis
+from workers.providers.base import SpeechProvider, Synthesis
 from workers.providers.errors import AuthenticationFailed, ProviderUnavailable, RateLimited
+from workers.providers.registry import build_provider
 from workers.retry import RetryPolicy
 from workers.runtime import Runtime
 
@@ -52,35 +52,52 @@ class AlwaysDown:
         raise NotImplementedError
 
 
-def runtime(sessions, store, provider=None, **policy: Any) -> tuple[Runtime, Recorder]:  # type: ignore[no-untyped-def]
-    """A worker's Runtime as `build_runtime` makes it: on PostgreSQL, claims and successes
-    take the one-statement autocommit path; on SQLite, the transactional one."""
-    recorder = Recorder()
+class OneProvider:
+    """Every provider name resolves to one adapter, under one credential fingerprint."""
+
+    def __init__(self, provider: Any, fingerprint: str = "0" * 16) -> None:
+        self.provider, self._fingerprint = provider, fingerprint
+
+    def get(self, name: str) -> SpeechProvider:
+        provider: SpeechProvider = self.provider
+        return provider
+
+    def fingerprint(self, name: str) -> str:
+        return self._fingerprint
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def runtime(database_url: str, store: ObjectStore, provider: Any = None, **policy: Any) -> Runtime:
+    """A worker's Runtime on its own ledger (and publisher, as a worker process has), with
+    the offline engine unless a provider double is given; no real sleeping."""
     local = build_provider("local", client=None, base_url=None, api_key=None)
-    url = sessions.kw["bind"].url.render_as_string(hide_password=False)
-    rt = Runtime(
-        sessions=sessions,
-        autocommit=make_autocommit_engine(url, pool_size=2),
+    return Runtime(
+        config=WorkerConfig(retry=RetryPolicy(**policy)),
+        ledger=migrated_ledger(database_url),
         store=store,
-        provider_for=lambda _name: provider or local,
-        publish=recorder,
-        policy=RetryPolicy(**policy),
+        providers=OneProvider(provider or local),
         rng=random.Random(1),
         sleep=lambda _s: None,
     )
-    return rt, recorder
+
+
+def submitted(database_url: str, texts: list[str], **fields: Any) -> tuple[ItemLedger, Job]:
+    """A job submitted through the API's ledger; its publisher saw the submit's messages."""
+    ledger = migrated_ledger(database_url)
+    return ledger, tts_job(ledger, texts, **fields).job
 
 
 def test_items_run_once_and_the_manifest_is_stored(
     database_url: str, local_store: LocalObjectStore
 ) -> None:
     """Every item succeeds once, re-delivery is a no-op, and manifest.jsonl lists each item."""
-    sessions = migrated_sessions(database_url)
-    published = Recorder()
-    job = tts_job(sessions, ["Hello there.", "General Kenobi."], publish=published).job
-    rt, _ = runtime(sessions, local_store)
-    assert [run_item(rt, i) for i in published.ids] == [Outcome.SUCCEEDED] * 2
-    assert [run_item(rt, i) for i in published.ids] == [Outcome.SKIPPED] * 2  # duplicates
+    api, job = submitted(database_url, ["Hello there.", "General Kenobi."])
+    rt = runtime(database_url, local_store)
+    ids = published(api).ids
+    assert [run_item(rt, i) for i in ids] == [Outcome.SUCCEEDED] * 2
+    assert [run_item(rt, i) for i in ids] == [Outcome.SKIPPED] * 2  # duplicates
     keys = sorted(local_store.list_keys(f"{job.tenant_id}/{job.id}/"))
     assert keys == [
         f"{job.tenant_id}/{job.id}/000001-1.wav",
@@ -95,13 +112,12 @@ def test_unknown_voice_fails_only_that_item(
     database_url: str, local_store: LocalObjectStore
 ) -> None:
     """A permanent provider error fails the item with its code after one attempt."""
-    sessions = migrated_sessions(database_url)
-    published = Recorder()
-    tts_job(sessions, ["Hi."], publish=published, voice="no-such-voice")
-    rt, _ = runtime(sessions, local_store)
-    assert run_item(rt, published.ids[0]) == Outcome.FAILED
-    with sessions() as session:
-        item = session.get(Item, published.ids[0])
+    api, _ = submitted(database_url, ["Hi."], voice="no-such-voice")
+    rt = runtime(database_url, local_store)
+    item_id = published(api).ids[0]
+    assert run_item(rt, item_id) == Outcome.FAILED
+    with api.db.sessions() as session:
+        item = session.get(Item, item_id)
         attempts = session.scalar(select(func.count()).where(Attempt.item_id == item.id))
     assert (item.status, item.error_code, item.attempts, attempts) == (
         "failed",
@@ -115,12 +131,10 @@ def test_transient_failures_requeue_then_fail_after_the_attempt_budget(
     database_url: str, local_store: LocalObjectStore
 ) -> None:
     """An outage re-queues the item with a short countdown, then fails it after item_attempts."""
-    sessions = migrated_sessions(database_url)
-    published = Recorder()
-    tts_job(sessions, ["Hi."], publish=published)
+    api, _ = submitted(database_url, ["Hi."])
     down = AlwaysDown()
-    rt, republished = runtime(
-        sessions,
+    rt = runtime(
+        database_url,
         local_store,
         down,
         call_attempts=2,
@@ -128,12 +142,12 @@ def test_transient_failures_requeue_then_fail_after_the_attempt_budget(
         item_base_s=0.0,
         item_cap_s=0.0,
     )
-    item_id = published.ids[0]
+    item_id = published(api).ids[0]
     assert run_item(rt, item_id) == Outcome.RETRYING
-    assert republished.published == [(item_id, 0.0)]
+    assert published(rt.ledger).published == [(item_id, 0.0)]
     assert run_item(rt, item_id) == Outcome.RETRYING
     assert run_item(rt, item_id) == Outcome.FAILED
-    with sessions() as session:
+    with api.db.sessions() as session:
         item = session.get(Item, item_id)
         attempts = list(session.scalars(select(Attempt).where(Attempt.item_id == item_id)))
     assert item.error_code == "provider_unavailable" and "after 3 attempts" in item.error_message
@@ -154,44 +168,37 @@ def test_a_refused_credential_stops_the_whole_job(
     database_url: str, local_store: LocalObjectStore
 ) -> None:
     """One 401 fails the job's remaining items at once instead of calling the provider for each."""
-    sessions = migrated_sessions(database_url)
-    published = Recorder()
-    job = tts_job(sessions, [f"line {n}" for n in range(5)], publish=published).job
+    api, job = submitted(database_url, [f"line {n}" for n in range(5)])
     refusing = RefusesKey()
-    rt, _ = runtime(sessions, local_store, refusing)
-    assert run_item(rt, published.ids[0]) == Outcome.FAILED
-    assert [run_item(rt, i) for i in published.ids[1:]] == [Outcome.SKIPPED] * 4
+    rt = runtime(database_url, local_store, refusing)
+    ids = published(api).ids
+    assert run_item(rt, ids[0]) == Outcome.FAILED
+    assert [run_item(rt, i) for i in ids[1:]] == [Outcome.SKIPPED] * 4
     assert refusing.calls == 1
-    with sessions() as session:
+    with api.db.sessions() as session:
         items = list(session.scalars(select(Item).where(Item.job_id == job.id)))
-        status = repo.job_status(session, job.id)
+        status = session.scalar(select(Job.status).where(Job.id == job.id))
     assert status == "failed"
     assert {i.error_code for i in items} == {"provider_auth_failed"}
     assert all("SLNG_API_KEY" in (i.error_message or "") for i in items)
 
 
 def test_heartbeats_keep_a_slow_items_lease(database_url: str) -> None:
-    """A held claim's lease is renewed, so the sweeper does not take a slow item back."""
-    sessions = migrated_sessions(database_url)
-    published = Recorder()
-    tts_job(sessions, ["slow"], publish=published)
-    now = utc_now()
-    with sessions() as session:
-        item = transitions.claim_item(
-            session, published.ids[0], token="tok", now=now, lease_until=now + timedelta(seconds=1)
-        )
-        session.commit()
-    keeper = LeaseKeeper(sessions, lease_s=60)
-    keeper.hold(item.id, item.token)
-    try:
+    """A held claim's lease is renewed, so the sweeper does not take a slow item back; once
+    the heartbeats stop, the lease runs out and the sweeper does."""
+    ledger, _ = submitted(database_url, ["slow"])
+    item = ledger.claim(published(ledger).ids[0], lease_s=1)
+    assert item is not None
+    keeper = HeartbeatLeases(ledger, lease_s=60)
+    with keeper.holding(item):
         assert keeper.renew_now() == 1
-    finally:
-        keeper.stop()
-    with sessions() as session:
-        assert counters.expire_leases(session, now=now + timedelta(seconds=30), limit=10) == []
-        assert counters.expire_leases(session, now=now + timedelta(seconds=61), limit=10) == [
-            item.id
-        ]
+    assert keeper.renew_now() == 0  # no longer held: nothing renewed
+    keeper.close()
+    assert ledger.expire_leases(limit=10) == []
+    with ledger.db.sessions() as session:
+        session.execute(update(Item).values(lease_expires_at=utc_now()))
+        session.commit()
+    assert ledger.expire_leases(limit=10) == [item.id]
 
 
 def test_stt_item_with_a_url_source_is_fetched_and_transcribed(
@@ -205,6 +212,7 @@ def test_stt_item_with_a_url_source_is_fetched_and_transcribed(
     from jobs.netpolicy import parse_allowlist
     from jobs.schemas import JobCreate
     from jobs.service import ensure_tenant, submit_job
+    from storage.publisher import InMemoryPublisher
 
     speech = build_provider("local", client=None, base_url=None, api_key=None).synthesize(
         "one two three", model="espeak-ng", voice=None, options={}
@@ -214,35 +222,25 @@ def test_stt_item_with_a_url_source_is_fetched_and_transcribed(
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/call.wav"
-    sessions = migrated_sessions(database_url)
-    tenant = ensure_tenant(sessions, "acme").id
+    api = migrated_ledger(database_url)
+    tenant = ensure_tenant(api.db.sessions, "acme").id
     body = JobCreate.model_validate(
         {"kind": "stt", "provider": "local", "items": [{"id": "call", "source": url}]}
     )
     try:
         with pytest.raises(ApiError) as refused:  # loopback is private: refused by default
-            submit_job(
-                sessions, tenant, body, idempotency_key=None, publish=Recorder(), max_items=10
-            )
+            submit_job(api, tenant, body, idempotency_key=None, max_items=10)
         assert refused.value.code == "forbidden_source"
+        assert isinstance(api.publisher, InMemoryPublisher) and not api.publisher.ids
         allow = parse_allowlist("127.0.0.1/32")
-        published = Recorder()
-        submit_job(
-            sessions,
-            tenant,
-            body,
-            idempotency_key=None,
-            publish=published,
-            max_items=10,
-            allow=allow,
-        )
-        rt, _ = runtime(sessions, local_store)
-        rt.source_allow = allow
-        assert run_item(rt, published.ids[0]) == Outcome.SUCCEEDED
+        submit_job(api, tenant, body, idempotency_key=None, max_items=10, allow=allow)
+        rt = runtime(database_url, local_store)
+        rt = dataclasses.replace(rt, config=dataclasses.replace(rt.config, source_allow=allow))
+        assert run_item(rt, published(api).ids[0]) == Outcome.SUCCEEDED
     finally:
         server.shutdown()
-    with sessions() as session:
-        item = session.get(Item, published.ids[0])
+    with api.db.sessions() as session:
+        item = session.get(Item, published(api).ids[0])
     transcript = json.loads(local_store.get_bytes(item.output_key))
     assert transcript["duration_s"] > 0.5 and transcript["text"]
 
@@ -261,23 +259,27 @@ def test_a_full_provider_limit_hands_the_item_back_without_spending_an_attempt(
     fingerprint = f"{random.getrandbits(64):016x}"
     held = throttle.acquire("local", fingerprint, max_wait_s=1)
     assert held is not None
-    sessions = migrated_sessions(database_url)
-    published = Recorder()
-    tts_job(sessions, ["waiting"], publish=published)
-    rt, republished = runtime(sessions, local_store)
-    rt.throttle, rt.fingerprint, rt.throttle_wait_s = throttle, lambda _p: fingerprint, 0.2
+    api, _ = submitted(database_url, ["waiting"])
+    rt = runtime(database_url, local_store)
+    rt = dataclasses.replace(
+        rt,
+        throttle=throttle,
+        providers=OneProvider(rt.providers.get("local"), fingerprint),
+        config=dataclasses.replace(rt.config, throttle_wait_s=0.2),
+    )
+    ids, republished = published(api).ids, published(rt.ledger)
     try:
-        assert run_item(rt, published.ids[0]) == Outcome.DEFERRED
-        with sessions() as session:
-            item = session.get(Item, published.ids[0])
+        assert run_item(rt, ids[0]) == Outcome.DEFERRED
+        with api.db.sessions() as session:
+            item = session.get(Item, ids[0])
             assert (item.status, item.attempts) == ("queued", 0)
-        assert republished.ids == published.ids and 1.0 <= republished.published[0][1] <= 3.0
+        assert republished.ids == ids and 1.0 <= republished.published[0][1] <= 3.0
     finally:
         held.release()
-    with sessions() as session:  # due later: let it run now that the slot is free
+    with api.db.sessions() as session:  # due later: let it run now that the slot is free
         session.execute(update(Item).values(next_attempt_at=None))
         session.commit()
-    assert run_item(rt, published.ids[0]) == Outcome.SUCCEEDED
+    assert run_item(rt, ids[0]) == Outcome.SUCCEEDED
     client.close()
 
 
@@ -285,17 +287,17 @@ def test_a_storage_outage_hands_the_item_back_without_spending_an_attempt(
     database_url: str,
 ) -> None:
     """When S3 is unreachable the item is deferred with its attempts intact, not failed."""
-    from storage.objects import open_object_store
+    from storage.stores import open_object_store
 
     dead_store = open_object_store("s3://nowhere", endpoint_url=f"http://127.0.0.1:{free_port()}")
-    sessions = migrated_sessions(database_url)
-    published = Recorder()
-    tts_job(sessions, ["Hello."], publish=published)
-    rt, republished = runtime(sessions, dead_store)  # type: ignore[arg-type]
-    rt.lease_s = 1.0  # ride out the outage for half a second only
-    assert run_item(rt, published.ids[0]) == Outcome.DEFERRED
-    with sessions() as session:
-        item = session.get(Item, published.ids[0])
+    api, _ = submitted(database_url, ["Hello."])
+    rt = runtime(database_url, dead_store)
+    # Ride out the outage for half a second only (half the lease).
+    rt = dataclasses.replace(rt, config=dataclasses.replace(rt.config, lease_s=1.0))
+    item_id, republished = published(api).ids[0], published(rt.ledger)
+    assert run_item(rt, item_id) == Outcome.DEFERRED
+    with api.db.sessions() as session:
+        item = session.get(Item, item_id)
         attempts = session.scalar(select(func.count()).where(Attempt.item_id == item.id))
     assert (item.status, item.attempts, item.error_code) == ("queued", 0, None)
     assert attempts == 1  # the provider call that succeeded is still on record
@@ -314,19 +316,16 @@ def test_rate_limiting_delays_an_item_without_spending_its_attempts(
     database_url: str, local_store: LocalObjectStore
 ) -> None:
     """A 429 hands the item back no sooner than Retry-After, however often it happens."""
-    sessions = migrated_sessions(database_url)
-    published = Recorder()
-    tts_job(sessions, ["busy"], publish=published)
-    rt, republished = runtime(
-        sessions, local_store, SaysSlowDown(), call_attempts=1, item_attempts=2
-    )
-    item_id = published.ids[0]
+    api, _ = submitted(database_url, ["busy"])
+    rt = runtime(database_url, local_store, SaysSlowDown(), call_attempts=1, item_attempts=2)
+    item_id = published(api).ids[0]
     for _ in range(4):  # more 429s than the item has attempts: it must not fail
         assert run_item(rt, item_id) == Outcome.DEFERRED
-        with sessions() as session:
+        with api.db.sessions() as session:
             session.execute(update(Item).values(next_attempt_at=None))
             session.commit()
-    with sessions() as session:
+    with api.db.sessions() as session:
         item = session.get(Item, item_id)
     assert (item.status, item.attempts) == ("queued", 0)
-    assert all(countdown >= 7.0 for _, countdown in republished.published)
+    republished = published(rt.ledger).published
+    assert len(republished) == 4 and all(countdown >= 7.0 for _, countdown in republished)

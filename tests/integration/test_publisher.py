@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from jobs.publisher import QUEUE, CeleryPublisher, send_items
+from storage.publisher import QUEUE, CeleryPublisher, send_items
 
 pytestmark = pytest.mark.integration
 PER_MESSAGE = {
@@ -44,7 +44,7 @@ def test_bulk_messages_match_kombus_field_for_field(redis_url: str, broker: redi
     """Apart from ids, tags and origin, a bulk message is exactly what kombu publishes."""
     publisher = CeleryPublisher(redis_url)
     send_items(publisher.app, [8])
-    publisher([8, 9])
+    publisher.publish([8, 9])
     kombu_msg, first, second = (json.loads(m) for m in broker.lrange(QUEUE, 0, -1)[::-1])
     assert comparable(first) == comparable(kombu_msg)
     assert comparable(second)["body"][0] == [9]
@@ -56,7 +56,7 @@ def test_bulk_messages_match_kombus_field_for_field(redis_url: str, broker: redi
 def test_bulk_publish_keeps_fifo_order(redis_url: str, broker: redis.Redis) -> None:
     """Items published together are consumed (BRPOP from the tail) in the order given."""
     publisher = CeleryPublisher(redis_url)
-    publisher(list(range(1, 5001)))
+    publisher.publish(list(range(1, 5001)))
     assert broker.llen(QUEUE) == 5000
     oldest = json.loads(broker.lindex(QUEUE, -1))
     newest = json.loads(broker.lindex(QUEUE, 0))

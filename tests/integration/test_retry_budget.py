@@ -29,7 +29,7 @@ def test_a_failing_provider_gets_few_retries_fleet_wide(redis_url: str) -> None:
         raise ProviderUnavailable("503")
 
     def worker() -> None:
-        budget = RedisRetryBudget(client, "slng", fingerprint)
+        budget = RedisRetryBudget(client)
         for _ in range(100):
             with pytest.raises(ProviderUnavailable):
                 call_with_retries(
@@ -40,6 +40,7 @@ def test_a_failing_provider_gets_few_retries_fleet_wide(redis_url: str) -> None:
                     deadline_s=60,
                     sleep=lambda _s: None,
                     budget=budget,
+                    credential=("slng", fingerprint),
                 )
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
@@ -50,7 +51,7 @@ def test_a_failing_provider_gets_few_retries_fleet_wide(redis_url: str) -> None:
     first_calls = 800
     retries = calls[0] - first_calls
     assert 0 < retries <= 0.1 * first_calls + 10  # ratio plus the bucket's starting capacity
-    client.delete(RedisRetryBudget(client, "slng", fingerprint).key)
+    client.delete(RedisRetryBudget.key("slng", fingerprint))
     client.close()
 
 
@@ -59,20 +60,20 @@ def test_an_unreachable_budget_refuses_retries(redis_url: str) -> None:
     from tests.services import free_port
 
     dead = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
-    assert RedisRetryBudget(dead, "slng", "0" * 16).try_withdraw() is False
+    assert RedisRetryBudget(dead).try_withdraw("slng", "0" * 16) is False
 
 
 def test_deposits_reach_redis_a_whole_token_at_a_time(redis_url: str) -> None:
     """25 first calls (ratio 0.1) into an empty bucket add exactly 2 tokens in Redis: deposits
     are sent per whole token, and the remaining half token waits in the process."""
     client = redis.Redis.from_url(redis_url)
-    budget = RedisRetryBudget(client, "slng", uuid.uuid4().hex[:16])
-    while budget.try_withdraw():
+    budget, credential = RedisRetryBudget(client), ("slng", uuid.uuid4().hex[:16])
+    while budget.try_withdraw(*credential):
         pass
-    assert budget.tokens(client) < 1.0
-    before = budget.tokens(client)
+    assert budget.tokens(*credential) < 1.0
+    before = budget.tokens(*credential)
     for _ in range(25):
-        budget.deposit()
-    assert budget.tokens(client) - before == pytest.approx(2.0)
-    client.delete(budget.key)
+        budget.deposit(*credential)
+    assert budget.tokens(*credential) - before == pytest.approx(2.0)
+    client.delete(RedisRetryBudget.key(*credential))
     client.close()

@@ -13,14 +13,13 @@ import pytest
 import redis
 
 from jobs.catalog import ProviderLimits, parse_limit_overrides, provider_limits
+from tests.integration.throttle_primitives import ConcurrencySlots, RateLimiter
 from tests.services import free_port
 from workers.providers.errors import ProviderUnavailable, QuotaExceeded, RateLimited
 from workers.throttle import (
     Adaptation,
     CallOutcome,
-    ConcurrencySlots,
     ProviderThrottle,
-    RateLimiter,
     ThrottleUnavailable,
     credential_fingerprint,
     outcome_for,

@@ -167,7 +167,7 @@ def pyproject() -> dict[str, Any]:
 
 def cli_problems(args: list[str]) -> list[str]:
     """Why `speechbatch ARGS` would be rejected by the click group, or [] when it parses."""
-    from jobs.cli import main
+    from speechbatch.cli import main
 
     command: click.Command = main
     path = ["speechbatch"]
@@ -227,7 +227,7 @@ def test_shared_app_block_is_a_yaml_anchor() -> None:
 
 
 def test_app_services_run_registered_cli_commands(services: dict[str, Any]) -> None:
-    """Each speechbatch container's command is a `jobs.cli.main` command with options it has."""
+    """Each speechbatch container runs a `speechbatch.cli.main` command with options it has."""
     checked = set()
     problems = []
     for name, svc in app_services(services).items():
@@ -434,7 +434,7 @@ def test_dockerfile_installs_espeak_ng_and_runs_the_console_script() -> None:
     assert entrypoint, "Dockerfile has no ENTRYPOINT"
     scripts = pyproject()["project"]["scripts"]
     assert json.loads(entrypoint[-1]) == ["speechbatch"]
-    assert scripts["speechbatch"] == "jobs.cli:main"
+    assert scripts["speechbatch"] == "speechbatch.cli:main"
 
 
 def test_dockerfile_runs_as_a_non_root_user() -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.inputs import InputError, expand_audio_paths, read_script
+from speechbatch.inputs import InputError, expand_audio_paths, read_script
 
 
 def write(tmp_path: Path, name: str, content: str) -> Path:

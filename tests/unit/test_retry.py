@@ -4,6 +4,7 @@ import random
 
 import pytest
 
+from jobs.records import AttemptRecord
 from workers.providers.errors import (
     AuthenticationFailed,
     InvalidInput,
@@ -11,6 +12,7 @@ from workers.providers.errors import (
     RateLimited,
 )
 from workers.retry import RetryPolicy, backoff, call_with_retries, next_delay
+from workers.retry_budget import UnlimitedRetryBudget
 
 
 def test_full_jitter_stays_within_the_exponential_envelope() -> None:
@@ -39,6 +41,9 @@ def test_retry_after_is_a_floor(retry_after: float) -> None:
         assert next_delay(attempt, error, base=0.5, cap=8, rng=rng) >= retry_after
 
 
+CREDENTIAL = ("slng", "0123456789abcdef")
+
+
 class Flaky:
     """Fails with the given errors in order, then returns 'ok'."""
 
@@ -53,9 +58,9 @@ class Flaky:
         return "ok"
 
 
-def run(fn: Flaky, policy: RetryPolicy | None = None) -> tuple[list[float], list[dict]]:
+def run(fn: Flaky, policy: RetryPolicy | None = None) -> tuple[list[float], list[AttemptRecord]]:
     slept: list[float] = []
-    log: list[dict] = []
+    log: list[AttemptRecord] = []
     call_with_retries(
         fn,
         policy=policy or RetryPolicy(),
@@ -63,6 +68,8 @@ def run(fn: Flaky, policy: RetryPolicy | None = None) -> tuple[list[float], list
         attempts_log=log,
         deadline_s=60,
         sleep=slept.append,
+        budget=UnlimitedRetryBudget(),
+        credential=CREDENTIAL,
     )
     return slept, log
 
@@ -75,7 +82,7 @@ def test_transient_errors_are_retried_then_succeed() -> None:
     slept, log = run(fn)
     assert fn.calls == 3
     assert len(slept) == 2
-    assert [a["status_code"] for a in log] == [503, 503, 200]
+    assert [a.status_code for a in log] == [503, 503, 200]
 
 
 @pytest.mark.parametrize("error", [InvalidInput("bad"), AuthenticationFailed("no key")])
@@ -116,7 +123,7 @@ def test_countdowns_stay_far_below_the_visibility_timeout() -> None:
     the retry policy stays under it and the publisher refuses anything longer."""
     from celery import Celery
 
-    from jobs.publisher import MAX_COUNTDOWN_S, VISIBILITY_TIMEOUT_S, send_items
+    from storage.publisher import MAX_COUNTDOWN_S, VISIBILITY_TIMEOUT_S, send_items
 
     assert MAX_COUNTDOWN_S <= 0.1 * VISIBILITY_TIMEOUT_S
     assert RetryPolicy().max_countdown_s <= MAX_COUNTDOWN_S
@@ -131,10 +138,12 @@ class Budget:
     def __init__(self, tokens: int) -> None:
         self.tokens, self.deposits = tokens, 0
 
-    def deposit(self) -> None:
+    def deposit(self, provider: str, fingerprint: str) -> None:
+        assert (provider, fingerprint) == CREDENTIAL
         self.deposits += 1
 
-    def try_withdraw(self) -> bool:
+    def try_withdraw(self, provider: str, fingerprint: str) -> bool:
+        assert (provider, fingerprint) == CREDENTIAL
         if self.tokens < 1:
             return False
         self.tokens -= 1
@@ -154,6 +163,7 @@ def test_an_empty_retry_budget_stops_in_call_retries() -> None:
             deadline_s=60,
             sleep=lambda _s: None,
             budget=budget,
+            credential=CREDENTIAL,
         )
     assert (fn.calls, budget.deposits) == (1, 1)
 
@@ -171,6 +181,7 @@ def test_each_retry_spends_one_token() -> None:
             deadline_s=60,
             sleep=lambda _s: None,
             budget=budget,
+            credential=CREDENTIAL,
         )
         == "ok"
     )

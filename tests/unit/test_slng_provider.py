@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from workers.audio import pcm16_to_wav
-from workers.providers import build_provider, http
+from workers.providers import http
 from workers.providers.base import AudioInput, Transcript, Word
 from workers.providers.errors import (
     AuthenticationFailed,
@@ -27,6 +27,7 @@ from workers.providers.errors import (
     RateLimited,
     UnsupportedAudio,
 )
+from workers.providers.registry import build_provider
 from workers.providers.slng import SlngProvider, tts_sample_rate
 
 KEY = "zpka_test_secret_key_123"

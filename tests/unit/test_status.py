@@ -85,3 +85,15 @@ def test_every_count_combination_has_a_status() -> None:
             canceled=canceled,
         )
         assert status in JobStatus
+
+
+def test_every_error_code_is_listed_in_the_readme() -> None:
+    """The README's error table names every member of the registry (and no code twice)."""
+    from pathlib import Path
+
+    from jobs.error_codes import ErrorCode
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    listed = [line.split("`")[1] for line in readme.splitlines() if line.startswith("| `")]
+    codes = [c for c in listed if c in {e.value for e in ErrorCode}]
+    assert sorted(codes) == sorted(e.value for e in ErrorCode)

@@ -11,23 +11,25 @@
         ├── QuotaExceeded              out of credit / quota: stop the job's calls
         └── UnsupportedAudio           the source is not audio the provider can read
 
-`code` is a stable snake_case string users and tests can match on; `message` is a sentence
-that says what went wrong and what to do.
+`code` is a stable `jobs.error_codes.ErrorCode` users and tests can match on; `message` is a
+sentence that says what went wrong and what to do.
 """
 
 from __future__ import annotations
+
+from jobs.error_codes import ErrorCode
 
 
 class ProviderError(Exception):
     """Base of every provider failure."""
 
-    code = "provider_error"
+    code: ErrorCode = ErrorCode.PROVIDER_ERROR
 
     def __init__(
         self,
         message: str,
         *,
-        code: str | None = None,
+        code: ErrorCode | None = None,
         status_code: int | None = None,
         request_id: str | None = None,
     ) -> None:
@@ -40,11 +42,11 @@ class ProviderError(Exception):
 
 
 class TransientProviderError(ProviderError):
-    code = "provider_transient"
+    code = ErrorCode.PROVIDER_TRANSIENT
 
 
 class RateLimited(TransientProviderError):
-    code = "rate_limited"
+    code = ErrorCode.RATE_LIMITED
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
         super().__init__(message, **kw)  # type: ignore[arg-type]
@@ -52,28 +54,28 @@ class RateLimited(TransientProviderError):
 
 
 class ProviderUnavailable(TransientProviderError):
-    code = "provider_unavailable"
+    code = ErrorCode.PROVIDER_UNAVAILABLE
 
 
 class ProviderTimeout(TransientProviderError):
-    code = "provider_timeout"
+    code = ErrorCode.PROVIDER_TIMEOUT
 
 
 class PermanentProviderError(ProviderError):
-    code = "provider_rejected"
+    code = ErrorCode.PROVIDER_REJECTED
 
 
 class InvalidInput(PermanentProviderError):
-    code = "invalid_input"
+    code = ErrorCode.INVALID_INPUT
 
 
 class AuthenticationFailed(PermanentProviderError):
-    code = "provider_auth_failed"
+    code = ErrorCode.PROVIDER_AUTH_FAILED
 
 
 class QuotaExceeded(PermanentProviderError):
-    code = "provider_quota_exceeded"
+    code = ErrorCode.PROVIDER_QUOTA_EXCEEDED
 
 
 class UnsupportedAudio(PermanentProviderError):
-    code = "unsupported_audio"
+    code = ErrorCode.UNSUPPORTED_AUDIO

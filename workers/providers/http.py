@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from jobs.clock import utc_now
+from jobs.error_codes import ErrorCode
 from workers.providers.base import Segment, Word
 from workers.providers.errors import (
     AuthenticationFailed,
@@ -89,7 +90,7 @@ def error_from_response(
     response: httpx.Response,
     *,
     vendor_message: str,
-    default_code: str | None = None,
+    default_code: ErrorCode | None = None,
     provider: str = "The provider",
     request_id: str | None = None,
     now: datetime | None = None,
@@ -127,20 +128,20 @@ def error_from_response(
 _RETRY_LATER = "retrying later may help."
 _FIX_INPUT = "Fix the input or options; retrying the same request will not help."
 # status → (error class, code or None for the class default, advice sentence).
-_BY_STATUS: dict[int, tuple[type[ProviderError], str | None, str]] = {
+_BY_STATUS: dict[int, tuple[type[ProviderError], ErrorCode | None, str]] = {
     400: (InvalidInput, None, _FIX_INPUT),
     # A conflicting request still in progress on the provider's side: every vendor SDK
     # retries 409 (providers.md), as it does 408, 429 and 5xx.
     409: (
         ProviderUnavailable,
-        "provider_conflict",
+        ErrorCode.PROVIDER_CONFLICT,
         "The provider reported a conflict; " + _RETRY_LATER,
     ),
     422: (InvalidInput, None, _FIX_INPUT),
-    404: (InvalidInput, "unknown_model", "Check the model name against the catalog."),
+    404: (InvalidInput, ErrorCode.UNKNOWN_MODEL, "Check the model name against the catalog."),
     413: (
         InvalidInput,
-        "payload_too_large",
+        ErrorCode.PAYLOAD_TOO_LARGE,
         "The request is too large; split the text or audio into smaller parts.",
     ),
     401: (
@@ -205,7 +206,7 @@ def call(
         raise PermanentProviderError(
             f"The base URL for {provider} is not a valid http(s) URL ({where}); "
             "fix the configured base URL.",
-            code="invalid_base_url",
+            code=ErrorCode.INVALID_BASE_URL,
         ) from exc
     except httpx.RequestError as exc:
         raise ProviderUnavailable(
@@ -267,13 +268,13 @@ def check_tts_text(text: str, *, limit: int, model: str) -> None:
     """Reject empty text and text over the model's per-request limit before any call is made."""
     if not text.strip():
         raise InvalidInput(
-            "The text is empty; give every TTS item some text to speak.", code="empty_text"
+            "The text is empty; give every TTS item some text to speak.", code=ErrorCode.EMPTY_TEXT
         )
     if len(text) > limit:
         raise InvalidInput(
             f"The text is {len(text)} characters, over the {limit}-character limit of "
             f"{model}; split the line into shorter items and resubmit.",
-            code="text_too_long",
+            code=ErrorCode.TEXT_TOO_LONG,
         )
 
 
@@ -281,5 +282,5 @@ def unknown_model(provider: str, model: str, known: Iterable[str]) -> InvalidInp
     """The error for a model the catalog does not list for this provider and direction."""
     return InvalidInput(
         f"{provider} has no model {model!r} here; use one of: {', '.join(known)}.",
-        code="unknown_model",
+        code=ErrorCode.UNKNOWN_MODEL,
     )

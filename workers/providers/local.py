@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobs.catalog import PROVIDERS
+from jobs.error_codes import ErrorCode
 from workers.audio import STT_SAMPLE_RATE, to_mono16k_int16
 from workers.providers import http
 from workers.providers.base import AudioInput, Synthesis, Transcript, Word
@@ -66,7 +67,7 @@ class LocalProvider:
             raise PermanentProviderError(
                 f"espeak-ng is not installed ({self._espeak!r} was not found); install it "
                 "(e.g. `make demo`, or `apt-get install espeak-ng`) to use the local provider.",
-                code="engine_missing",
+                code=ErrorCode.ENGINE_MISSING,
             ) from None
         except subprocess.TimeoutExpired:
             raise ProviderTimeout(
@@ -79,7 +80,7 @@ class LocalProvider:
         if result.returncode != 0 or not result.stdout:
             raise PermanentProviderError(
                 f"espeak-ng failed (exit {result.returncode}): {stderr or 'no output'}.",
-                code="engine_failed",
+                code=ErrorCode.ENGINE_FAILED,
             )
         return Synthesis(audio=_fix_wav_sizes(result.stdout), content_type="audio/wav")
 
@@ -102,7 +103,7 @@ class LocalProvider:
             raise InvalidInput(
                 f"The local pocketsphinx model only understands English, not {language!r}; "
                 "use a hosted provider for other languages.",
-                code="unsupported_language",
+                code=ErrorCode.UNSUPPORTED_LANGUAGE,
             )
         samples = to_mono16k_int16(audio.data)
         with self._lock:
@@ -140,11 +141,13 @@ class LocalProvider:
     def _get_decoder(self) -> Any:
         if self._decoder is None:
             try:
-                from pocketsphinx import Decoder
+                # Loaded on first use, so TTS-only workers never pay for the STT engine's
+                # import (and a broken install fails only STT items).
+                from pocketsphinx import Decoder  # noqa: PLC0415
             except ImportError:
                 raise PermanentProviderError(
                     "pocketsphinx is not installed; `pip install pocketsphinx` to use local STT.",
-                    code="engine_missing",
+                    code=ErrorCode.ENGINE_MISSING,
                 ) from None
             # Batch CMN: whole files are decoded at once, so normalise by each file's own mean.
             # FATAL: pocketsphinx's INFO logs would flood worker stderr.
@@ -161,7 +164,8 @@ def words_per_minute(options: Mapping[str, Any]) -> int:
         speed = -1.0
     if not speed > 0:  # also rejects NaN
         raise InvalidInput(
-            f"speed must be a positive number (1.0 is normal), got {raw!r}.", code="invalid_option"
+            f"speed must be a positive number (1.0 is normal), got {raw!r}.",
+            code=ErrorCode.INVALID_OPTION,
         )
     return min(max(round(BASE_WORDS_PER_MINUTE * speed), _MIN_WPM), _MAX_WPM)
 
@@ -196,7 +200,7 @@ def _unknown_voice(voice: str) -> InvalidInput:
     return InvalidInput(
         f"espeak-ng has no voice {voice!r}; list voices with `espeak-ng --voices` "
         "(e.g. en-us, en-gb).",
-        code="unknown_voice",
+        code=ErrorCode.UNKNOWN_VOICE,
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from jobs.catalog import PROVIDERS
+from jobs.error_codes import ErrorCode
 from jobs.media import sniff_audio
 from workers.audio import pcm16_to_wav
 from workers.providers import http
@@ -75,7 +76,7 @@ class SlngProvider:
             raise ProviderUnavailable(
                 f"SLNG answered HTTP {response.status_code} with no audio; "
                 "retrying later may help.",
-                code="empty_response",
+                code=ErrorCode.EMPTY_RESPONSE,
                 status_code=response.status_code,
                 request_id=request_id,
             )
@@ -112,7 +113,8 @@ class SlngProvider:
             raise http.unknown_model("SLNG", model, self._spec.stt_models)
         if not audio.data:
             raise UnsupportedAudio(
-                "The audio is empty (0 bytes); upload the recording again.", code="empty_audio"
+                "The audio is empty (0 bytes); upload the recording again.",
+                code=ErrorCode.EMPTY_AUDIO,
             )
         form = {"language": str(options["language"])} if options.get("language") else {}
         files = {
@@ -136,7 +138,7 @@ class SlngProvider:
                 "SLNG answered with a transcript in a shape speechbatch does not know "
                 f"({self._redact(_clip(response.text))!r}); "
                 "retrying later may help, else report it.",
-                code="unexpected_response",
+                code=ErrorCode.UNEXPECTED_RESPONSE,
                 status_code=response.status_code,
                 request_id=request_id,
             )
@@ -208,7 +210,7 @@ def tts_sample_rate(options: Mapping[str, Any]) -> int:
         wanted = int(raw)
     except (TypeError, ValueError):
         raise InvalidInput(
-            f"sample_rate must be a whole number of Hz, got {raw!r}.", code="invalid_option"
+            f"sample_rate must be a whole number of Hz, got {raw!r}.", code=ErrorCode.INVALID_OPTION
         ) from None
     return next((r for r in TTS_SAMPLE_RATES if r >= wanted), TTS_SAMPLE_RATES[-1])
 

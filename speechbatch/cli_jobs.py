@@ -18,11 +18,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from jobs.client import Backend, open_backend
 from jobs.errors import ApiError
-from jobs.inputs import InputError, expand_audio_paths, read_script
-from jobs.progress import follow
 from jobs.settings import get_settings
+from speechbatch.client import Backend, open_backend
+from speechbatch.inputs import InputError, expand_audio_paths, read_script
+from speechbatch.progress import follow
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_BAD_INPUT = 0, 1, 2

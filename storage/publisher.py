@@ -1,4 +1,8 @@
-"""Publishing item ids to the Celery broker by task name (the API never imports workers/).
+"""The publisher seam: handing item ids to whatever runs items, by task name.
+
+`Publisher` is what the API, the ledger and the sweeper code against. `CeleryPublisher` writes
+to the Redis broker (the API never imports workers/, it names the task); `InMemoryPublisher`
+keeps ids in this process, for local mode and tests.
 
 `celery_config` is the one place the Celery/Redis delivery settings live, shared by the
 API's publisher and the worker app, so the visibility timeout can never disagree.
@@ -12,12 +16,15 @@ body), each with its own task id and delivery tag; a test compares them field by
 from __future__ import annotations
 
 import base64
+import heapq
 import json
 import os
 import socket
+import threading
+import time
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import redis
 from celery import Celery
@@ -30,6 +37,22 @@ VISIBILITY_TIMEOUT_S = 3600
 MAX_COUNTDOWN_S = VISIBILITY_TIMEOUT_S / 10
 # Redis lists kombu uses for one queue under the default priority steps [0, 3, 6, 9].
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+
+
+class Publisher(Protocol):
+    """Delivers item ids to runners; a lost or repeated delivery is harmless (design §1)."""
+
+    def publish(self, ids: Sequence[int], countdown: float = 0.0) -> None:
+        """Deliver `ids` now, or after `countdown` seconds (at most MAX_COUNTDOWN_S)."""
+
+    def depth(self) -> int:
+        """How many deliveries wait to be taken (the sweeper re-publishes only at 0)."""
+
+    def ping(self) -> None:
+        """Raise unless the broker answers (for /healthz)."""
+
+    def close(self) -> None:
+        """Release connections."""
 
 
 def celery_config(broker_url: str) -> dict[str, Any]:
@@ -161,7 +184,7 @@ def queue_depth(app: Celery) -> int:
 
 
 class CeleryPublisher:
-    """A producer-only Celery app bound to the broker; call it with (ids, countdown)."""
+    """A producer-only Celery app bound to the broker (immediate batches go as one LPUSH)."""
 
     def __init__(self, broker_url: str) -> None:
         self.app = Celery("speechbatch-api", set_as_current=False)
@@ -170,7 +193,7 @@ class CeleryPublisher:
         self.reply_to = str(uuid.uuid4())
         self.origin = f"gen{os.getpid()}@{socket.gethostname()}"
 
-    def __call__(self, ids: Sequence[int], countdown: float = 0.0) -> None:
+    def publish(self, ids: Sequence[int], countdown: float = 0.0) -> None:
         if countdown > 0 or len(ids) < 2:
             send_items(self.app, ids, countdown)
             return
@@ -186,3 +209,60 @@ class CeleryPublisher:
     def ping(self) -> None:
         with self.app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
+
+    def close(self) -> None:
+        self.redis.close()
+        self.app.close()
+
+
+class InMemoryPublisher:
+    """Ids kept in this process: `take` hands out each one once it is due.
+
+    Local mode's runner threads `take` from it; tests read `published`, every (id, countdown)
+    ever handed in. Countdowns wait in a heap, so nothing needs a timer thread.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.published: list[tuple[int, float]] = []
+        self._clock = clock
+        self._due: list[tuple[float, int, int]] = []  # (due, order, id)
+        self._order = 0
+        self._ready = threading.Condition()
+
+    @property
+    def ids(self) -> list[int]:
+        return [item_id for item_id, _ in self.published]
+
+    def publish(self, ids: Sequence[int], countdown: float = 0.0) -> None:
+        due = self._clock() + max(countdown, 0.0)
+        with self._ready:
+            for item_id in ids:
+                self.published.append((item_id, countdown))
+                heapq.heappush(self._due, (due, self._order, item_id))
+                self._order += 1
+            self._ready.notify_all()
+
+    def take(self, timeout_s: float) -> int | None:
+        """The next due id, waiting up to `timeout_s` for one; None when none became due."""
+        deadline = self._clock() + timeout_s
+        with self._ready:
+            while True:
+                now = self._clock()
+                if self._due and self._due[0][0] <= now:
+                    return heapq.heappop(self._due)[2]
+                left = deadline - now
+                if left <= 0:
+                    return None
+                wait = min(left, self._due[0][0] - now) if self._due else left
+                self._ready.wait(wait)
+
+    def depth(self) -> int:
+        with self._ready:
+            now = self._clock()
+            return sum(1 for due, _, _ in self._due if due <= now)
+
+    def ping(self) -> None:
+        """Always reachable."""
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,26 +1,25 @@
 """The `speechbatch` console script: server processes and admin commands.
 
-Job commands (tts, stt, status, ...) live in `jobs/cli_jobs.py`. Worker-side code is
-imported inside the commands that run it, so `jobs/` never depends on `workers/` at import.
+Job commands (tts, stt, status, ...) live in `speechbatch/cli_jobs.py`; the processes these
+commands start are wired in `speechbatch/processes.py`.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import signal
-import threading
-from types import FrameType
 from typing import Any
 
 import click
 
-from jobs.cli_jobs import register_job_commands
+from emulator.config import config_from_options
+from jobs.migrate import upgrade_to_head
+from jobs.service import create_api_key
 from jobs.settings import get_settings
-
-
-def _logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+from speechbatch import processes
+from speechbatch.cli_jobs import register_job_commands
+from storage.db import open_database
+from storage.publisher import CeleryPublisher
+from workers.canary import check_worker, default_node
 
 
 @click.group()
@@ -34,21 +33,16 @@ def main() -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 def api(host: str, port: int) -> None:
     """Serve the REST API."""
-    import uvicorn
-
-    from jobs.api import create_app
-
-    _logging()
-    uvicorn.run(create_app(get_settings()), host=host, port=port, access_log=False)
+    processes.run_api(get_settings(), host=host, port=port)
 
 
 @main.command()
 @click.option(
     "--concurrency",
-    default=16,
-    show_default=True,
+    default=None,
     type=click.IntRange(1, 512),
-    help="Items in flight at once (threads); match the provider's concurrency cap.",
+    help="Worker threads  [default: the largest provider concurrency cap x 1.5, e.g. 24 for "
+    "16; the shared throttle keeps provider calls at the cap]",
 )
 @click.option(
     "--name",
@@ -56,13 +50,13 @@ def api(host: str, port: int) -> None:
     show_default=True,
     help="Celery node name, unique per worker (%h = host name); `worker-check --node` uses it.",
 )
-def worker(concurrency: int, name: str) -> None:
+def worker(concurrency: int | None, name: str) -> None:
     """Run a Celery worker that processes items."""
-    from workers.celery_app import create_worker_app, worker_argv
-
-    _logging()
-    app = create_worker_app(get_settings(), concurrency=concurrency)
-    app.worker_main(worker_argv(concurrency, name))
+    settings = get_settings()
+    if not settings.broker_url:
+        raise click.UsageError("SPEECHBATCH_BROKER_URL is not set; workers need a Redis broker.")
+    threads = processes.worker_threads(settings, concurrency)
+    processes.run_worker(settings, threads=threads, name=name)
 
 
 @main.command("worker-check")
@@ -80,9 +74,6 @@ def worker(concurrency: int, name: str) -> None:
 )
 def worker_check(node: str | None, timeout: float) -> None:
     """Run a canary task on one worker: exit 0 if it ran within --timeout, else 1."""
-    from jobs.publisher import CeleryPublisher
-    from workers.canary import check_worker, default_node
-
     settings = get_settings()
     if not settings.broker_url:
         raise click.UsageError("SPEECHBATCH_BROKER_URL is not set; workers listen on Redis.")
@@ -90,8 +81,7 @@ def worker_check(node: str | None, timeout: float) -> None:
     try:
         result = check_worker(publisher.app, publisher.redis, node or default_node(), timeout)
     finally:
-        publisher.redis.close()
-        publisher.app.close()
+        publisher.close()
     click.echo(result.message, err=not result.ok)
     raise SystemExit(0 if result.ok else 1)
 
@@ -106,40 +96,15 @@ def worker_check(node: str | None, timeout: float) -> None:
 )
 def beat(interval: float) -> None:
     """Run the sweeper: re-publish due and stale items, recover expired leases."""
-    from jobs.publisher import CeleryPublisher
-    from workers.runtime import build_runtime
-    from workers.sweeper import run_sweeper
-
-    _logging()
     settings = get_settings()
     if not settings.broker_url:
         raise click.UsageError("SPEECHBATCH_BROKER_URL is not set; beat publishes to Redis.")
-    publisher = CeleryPublisher(settings.broker_url)
-    runtime = build_runtime(settings, publisher)
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        run_sweeper(
-            runtime,
-            queue_depth=publisher.depth,
-            interval_s=interval,
-            stale_s=runtime.lease_s,
-            stop=stop,
-        )
-    finally:
-        runtime.close()
+    processes.run_beat(settings, interval_s=interval)
 
 
 @main.command()
 def migrate() -> None:
     """Upgrade the database schema to the newest version."""
-    from jobs.migrate import upgrade_to_head
-
     upgrade_to_head(get_settings().database_url)
     click.echo("database is at the newest schema version")
 
@@ -185,13 +150,10 @@ def emulator(
     host: str, port: int, fault_kinds: str, api_keys: tuple[str, ...], **values: Any
 ) -> None:
     """Serve the provider emulator (SLNG under /slng) for tests and benchmarks."""
-    from emulator.config import config_from_options
-    from emulator.server import serve
-
     config = config_from_options(
         fault_kinds=fault_kinds, api_keys=api_keys, environ=dict(os.environ), **values
     )
-    serve(host, port, config)
+    processes.run_emulator(host, port, config)
 
 
 @main.group()
@@ -203,18 +165,14 @@ def keys() -> None:
 @click.option("--tenant", required=True, help="Tenant name; created when new.")
 def keys_create(tenant: str) -> None:
     """Create an API key for TENANT and print it (it is shown only once)."""
-    from jobs.migrate import upgrade_to_head
-    from jobs.service import create_api_key
-    from storage.db import make_engine, make_session_factory
-
     settings = get_settings()
     if settings.database_url.startswith("sqlite"):
         upgrade_to_head(settings.database_url)  # embedded default: make the file usable
-    engine = make_engine(settings.database_url)
+    db = open_database(settings.database_url)
     try:
-        click.echo(create_api_key(make_session_factory(engine), tenant))
+        click.echo(create_api_key(db.sessions, tenant))
     finally:
-        engine.dispose()
+        db.dispose()
 
 
 register_job_commands(main)

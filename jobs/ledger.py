@@ -1,0 +1,354 @@
+"""The item ledger: the one owner of every item state change and of its job's counters.
+
+    queued ──claim──▶ running ──succeed──▶ succeeded
+      ▲  │              │ ├──fail─────────▶ failed ──retry_failed──▶ queued
+      │  └─cancel_job─▶ │ ├──retry_later / hand_back / expire_leases──▶ queued
+      │   (canceled)    │ └──(job canceled meanwhile)──▶ canceled
+      └─────────────────┘
+
+Each method is one transaction (or, on PostgreSQL, one autocommit statement for the hot
+moves), retried for up to `outage_s` across a lost database connection, so a PostgreSQL
+restart does not throw away a provider call that already succeeded. A retry after an
+ambiguous failure is safe because every move is a compare-and-set: a move that did commit
+makes its repeat a no-op (the claim then reads as lost). Attempts are written in the same
+statement or transaction as the move they belong to, so a repeat never duplicates them.
+
+Item ids are handed to the publisher only after the commit that made them visible; when the
+broker refuses them they are marked unpublished and the sweeper sends them later.
+Callers never pick SQL or a dialect: they call a method and get a typed answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from jobs import ledger_sql as sql
+from jobs import repository as repo
+from jobs.clock import utc_now
+from jobs.error_codes import ErrorCode
+from jobs.records import AttemptRecord, ClaimedItem, ItemError, ItemResult
+from jobs.status import ItemStatus, JobKind, JobStatus, check_item_transition
+from storage.db import Database
+from storage.publisher import MAX_COUNTDOWN_S, Publisher
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+Q, R = ItemStatus.QUEUED, ItemStatus.RUNNING
+LEASE_EXPIRED = ItemError(
+    ErrorCode.LEASE_EXPIRED, "The worker running this item stopped answering; it was re-queued."
+)
+
+
+class ItemLedger:
+    """Every state change of an item and its job's counters, on one `Database`."""
+
+    def __init__(
+        self,
+        db: Database,
+        publisher: Publisher,
+        *,
+        outage_s: float = 20.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.db, self.publisher = db, publisher
+        self.outage_s, self._sleep, self.clock = outage_s, sleep, clock
+
+    # --- a worker's moves -----------------------------------------------------------------
+
+    def claim(self, item_id: int, *, lease_s: float) -> ClaimedItem | None:
+        """queued → running under a fresh token and lease, if the item is queued and due;
+        None when it is not (someone else has it, it is finished, or not due yet)."""
+        check_item_transition(Q, R)
+        token, now = secrets.token_hex(8), self.clock()
+        params = {"item_id": item_id, "token": token, "now": now}
+        params["lease_until"] = now + timedelta(seconds=lease_s)
+        if self.db.autocommit is not None:
+            params |= sql.counter_params(now, queued=-1, running=1)
+            row = self._statement(lambda c: c.execute(sql.CLAIM_AT_ONCE, params).one_or_none())
+            return None if row is None else _claimed(item_id, token, row, row)
+
+        def move(c: Connection) -> ClaimedItem | None:
+            row = c.execute(sql.CLAIM, params).one_or_none()
+            if row is None:
+                return None
+            return _claimed(item_id, token, row, _shift(c, row.job_id, now, queued=-1, running=1))
+
+        return self._transaction(move)
+
+    def succeed(
+        self, item: ClaimedItem, result: ItemResult, attempts: Sequence[AttemptRecord]
+    ) -> JobStatus | None:
+        """running → succeeded: record the output, the attempts and the usage, move the
+        counters; returns the job's new status, or None if the claim was lost meanwhile."""
+        check_item_transition(R, ItemStatus.SUCCEEDED)
+        now = self.clock()
+        params: dict[str, Any] = {
+            "item_id": item.id,
+            "token": item.token,
+            "now": now,
+            "output_key": result.output_key,
+            "output_bytes": result.output_bytes,
+            "output_content_type": result.content_type,
+            "duration_s": result.duration_s,
+            "characters": result.characters,
+            "finished_at": now,
+        }
+        moves: dict[str, Any] = {"running": -1, "succeeded": 1, "chars": result.characters}
+        moves["audio"] = result.duration_s or 0.0
+        if self.db.autocommit is not None:
+            params |= sql.counter_params(now, **moves)
+            params["attempt_log"] = [
+                {**a.row(), "started_at": a.started_at.isoformat()} for a in attempts
+            ]
+            row = self._statement(lambda c: c.execute(sql.SUCCEED_AT_ONCE, params).one_or_none())
+            return None if row is None else JobStatus(row.status)
+
+        def move(c: Connection) -> JobStatus | None:
+            if not c.execute(sql.SUCCEED, params).rowcount:
+                return None
+            _record(c, item.id, attempts)
+            job = _shift(c, item.job_id, now, **moves)
+            return JobStatus(job.status)
+
+        return self._transaction(move)
+
+    def fail(
+        self,
+        item: ClaimedItem,
+        error: ItemError,
+        attempts: Sequence[AttemptRecord],
+        *,
+        whole_job: bool = False,
+    ) -> JobStatus | None:
+        """running → failed; with `whole_job`, every queued item of the job fails too (its
+        credential was refused: further calls are futile). The job's new status, or None."""
+        check_item_transition(R, ItemStatus.FAILED)
+        now = self.clock()
+        params = {"item_id": item.id, "token": item.token, "now": now, "finished_at": now}
+        params |= {"error_code": error.code, "error_message": error.message}
+
+        def move(c: Connection) -> JobStatus | None:
+            if not c.execute(sql.FAIL, params).rowcount:
+                return None
+            _record(c, item.id, attempts)
+            job = _shift(c, item.job_id, now, running=-1, failed=1)
+            if whole_job:
+                check_item_transition(Q, ItemStatus.FAILED)
+                message = f"Not attempted: another item of this job was refused ({error.message})"
+                rest = {"b_job_id": item.job_id, "now": now, "error_code": error.code}
+                moved = c.execute(sql.FAIL_QUEUED, rest | {"error_message": message}).rowcount
+                if moved:
+                    job = _shift(c, item.job_id, now, queued=-moved, failed=moved)
+            return JobStatus(job.status)
+
+        return self._transaction(move)
+
+    def retry_later(
+        self,
+        item: ClaimedItem,
+        error: ItemError,
+        attempts: Sequence[AttemptRecord],
+        *,
+        delay_s: float,
+    ) -> bool:
+        """running → queued, due in `delay_s` (a spent attempt); a canceled job's item is
+        canceled instead. Short delays go out as a countdown message, long ones wait for
+        the sweeper. False if the claim was lost."""
+        countdown = delay_s <= MAX_COUNTDOWN_S
+        return self._back_to_queue(item, attempts, delay_s, error, countdown=countdown)
+
+    def hand_back(
+        self, item: ClaimedItem, attempts: Sequence[AttemptRecord], *, delay_s: float
+    ) -> bool:
+        """running → queued without spending an attempt (no provider slot, our storage down,
+        a 429): the hold-up was not the item's. Published again for `delay_s` from now."""
+        delay_s = min(delay_s, MAX_COUNTDOWN_S)
+        return self._back_to_queue(item, attempts, delay_s, None, countdown=True)
+
+    def _back_to_queue(
+        self,
+        item: ClaimedItem,
+        attempts: Sequence[AttemptRecord],
+        delay_s: float,
+        error: ItemError | None,
+        *,
+        countdown: bool,
+    ) -> bool:
+        check_item_transition(R, Q)
+        now = self.clock()
+        due = now + timedelta(seconds=delay_s)
+        params: dict[str, Any] = {"item_id": item.id, "token": item.token, "now": now}
+        # A countdown message is "published" for when it becomes due; otherwise the sweeper
+        # publishes the item once it is due.
+        params |= {"next_attempt_at": due, "published_at": due if countdown else None}
+        if error is not None:
+            params |= {"error_code": error.code, "error_message": error.message}
+
+        def move(c: Connection) -> ItemStatus | None:
+            if c.execute(sql.CANCELED_AT, {"job_id": item.job_id}).scalar() is not None:
+                check_item_transition(R, ItemStatus.CANCELED)
+                if not c.execute(sql.CANCEL_RUNNING, params | {"finished_at": now}).rowcount:
+                    return None
+                _shift(c, item.job_id, now, running=-1, canceled=1)
+                return ItemStatus.CANCELED
+            if not c.execute(sql.HAND_BACK if error is None else sql.REQUEUE, params).rowcount:
+                return None
+            _record(c, item.id, attempts)
+            _shift(c, item.job_id, now, running=-1, queued=1)
+            return Q
+
+        moved = self._transaction(move)
+        if moved is Q and countdown:
+            self.publish([item.id], delay_s)
+        return moved is not None
+
+    def renew(self, tokens: Sequence[str], *, lease_s: float) -> int:
+        """Extend the leases of running items held under `tokens` (a worker's heartbeat);
+        a lease already taken over is never stolen back. Returns the rows renewed."""
+        if not tokens:
+            return 0
+        until = self.clock() + timedelta(seconds=lease_s)
+        params = {"tokens": list(tokens), "until": until}
+        return self._transaction(lambda c: int(c.execute(sql.RENEW, params).rowcount))
+
+    # --- the sweeper's and the job's moves ------------------------------------------------
+
+    def expire_leases(self, *, limit: int) -> list[int]:
+        """running items whose lease ran out (their worker died) go back to queued."""
+        check_item_transition(R, Q)
+        now = self.clock()
+
+        def move(c: Connection) -> list[int]:
+            recovered = []
+            for item_id, job_id in c.execute(sql.EXPIRED, {"now": now, "limit": limit}).all():
+                params = {"item_id": item_id, "now": now, "error_code": LEASE_EXPIRED.code}
+                params["error_message"] = LEASE_EXPIRED.message
+                if c.execute(sql.EXPIRE, params).rowcount:
+                    _shift(c, job_id, now, running=-1, queued=1)
+                    recovered.append(item_id)
+            return recovered
+
+        return self._transaction(move)
+
+    def cancel_job(self, job_id: str) -> int:
+        """Cancel every queued item; running ones finish, or are canceled when they would
+        be re-queued. Marks the job canceled; returns how many items were canceled."""
+        check_item_transition(Q, ItemStatus.CANCELED)
+        now = self.clock()
+
+        def move(c: Connection) -> int:
+            count = int(c.execute(sql.CANCEL_QUEUED, {"b_job_id": job_id, "now": now}).rowcount)
+            _shift(c, job_id, now, cancel=True, queued=-count, canceled=count)
+            return count
+
+        return self._transaction(move)
+
+    def retry_failed(self, job_id: str) -> list[int]:
+        """failed → queued (attempts reset) for every failed item of the job, then publish."""
+        check_item_transition(ItemStatus.FAILED, Q)
+        now = self.clock()
+
+        def move(c: Connection) -> list[int]:
+            ids = list(c.execute(sql.FAILED_IDS, {"job_id": job_id}).scalars())
+            if ids:
+                c.execute(sql.RETRY_FAILED, {"b_job_id": job_id, "now": now})
+                _shift(c, job_id, now, failed=-len(ids), queued=len(ids))
+            return ids
+
+        ids = self._transaction(move)
+        self.publish(ids)
+        return ids
+
+    # --- publishing -----------------------------------------------------------------------
+
+    def publish(self, ids: Sequence[int], countdown: float = 0.0) -> None:
+        """Hand committed ids to the publisher in batches. A broker failure is logged, not
+        raised: the ids not yet sent are marked unpublished for the sweeper's next pass."""
+        start = 0
+        try:
+            for start in range(0, len(ids), PUBLISH_BATCH):
+                self.publisher.publish(ids[start : start + PUBLISH_BATCH], countdown)
+        except Exception:  # the broker may be down; the rows are safe and will be swept
+            log.warning("publishing %d item ids failed; the sweeper will", len(ids) - start)
+            self._transaction(lambda c: repo.mark_published(c, ids[start:], at=None))
+
+    def republish(self, ids: Sequence[int]) -> None:
+        """The sweeper's send: publish now and stamp when, so the next pass skips them."""
+        if ids:
+            self.publisher.publish(ids, 0.0)
+            now = self.clock()
+            self._transaction(lambda c: repo.mark_published(c, ids, at=now))
+
+    # --- riding out a lost connection -----------------------------------------------------
+
+    def _transaction(self, work: Callable[[Connection], T]) -> T:
+        def attempt() -> T:
+            with self.db.engine.begin() as connection:
+                return work(connection)
+
+        return self._riding_out_outages(attempt)
+
+    def _statement(self, work: Callable[[Connection], T]) -> T:
+        engine = self.db.autocommit
+        assert engine is not None  # callers check first: PostgreSQL only
+
+        def attempt() -> T:
+            with engine.connect() as connection:
+                return work(connection)
+
+        return self._riding_out_outages(attempt)
+
+    def _riding_out_outages(self, attempt: Callable[[], T]) -> T:
+        delay, deadline = 0.2, time.monotonic() + self.outage_s
+        while True:
+            try:
+                return attempt()
+            except (OperationalError, InterfaceError):
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database unavailable; retrying in %.1f s", delay)
+                self._sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+
+PUBLISH_BATCH = 1000
+
+
+def _shift(c: Connection, job_id: str, now: datetime, **moves: Any) -> Any:
+    """Move the job's counters (and usage) by `moves`; returns the job's new row."""
+    params = sql.counter_params(now, **moves)
+    return c.execute(sql.COUNTER_UPDATE, params | {"job_id": job_id}).one()
+
+
+def _record(c: Connection, item_id: int, attempts: Sequence[AttemptRecord]) -> None:
+    if attempts:
+        c.execute(sql.RECORD_ATTEMPTS, [a.row() | {"item_id": item_id} for a in attempts])
+
+
+def _claimed(item_id: int, token: str, item: Any, job: Any) -> ClaimedItem:
+    return ClaimedItem(
+        id=item_id,
+        job_id=item.job_id,
+        seq=item.seq,
+        external_id=item.external_id,
+        text=item.text,
+        source=item.source,
+        attempts=item.attempts,
+        token=token,
+        tenant_id=job.tenant_id,
+        kind=JobKind(job.kind),
+        provider=job.provider,
+        model=job.model,
+        voice=item.item_voice or job.voice,
+        options=dict(job.options),
+        output_prefix=job.output_prefix,
+    )

@@ -1,0 +1,258 @@
+"""The item ledger's statements, built once on the Core tables with bind parameters.
+
+Only `jobs.ledger` runs these. Building ORM-enabled UPDATEs per call cost more CPU than the
+database work itself, and a worker's throughput is bound by its CPU (one GIL) long before
+the provider's limit, so every per-item statement is prebuilt here.
+
+Every item move is a compare-and-set (on status, and on the claim token once running) and
+moves the job row's counters by one UPDATE that also derives the job's status (`COUNTERS`).
+On PostgreSQL the hot moves are ONE statement each (`CLAIM_AT_ONCE`, `SUCCEED_AT_ONCE`):
+data-modifying CTEs move the item, insert the attempts and update the job row, so the job
+row's lock — the hottest in the system, every item of a job updates it — is held for
+microseconds inside the server instead of across a worker's wait for the GIL before COMMIT
+(pg_stat_activity showed five of sixteen backends in `Lock:transactionid`). SQLite cannot put
+an UPDATE in a CTE, and has one writer anyway, so it runs the same moves as a transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    Boolean,
+    Float,
+    Integer,
+    Table,
+    Text,
+    bindparam,
+    case,
+    column,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from jobs.models import Attempt, Item, Job, UTCDateTime
+from jobs.status import JobStatus
+
+JOBS, ITEMS, ATTEMPTS = (cast(Table, m.__table__) for m in (Job, Item, Attempt))
+NOW = bindparam("now", type_=UTCDateTime())
+COUNTERS = ("queued", "running", "succeeded", "failed", "canceled")
+
+
+def counter_update(job_id: Any = None) -> Any:
+    """UPDATE jobs: move every counter by its delta, derive status, return what workers need.
+
+    The CASE mirrors `jobs.status.job_status_from_counts` (a test keeps the two in step), so
+    concurrent workers never read-modify-write the job row. `job_id` picks the row: a bind
+    parameter by default, or a column of a CTE that moved an item, which makes the
+    statement `UPDATE jobs ... FROM <cte>`.
+    """
+    target = bindparam("job_id") if job_id is None else job_id
+    new = {name: JOBS.c[name] + bindparam(f"d_{name}", type_=Integer()) for name in COUNTERS}
+    pending = new["queued"] + new["running"]
+    status = case(
+        (
+            pending > 0,
+            case(
+                (new["succeeded"] + new["failed"] + new["running"] > 0, JobStatus.RUNNING.value),
+                else_=JobStatus.QUEUED.value,
+            ),
+        ),
+        (new["canceled"] > 0, JobStatus.CANCELED.value),
+        (new["failed"] == 0, JobStatus.SUCCEEDED.value),
+        (new["succeeded"] == 0, JobStatus.FAILED.value),
+        else_=JobStatus.COMPLETED_WITH_ERRORS.value,
+    )
+    claimed = bindparam("d_running", type_=Integer()) > 0
+    cancel = bindparam("cancel", type_=Boolean())
+    return (
+        update(JOBS)
+        .where(JOBS.c.id == target)
+        .values(
+            **new,
+            status=status,
+            finished_at=case((pending > 0, None), else_=func.coalesce(JOBS.c.finished_at, NOW)),
+            started_at=case(
+                (claimed, func.coalesce(JOBS.c.started_at, NOW)), else_=JOBS.c.started_at
+            ),
+            canceled_at=case(
+                (cancel, func.coalesce(JOBS.c.canceled_at, NOW)), else_=JOBS.c.canceled_at
+            ),
+            usage_characters=JOBS.c.usage_characters + bindparam("d_chars", type_=Integer()),
+            usage_audio_seconds=JOBS.c.usage_audio_seconds + bindparam("d_audio", type_=Float()),
+        )
+        .returning(
+            JOBS.c.status,
+            JOBS.c.tenant_id,
+            JOBS.c.kind,
+            JOBS.c.provider,
+            JOBS.c.model,
+            JOBS.c.voice,
+            JOBS.c.options,
+            JOBS.c.output_prefix,
+        )
+    )
+
+
+COUNTER_UPDATE = counter_update()
+
+
+def counter_params(now: datetime, *, cancel: bool = False, **moves: float) -> dict[str, Any]:
+    """The bind parameters of a counter update: `moves` names counters (`queued`, ...) and
+    usage (`chars`, `audio` seconds) by their deltas; whatever is not named moves by 0."""
+    params: dict[str, Any] = {f"d_{name}": moves.get(name, 0) for name in (*COUNTERS, "chars")}
+    params.update(now=now, cancel=cancel, d_audio=moves.get("audio", 0.0))
+    return params
+
+
+# --- claim: queued (and due) -> running -------------------------------------------------
+
+_due = or_(ITEMS.c.next_attempt_at.is_(None), ITEMS.c.next_attempt_at <= NOW)
+CLAIM = (
+    update(ITEMS)
+    .where(ITEMS.c.id == bindparam("item_id"), ITEMS.c.status == "queued", _due)
+    .values(
+        status="running",
+        attempts=ITEMS.c.attempts + 1,
+        claim_token=bindparam("token"),
+        lease_expires_at=bindparam("lease_until", type_=UTCDateTime()),
+        updated_at=NOW,
+    )
+    .returning(
+        ITEMS.c.job_id,
+        ITEMS.c.seq,
+        ITEMS.c.external_id,
+        ITEMS.c.text,
+        ITEMS.c.source,
+        ITEMS.c.voice.label("item_voice"),
+        ITEMS.c.attempts,
+    )
+)
+_CLAIMED = CLAIM.cte("moved")
+CLAIM_AT_ONCE = counter_update(_CLAIMED.c.job_id).returning(
+    *(_CLAIMED.c[name] for name in ("job_id", "seq", "external_id", "text", "source")),
+    _CLAIMED.c.item_voice,
+    _CLAIMED.c.attempts,
+)
+
+# --- leaving running: only the claim holder's token matches -----------------------------
+
+
+def _leave(target: str, *columns: str) -> Any:
+    values: dict[str, Any] = {name: bindparam(name, type_=ITEMS.c[name].type) for name in columns}
+    return (
+        update(ITEMS)
+        .where(
+            ITEMS.c.id == bindparam("item_id"),
+            ITEMS.c.status == "running",
+            ITEMS.c.claim_token == bindparam("token"),
+        )
+        .values(status=target, lease_expires_at=None, updated_at=NOW, **values)
+    )
+
+
+SUCCEED = _leave(
+    "succeeded",
+    "output_key",
+    "output_bytes",
+    "output_content_type",
+    "duration_s",
+    "characters",
+    "finished_at",
+).values(error_code=None, error_message=None, next_attempt_at=None)
+FAIL = _leave("failed", "error_code", "error_message", "finished_at").values(next_attempt_at=None)
+REQUEUE = _leave("queued", "error_code", "error_message", "next_attempt_at", "published_at")
+# A hand-back gives the claim's attempt back: the hold-up was ours, not the item's.
+HAND_BACK = _leave("queued", "next_attempt_at", "published_at").values(
+    error_code=None, error_message=None, attempts=ITEMS.c.attempts - 1
+)
+CANCEL_RUNNING = _leave("canceled", "finished_at")
+
+_SUCCEEDED = SUCCEED.returning(ITEMS.c.id, ITEMS.c.job_id).cte("moved")
+_LOGGED = (
+    func.jsonb_to_recordset(bindparam("attempt_log", type_=JSONB))
+    .table_valued(
+        column("started_at", UTCDateTime()),
+        column("latency_ms", Float()),
+        column("status_code", Integer()),
+        column("error_code", Text()),
+        column("provider_request_id", Text()),
+    )
+    .render_derived(name="logged", with_types=True)
+)
+SUCCEED_AT_ONCE = counter_update(_SUCCEEDED.c.job_id).add_cte(
+    insert(ATTEMPTS)
+    .from_select(
+        ["item_id", *_LOGGED.c.keys()],
+        select(_SUCCEEDED.c.id, *_LOGGED.c).select_from(_SUCCEEDED).join(_LOGGED, true()),
+    )
+    .cte("recorded")
+)
+RECORD_ATTEMPTS = insert(ATTEMPTS)
+
+# --- many items at once -----------------------------------------------------------------
+
+RENEW = (
+    update(ITEMS)
+    .where(ITEMS.c.claim_token.in_(bindparam("tokens", expanding=True)))
+    .where(ITEMS.c.status == "running")
+    .values(lease_expires_at=bindparam("until", type_=UTCDateTime()))
+)
+EXPIRED = (
+    select(ITEMS.c.id, ITEMS.c.job_id)
+    .where(ITEMS.c.status == "running", ITEMS.c.lease_expires_at < NOW)
+    .limit(bindparam("limit"))
+)
+EXPIRE = (
+    update(ITEMS)
+    .where(
+        ITEMS.c.id == bindparam("item_id"),
+        ITEMS.c.status == "running",
+        ITEMS.c.lease_expires_at < NOW,
+    )
+    .values(
+        status="queued",
+        claim_token=None,
+        lease_expires_at=None,
+        next_attempt_at=None,
+        published_at=None,
+        error_code=bindparam("error_code"),
+        error_message=bindparam("error_message"),
+        updated_at=NOW,
+    )
+)
+
+
+def job_items_moving(source: str, target: str, **values: Any) -> Any:
+    """UPDATE every item of job `b_job_id` in status `source` to `target` (plus `values`);
+    the parameter is not `job_id`, which names the column in an UPDATE of items."""
+    return (
+        update(ITEMS)
+        .where(ITEMS.c.job_id == bindparam("b_job_id"), ITEMS.c.status == source)
+        .values(status=target, updated_at=NOW, **values)
+    )
+
+
+FAIL_QUEUED = job_items_moving(
+    "queued",
+    "failed",
+    error_code=bindparam("error_code"),
+    error_message=bindparam("error_message"),
+    finished_at=NOW,
+)
+CANCEL_QUEUED = job_items_moving("queued", "canceled", finished_at=NOW)
+RETRY_FAILED = job_items_moving(
+    "failed", "queued", attempts=0, next_attempt_at=None, published_at=NOW, finished_at=None
+)
+FAILED_IDS = (
+    select(ITEMS.c.id)
+    .where(ITEMS.c.job_id == bindparam("job_id"), ITEMS.c.status == "failed")
+    .order_by(ITEMS.c.seq)
+)
+CANCELED_AT = select(JOBS.c.canceled_at).where(JOBS.c.id == bindparam("job_id"))

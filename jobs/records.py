@@ -1,0 +1,69 @@
+"""The typed records that cross the item ledger's boundary.
+
+A worker claims an item (`ClaimedItem`), calls a provider, writes the output, and hands the
+ledger what it produced (`ItemResult`) or why it did not (`ItemError`), plus one
+`AttemptRecord` per provider call. Nothing crosses as a loose dict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from jobs.error_codes import ErrorCode
+from jobs.status import JobKind
+
+
+@dataclass(frozen=True)
+class ClaimedItem:
+    """What a worker needs to run one item, read at claim time (item row + its job's row)."""
+
+    id: int
+    job_id: str
+    seq: int
+    external_id: str
+    text: str | None
+    source: str | None
+    attempts: int  # claims so far, this one included
+    token: str  # the claim token: only its holder may move the item on
+    tenant_id: str
+    kind: JobKind
+    provider: str
+    model: str
+    voice: str | None
+    options: dict[str, Any]
+    output_prefix: str
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """The stored output of a succeeded item."""
+
+    output_key: str
+    output_bytes: int
+    content_type: str
+    duration_s: float | None
+    characters: int
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """Why an item did not succeed this time: a registry code and a sentence for the user."""
+
+    code: ErrorCode
+    message: str
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One provider call for an item (several per claim when retried in-call)."""
+
+    started_at: datetime
+    latency_ms: float
+    status_code: int | None
+    error_code: str | None
+    provider_request_id: str | None
+
+    def row(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,111 @@
+"""How the CLI reaches speechbatch: over HTTP (`SPEECHBATCH_API_URL` set) or in-process.
+
+Both backends speak the API's JSON shapes, so the commands in `speechbatch/cli_jobs.py` do
+not care which one they hold. The local backend (`speechbatch/local.py`) runs the worker
+pipeline in threads on the embedded defaults (SQLite, a local directory, the `local` engine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from jobs.error_codes import ErrorCode
+from jobs.errors import ApiError
+from jobs.settings import Settings
+from speechbatch.local import LocalBackend
+
+
+class Backend(Protocol):
+    def submit(self, body: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]: ...
+    def upload(self, path: Path) -> str: ...
+    def get_job(self, job_id: str) -> dict[str, Any]: ...
+    def list_jobs(self, limit: int) -> list[dict[str, Any]]: ...
+    def items(self, job_id: str) -> Iterator[dict[str, Any]]: ...
+    def cancel(self, job_id: str) -> dict[str, Any]: ...
+    def retry(self, job_id: str) -> dict[str, Any]: ...
+    def fetch(self, url_or_key: str) -> Iterator[bytes]: ...
+    def close(self) -> None: ...
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        error = response.json()["error"]
+        # A code this CLI does not know (a newer server) still reports its message.
+        code = ErrorCode(error["code"])
+        raise ApiError(response.status_code, code, str(error["message"]))
+    except (ValueError, KeyError, TypeError):
+        raise ApiError(response.status_code, ErrorCode.HTTP_ERROR, response.text[:300]) from None
+
+
+class HttpBackend:
+    """Talks to a speechbatch API with a bearer key."""
+
+    def __init__(self, api_url: str, api_key: str | None) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=60.0)
+        self.plain = httpx.Client(timeout=60.0)  # presigned URLs must not carry our key
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        response = self.client.request(method, path, **kw)
+        _raise_for(response)
+        return response.json()
+
+    def submit(self, body: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        result: dict[str, Any] = self._json("POST", "/v1/jobs", json=body, headers=headers)
+        return result
+
+    def upload(self, path: Path) -> str:
+        with path.open("rb") as handle:
+            result = self._json("POST", "/v1/uploads", files={"file": (path.name, handle)})
+        return str(result["source"])
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/v1/jobs/{job_id}")
+        return result
+
+    def list_jobs(self, limit: int) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/jobs", params={"limit": limit})["jobs"])
+
+    def items(self, job_id: str) -> Iterator[dict[str, Any]]:
+        cursor = None
+        while True:
+            params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+            page = self._json("GET", f"/v1/jobs/{job_id}/items", params=params)
+            yield from page["items"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("POST", f"/v1/jobs/{job_id}/cancel")
+        return result
+
+    def retry(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("POST", f"/v1/jobs/{job_id}/retry")
+        return result
+
+    def fetch(self, url_or_key: str) -> Iterator[bytes]:
+        client = self.client if url_or_key.startswith("/") else self.plain
+        with client.stream("GET", url_or_key) as response:
+            if response.status_code >= 400:
+                response.read()
+                _raise_for(response)
+            yield from response.iter_bytes()
+
+    def close(self) -> None:
+        self.client.close()
+        self.plain.close()
+
+
+def open_backend(settings: Settings, *, concurrency: int = 4) -> Backend:
+    if settings.api_url:
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        return HttpBackend(settings.api_url, key)
+    return LocalBackend(settings, concurrency=concurrency)

@@ -1,0 +1,102 @@
+"""Local mode: the whole system in the CLI's process, on the embedded defaults.
+
+SQLite, a local directory and the offline `local` engine; items go through the same
+ledger, pipeline and sweeper as in a deployment, run by `workers.local.LocalRunner`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from jobs import repository as repo
+from jobs import service
+from jobs.errors import refused_upload
+from jobs.media import AudioRejected, check_audio
+from jobs.migrate import upgrade_to_head
+from jobs.netpolicy import parse_allowlist
+from jobs.schemas import JobCreate
+from jobs.settings import Settings
+from jobs.views import item_view, job_view
+from storage.publisher import InMemoryPublisher
+from workers.local import LocalRunner
+from workers.runtime import build_runtime
+
+LOCAL_TENANT = "local"
+
+
+class LocalBackend:
+    """Runs everything in this process on the embedded defaults; no server needed."""
+
+    def __init__(self, settings: Settings, *, concurrency: int = 4) -> None:
+        upgrade_to_head(settings.database_url)
+        self.settings = settings
+        publisher = InMemoryPublisher()
+        self.runtime = build_runtime(settings, publisher, threads=concurrency)
+        self.ledger, self.store = self.runtime.ledger, self.runtime.store
+        self.sessions = self.ledger.db.sessions
+        self.runner = LocalRunner(self.runtime, publisher, threads=concurrency)
+        self.runner.start()
+        self.tenant_id = service.ensure_tenant(self.sessions, LOCAL_TENANT).id
+
+    def _view(self, job_id: str) -> dict[str, Any]:
+        return job_view(service.get_job(self.sessions, self.tenant_id, job_id)).model_dump(
+            mode="json"
+        )
+
+    def submit(self, body: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
+        submitted = service.submit_job(
+            self.ledger,
+            self.tenant_id,
+            JobCreate.model_validate(body),
+            idempotency_key=idempotency_key,
+            max_items=self.settings.max_items_per_job,
+            allow=parse_allowlist(self.settings.allow_private_networks),
+        )
+        return self._view(submitted.job.id)
+
+    def upload(self, path: Path) -> str:
+        with path.open("rb") as handle:
+            try:
+                content_type = check_audio(handle.read(64), str(path))
+            except AudioRejected as rejected:
+                raise refused_upload(rejected) from None
+            handle.seek(0)
+            source, _ = service.store_upload(
+                self.store, self.tenant_id, path.name, handle, content_type
+            )
+        return source
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return self._view(job_id)
+
+    def list_jobs(self, limit: int) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            jobs = repo.list_jobs(
+                session, self.tenant_id, status=None, kind=None, limit=limit, before=None
+            )
+        return [job_view(j).model_dump(mode="json") for j in jobs]
+
+    def items(self, job_id: str) -> Iterator[dict[str, Any]]:
+        job = service.get_job(self.sessions, self.tenant_id, job_id)
+        with self.sessions() as session:
+            for item in repo.iter_items(session, job_id):
+                yield item_view(job, item, lambda key, _item: key).model_dump(mode="json")
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        service.cancel_job(self.ledger, self.store, self.tenant_id, job_id)
+        return self._view(job_id)
+
+    def retry(self, job_id: str) -> dict[str, Any]:
+        service.retry_job(self.ledger, self.tenant_id, job_id)
+        return self._view(job_id)
+
+    def fetch(self, url_or_key: str) -> Iterator[bytes]:
+        yield from self.store.iter_chunks(url_or_key)
+
+    def close(self) -> None:
+        self.runner.stop()
+        with contextlib.suppress(Exception):
+            self.runtime.close()

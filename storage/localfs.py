@@ -1,0 +1,118 @@
+"""`LocalObjectStore`: objects as files in a directory, for embedded (local) mode."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from storage.keys import UnsafeKey, validate_key, validate_prefix
+from storage.objects import MiB, ObjectNotFound, StorageUnavailable
+
+_TMP_MARK = ".sb-tmp-"
+
+
+class LocalObjectStore:
+    """Objects as files under `root`; every write is a temp file renamed into place."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / validate_key(key)).resolve()
+        # resolve() follows symlinks, so a link pointing outside root is caught here too.
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise UnsafeKey(f"Object key {key!r} resolves outside the store's root.")
+        return path
+
+    def _write(self, key: str, write: Callable[[BinaryIO], int]) -> int:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=_TMP_MARK, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as tmp:
+                os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide outputs from other users
+                written = write(tmp)
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            os.replace(tmp_name, path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return written
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
+        # content_type is not kept: local files are served with a type guessed from the name.
+        return self._write(key, lambda tmp: tmp.write(data))
+
+    def put_file(self, key: str, fileobj: BinaryIO, content_type: str) -> int:
+        def copy(tmp: BinaryIO) -> int:
+            total = 0
+            while chunk := fileobj.read(MiB):
+                total += tmp.write(chunk)
+            return total
+
+        return self._write(key, copy)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectNotFound(key) from exc
+
+    def iter_chunks(self, key: str, chunk_size: int = 65536) -> Iterator[bytes]:
+        try:
+            handle = self._path(key).open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectNotFound(key) from exc
+
+        def chunks() -> Iterator[bytes]:
+            with handle:
+                while chunk := handle.read(chunk_size):
+                    yield chunk
+
+        return chunks()
+
+    def size(self, key: str) -> int | None:
+        path = self._path(key)
+        return path.stat().st_size if path.is_file() else None
+
+    def delete(self, key: str) -> None:
+        # Empty folders are left behind on purpose: pruning them races with concurrent writers.
+        self._path(key).unlink(missing_ok=True)
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        validate_prefix(prefix.rstrip("/"))
+        folder = (self.root / prefix.rpartition("/")[0]).resolve()
+        if not folder.is_relative_to(self.root):  # a symlinked folder pointing elsewhere
+            raise UnsafeKey(f"Prefix {prefix!r} resolves outside the store's root.")
+        yield from (key for key in self._walk(folder) if key.startswith(prefix))
+
+    def _walk(self, folder: Path) -> Iterator[str]:
+        """Keys under `folder`, depth first in sorted order, one directory in memory at a time."""
+        try:
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False) and not entry.name.startswith(_TMP_MARK):
+                yield Path(entry.path).relative_to(self.root).as_posix()
+
+    def presigned_url(self, key: str, expires_s: int) -> str | None:
+        self._path(key)
+        return None
+
+    def check(self) -> None:
+        if not self.root.is_dir() or not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageUnavailable(f"Storage folder {self.root} is missing or not writable.")
+
+    def ensure_exists(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        """Nothing to release."""

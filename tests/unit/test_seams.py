@@ -1,0 +1,30 @@
+"""The in-memory seams and the worker's derived defaults behave like the real ones."""
+
+from __future__ import annotations
+
+from jobs.catalog import ProviderLimits, provider_limits
+from storage.publisher import InMemoryPublisher
+from workers.config import default_threads
+
+
+def test_in_memory_publisher_hands_out_ids_once_each_when_due() -> None:
+    """Immediate ids come out in order, a countdown id only once its time has come, and
+    `depth` counts what is due but not yet taken."""
+    now = [100.0]
+    publisher = InMemoryPublisher(clock=lambda: now[0])
+    publisher.publish([1, 2])
+    publisher.publish([3], countdown=5.0)
+    assert publisher.depth() == 2
+    assert [publisher.take(timeout_s=0), publisher.take(timeout_s=0)] == [1, 2]
+    assert publisher.take(timeout_s=0) is None  # 3 is not due yet
+    now[0] += 5.0
+    assert publisher.depth() == 1 and publisher.take(timeout_s=0) == 3
+    assert publisher.published == [(1, 0.0), (2, 0.0), (3, 5.0)]
+
+
+def test_default_worker_threads_cover_the_provider_cap_with_headroom() -> None:
+    """Without --concurrency a worker runs the largest hosted cap plus half again (at least 4
+    more), ignoring the local engines' per-host cap."""
+    assert default_threads(provider_limits()) == 24  # SLNG's catalog cap of 16
+    assert default_threads(provider_limits("slng=4")) == 8
+    assert default_threads({"slng": ProviderLimits(40), "local": ProviderLimits(100)}) == 60

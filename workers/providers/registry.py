@@ -1,0 +1,103 @@
+"""The one place provider adapters are made, and the registry a worker process keeps.
+
+A worker builds each adapter once, on first use, with the process's shared `httpx.Client`,
+the provider's base URL and key, and asks the registry for the credential's fingerprint
+(what the shared throttle and retry budget are keyed by: never the key itself).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Protocol
+
+import httpx
+
+from jobs.error_codes import ErrorCode
+from jobs.settings import Settings
+from workers.providers.base import SpeechProvider
+from workers.providers.errors import AuthenticationFailed, InvalidInput
+from workers.providers.local import LocalProvider
+from workers.providers.slng import SlngProvider
+from workers.throttle import credential_fingerprint
+
+KNOWN_PROVIDERS = ("slng", "local")
+
+
+def build_provider(
+    name: str,
+    *,
+    client: httpx.Client | None,
+    base_url: str | None,
+    api_key: str | None,
+) -> SpeechProvider:
+    """The adapter for `name`; hosted ones need the worker's shared client, base URL and key."""
+    if name == "local":
+        return LocalProvider()
+    if name == "slng":
+        if client is None or not base_url:
+            # A wiring bug in the caller, not something a user can fix in a job body.
+            raise ValueError("the slng provider needs an httpx.Client and a base_url")
+        if not api_key or not api_key.strip():
+            raise AuthenticationFailed(
+                "No SLNG API key is configured; set SLNG_API_KEY for the workers and retry.",
+                code=ErrorCode.MISSING_API_KEY,
+            )
+        return SlngProvider(client, base_url=base_url, api_key=api_key.strip())
+    raise InvalidInput(
+        f"Unknown provider {name!r}; use one of: {', '.join(KNOWN_PROVIDERS)}.",
+        code=ErrorCode.UNKNOWN_PROVIDER,
+    )
+
+
+class Providers(Protocol):
+    """The seam the pipeline sees: an adapter and a credential fingerprint per provider."""
+
+    def get(self, name: str) -> SpeechProvider: ...
+    def fingerprint(self, name: str) -> str: ...
+    def close(self) -> None: ...
+
+
+class ProviderRegistry:
+    """Adapters by name, built once each (thread-safe), sharing one pooled HTTP client."""
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        *,
+        base_urls: dict[str, str],
+        api_keys: dict[str, str | None],
+    ) -> None:
+        self.client = client
+        self._base_urls, self._api_keys = base_urls, api_keys
+        self._built: dict[str, SpeechProvider] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client: httpx.Client) -> ProviderRegistry:
+        names = ("slng", "smallest", "deepgram", "openai", "elevenlabs")
+        return cls(
+            client,
+            base_urls={name: settings.provider_base_url(name) for name in names},
+            api_keys={name: settings.provider_api_key(name) for name in names},
+        )
+
+    def get(self, name: str) -> SpeechProvider:
+        with self._lock:
+            if name not in self._built:
+                self._built[name] = build_provider(
+                    name,
+                    client=self.client,
+                    base_url=self._base_urls.get(name),
+                    api_key=self._api_keys.get(name),
+                )
+            return self._built[name]
+
+    def fingerprint(self, name: str) -> str:
+        """Whose limits a call counts against: the local engines are limited per host (they
+        use this machine's CPU), the hosted ones per credential, shared by every worker."""
+        key = socket.gethostname() if name == "local" else self._api_keys.get(name)
+        return credential_fingerprint(key)
+
+    def close(self) -> None:
+        self.client.close()
