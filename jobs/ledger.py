@@ -28,14 +28,14 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from jobs import ledger_sql as sql
 from jobs import repository as repo
 from jobs.clock import utc_now
 from jobs.error_codes import ErrorCode
+from jobs.outages import ride_out
 from jobs.records import AttemptRecord, ClaimedItem, ItemError, ItemResult
-from jobs.status import ItemStatus, JobKind, JobStatus, check_item_transition
+from jobs.status import ItemStatus, JobStatus, check_item_transition
 from storage.db import Database
 from storage.publisher import MAX_COUNTDOWN_S, Publisher
 
@@ -74,13 +74,14 @@ class ItemLedger:
         if self.db.autocommit is not None:
             params |= sql.counter_params(now, queued=-1, running=1)
             row = self._statement(lambda c: c.execute(sql.CLAIM_AT_ONCE, params).one_or_none())
-            return None if row is None else _claimed(item_id, token, row, row)
+            return None if row is None else ClaimedItem.from_rows(item_id, token, row, row)
 
         def move(c: Connection) -> ClaimedItem | None:
             row = c.execute(sql.CLAIM, params).one_or_none()
             if row is None:
                 return None
-            return _claimed(item_id, token, row, _shift(c, row.job_id, now, queued=-1, running=1))
+            job = sql.shift(c, row.job_id, now, queued=-1, running=1)
+            return ClaimedItem.from_rows(item_id, token, row, job)
 
         return self._transaction(move)
 
@@ -115,8 +116,8 @@ class ItemLedger:
         def move(c: Connection) -> JobStatus | None:
             if not c.execute(sql.SUCCEED, params).rowcount:
                 return None
-            _record(c, item.id, attempts)
-            job = _shift(c, item.job_id, now, **moves)
+            sql.record(c, item.id, attempts)
+            job = sql.shift(c, item.job_id, now, **moves)
             return JobStatus(job.status)
 
         return self._transaction(move)
@@ -139,15 +140,15 @@ class ItemLedger:
         def move(c: Connection) -> JobStatus | None:
             if not c.execute(sql.FAIL, params).rowcount:
                 return None
-            _record(c, item.id, attempts)
-            job = _shift(c, item.job_id, now, running=-1, failed=1)
+            sql.record(c, item.id, attempts)
+            job = sql.shift(c, item.job_id, now, running=-1, failed=1)
             if whole_job:
                 check_item_transition(Q, ItemStatus.FAILED)
                 message = f"Not attempted: another item of this job was refused ({error.message})"
                 rest = {"b_job_id": item.job_id, "now": now, "error_code": error.code}
                 moved = c.execute(sql.FAIL_QUEUED, rest | {"error_message": message}).rowcount
                 if moved:
-                    job = _shift(c, item.job_id, now, queued=-moved, failed=moved)
+                    job = sql.shift(c, item.job_id, now, queued=-moved, failed=moved)
             return JobStatus(job.status)
 
         return self._transaction(move)
@@ -198,12 +199,12 @@ class ItemLedger:
                 check_item_transition(R, ItemStatus.CANCELED)
                 if not c.execute(sql.CANCEL_RUNNING, params | {"finished_at": now}).rowcount:
                     return None
-                _shift(c, item.job_id, now, running=-1, canceled=1)
+                sql.shift(c, item.job_id, now, running=-1, canceled=1)
                 return ItemStatus.CANCELED
             if not c.execute(sql.HAND_BACK if error is None else sql.REQUEUE, params).rowcount:
                 return None
-            _record(c, item.id, attempts)
-            _shift(c, item.job_id, now, running=-1, queued=1)
+            sql.record(c, item.id, attempts)
+            sql.shift(c, item.job_id, now, running=-1, queued=1)
             return Q
 
         moved = self._transaction(move)
@@ -233,7 +234,7 @@ class ItemLedger:
                 params = {"item_id": item_id, "now": now, "error_code": LEASE_EXPIRED.code}
                 params["error_message"] = LEASE_EXPIRED.message
                 if c.execute(sql.EXPIRE, params).rowcount:
-                    _shift(c, job_id, now, running=-1, queued=1)
+                    sql.shift(c, job_id, now, running=-1, queued=1)
                     recovered.append(item_id)
             return recovered
 
@@ -247,7 +248,7 @@ class ItemLedger:
 
         def move(c: Connection) -> int:
             count = int(c.execute(sql.CANCEL_QUEUED, {"b_job_id": job_id, "now": now}).rowcount)
-            _shift(c, job_id, now, cancel=True, queued=-count, canceled=count)
+            sql.shift(c, job_id, now, cancel=True, queued=-count, canceled=count)
             return count
 
         return self._transaction(move)
@@ -261,7 +262,7 @@ class ItemLedger:
             ids = list(c.execute(sql.FAILED_IDS, {"job_id": job_id}).scalars())
             if ids:
                 c.execute(sql.RETRY_FAILED, {"b_job_id": job_id, "now": now})
-                _shift(c, job_id, now, failed=-len(ids), queued=len(ids))
+                sql.shift(c, job_id, now, failed=-len(ids), queued=len(ids))
             return ids
 
         ids = self._transaction(move)
@@ -275,8 +276,8 @@ class ItemLedger:
         raised: the ids not yet sent are marked unpublished for the sweeper's next pass."""
         start = 0
         try:
-            for start in range(0, len(ids), PUBLISH_BATCH):
-                self.publisher.publish(ids[start : start + PUBLISH_BATCH], countdown)
+            for start in range(0, len(ids), sql.PUBLISH_BATCH):
+                self.publisher.publish(ids[start : start + sql.PUBLISH_BATCH], countdown)
         except Exception:  # the broker may be down; the rows are safe and will be swept
             log.warning("publishing %d item ids failed; the sweeper will", len(ids) - start)
             self._transaction(lambda c: repo.mark_published(c, ids[start:], at=None))
@@ -295,7 +296,7 @@ class ItemLedger:
             with self.db.engine.begin() as connection:
                 return work(connection)
 
-        return self._riding_out_outages(attempt)
+        return ride_out(attempt, outage_s=self.outage_s, sleep=self._sleep)
 
     def _statement(self, work: Callable[[Connection], T]) -> T:
         engine = self.db.autocommit
@@ -305,50 +306,4 @@ class ItemLedger:
             with engine.connect() as connection:
                 return work(connection)
 
-        return self._riding_out_outages(attempt)
-
-    def _riding_out_outages(self, attempt: Callable[[], T]) -> T:
-        delay, deadline = 0.2, time.monotonic() + self.outage_s
-        while True:
-            try:
-                return attempt()
-            except (OperationalError, InterfaceError):
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("database unavailable; retrying in %.1f s", delay)
-                self._sleep(delay)
-                delay = min(delay * 2, 2.0)
-
-
-PUBLISH_BATCH = 1000
-
-
-def _shift(c: Connection, job_id: str, now: datetime, **moves: Any) -> Any:
-    """Move the job's counters (and usage) by `moves`; returns the job's new row."""
-    params = sql.counter_params(now, **moves)
-    return c.execute(sql.COUNTER_UPDATE, params | {"job_id": job_id}).one()
-
-
-def _record(c: Connection, item_id: int, attempts: Sequence[AttemptRecord]) -> None:
-    if attempts:
-        c.execute(sql.RECORD_ATTEMPTS, [a.row() | {"item_id": item_id} for a in attempts])
-
-
-def _claimed(item_id: int, token: str, item: Any, job: Any) -> ClaimedItem:
-    return ClaimedItem(
-        id=item_id,
-        job_id=item.job_id,
-        seq=item.seq,
-        external_id=item.external_id,
-        text=item.text,
-        source=item.source,
-        attempts=item.attempts,
-        token=token,
-        tenant_id=job.tenant_id,
-        kind=JobKind(job.kind),
-        provider=job.provider,
-        model=job.model,
-        voice=item.item_voice or job.voice,
-        options=dict(job.options),
-        output_prefix=job.output_prefix,
-    )
+        return ride_out(attempt, outage_s=self.outage_s, sleep=self._sleep)

@@ -16,11 +16,13 @@ an UPDATE in a CTE, and has one writer anyway, so it runs the same moves as a tr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
     Boolean,
+    Connection,
     Float,
     Integer,
     Table,
@@ -38,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from jobs.models import Attempt, Item, Job, UTCDateTime
+from jobs.records import AttemptRecord
 from jobs.status import JobStatus
 
 JOBS, ITEMS, ATTEMPTS = (cast(Table, m.__table__) for m in (Job, Item, Attempt))
@@ -256,3 +259,17 @@ FAILED_IDS = (
     .order_by(ITEMS.c.seq)
 )
 CANCELED_AT = select(JOBS.c.canceled_at).where(JOBS.c.id == bindparam("job_id"))
+
+
+PUBLISH_BATCH = 1000  # ids per publish call
+
+
+def shift(c: Connection, job_id: str, now: datetime, **moves: Any) -> Any:
+    """Move the job's counters (and usage) by `moves`; returns the job's new row."""
+    return c.execute(COUNTER_UPDATE, counter_params(now, **moves) | {"job_id": job_id}).one()
+
+
+def record(c: Connection, item_id: int, attempts: Sequence[AttemptRecord]) -> None:
+    """Insert an item's attempts (nothing when there are none)."""
+    if attempts:
+        c.execute(RECORD_ATTEMPTS, [a.row() | {"item_id": item_id} for a in attempts])

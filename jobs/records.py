@@ -35,6 +35,27 @@ class ClaimedItem:
     options: dict[str, Any]
     output_prefix: str
 
+    @classmethod
+    def from_rows(cls, item_id: int, token: str, item: Any, job: Any) -> ClaimedItem:
+        """From the claimed item row and its job's row (one row on PostgreSQL)."""
+        return cls(
+            id=item_id,
+            job_id=item.job_id,
+            seq=item.seq,
+            external_id=item.external_id,
+            text=item.text,
+            source=item.source,
+            attempts=item.attempts,
+            token=token,
+            tenant_id=job.tenant_id,
+            kind=JobKind(job.kind),
+            provider=job.provider,
+            model=job.model,
+            voice=item.item_voice or job.voice,
+            options=dict(job.options),
+            output_prefix=job.output_prefix,
+        )
+
 
 @dataclass(frozen=True)
 class ItemResult:

@@ -20,12 +20,19 @@ from jobs.error_codes import ErrorCode
 from jobs.media import sniff_audio
 from workers.audio import pcm16_to_wav
 from workers.providers import http
-from workers.providers.base import AudioInput, Segment, Synthesis, Transcript, Word
+from workers.providers.base import AudioInput, Synthesis, Transcript
 from workers.providers.errors import (
     InvalidInput,
     ProviderError,
     ProviderUnavailable,
     UnsupportedAudio,
+)
+from workers.providers.transcripts import (
+    as_str,
+    clip,
+    json_object,
+    parse_deepgram,
+    parse_whisper,
 )
 
 TTS_SAMPLE_RATES = (8000, 16000, 24000, 32000, 48000)
@@ -80,13 +87,13 @@ class SlngProvider:
                 status_code=response.status_code,
                 request_id=request_id,
             )
-        payload = _json_object(audio)
+        payload = json_object(audio)
         if payload is not None:
             raise InvalidInput(
                 f"SLNG answered with an error instead of audio: {self._reason(payload)}. "
                 "Check the voice and options for this model.",
                 status_code=response.status_code,
-                request_id=request_id or _str(payload.get("slng_request_id")),
+                request_id=request_id or as_str(payload.get("slng_request_id")),
             )
         content_type = sniff_audio(audio[:16])
         if (
@@ -132,11 +139,11 @@ class SlngProvider:
             body = None
         parsed = None
         if isinstance(body, dict):
-            parsed = _parse_deepgram(body, model, options) or _parse_whisper(body, model, options)
+            parsed = parse_deepgram(body, model, options) or parse_whisper(body, model, options)
         if parsed is None:
             raise ProviderUnavailable(
                 "SLNG answered with a transcript in a shape speechbatch does not know "
-                f"({self._redact(_clip(response.text))!r}); "
+                f"({self._redact(clip(response.text))!r}); "
                 "retrying later may help, else report it.",
                 code=ErrorCode.UNEXPECTED_RESPONSE,
                 status_code=response.status_code,
@@ -166,7 +173,7 @@ class SlngProvider:
         reason = self._reason(body) if isinstance(body, dict) else self._redact(response.text)
         request_id = response.headers.get("x-slng-request-id")
         if request_id is None and isinstance(body, dict):
-            request_id = _str(body.get("slng_request_id"))
+            request_id = as_str(body.get("slng_request_id"))
         return http.error_from_response(
             response,
             vendor_message=reason,
@@ -213,135 +220,3 @@ def tts_sample_rate(options: Mapping[str, Any]) -> int:
             f"sample_rate must be a whole number of Hz, got {raw!r}.", code=ErrorCode.INVALID_OPTION
         ) from None
     return next((r for r in TTS_SAMPLE_RATES if r >= wanted), TTS_SAMPLE_RATES[-1])
-
-
-def _parse_deepgram(
-    body: Mapping[str, Any], model: str, options: Mapping[str, Any]
-) -> Transcript | None:
-    results = body.get("results")
-    channels = results.get("channels") if isinstance(results, Mapping) else None
-    if not isinstance(channels, list) or not channels or not isinstance(channels[0], Mapping):
-        return None
-    channel = channels[0]
-    alternatives = channel.get("alternatives")
-    if not isinstance(alternatives, list):
-        return None
-    best = alternatives[0] if alternatives and isinstance(alternatives[0], Mapping) else {}
-    words = [w for w in (_deepgram_word(raw) for raw in best.get("words") or []) if w]
-    utterances = results.get("utterances") if isinstance(results, Mapping) else None
-    segments = [
-        Segment(start=s, end=e, text=str(u.get("transcript", "")).strip(), speaker=_speaker(u))
-        for u in (utterances or [])
-        if isinstance(u, Mapping)
-        and (s := _float(u.get("start"))) is not None
-        and (e := _float(u.get("end"))) is not None
-    ] or http.segments_from_words(words)
-    metadata = body.get("metadata")
-    if not isinstance(metadata, Mapping):
-        metadata = {}
-    duration = _float(metadata.get("duration"))
-    language = _str(channel.get("detected_language")) or _language(options, model)
-    return Transcript(
-        text=str(best.get("transcript") or "").strip(),
-        language=language,
-        duration_s=duration if duration is not None else (words[-1].end if words else None),
-        provider="slng",
-        model=model,
-        words=words,
-        segments=segments,
-        request_id=_str(metadata.get("request_id")),
-    )
-
-
-def _parse_whisper(
-    body: Mapping[str, Any], model: str, options: Mapping[str, Any]
-) -> Transcript | None:
-    # {"transcript": ...} is a third shape seen in one SLNG example (providers.md §1.5).
-    text = body.get("text", body.get("transcript"))
-    if not isinstance(text, str):
-        return None
-    words = [
-        Word(text=str(w.get("word", "")).strip(), start=s, end=e)
-        for w in body.get("words") or []
-        if isinstance(w, Mapping)
-        and (s := _float(w.get("start"))) is not None
-        and (e := _float(w.get("end"))) is not None
-    ]
-    segments = [
-        Segment(start=s, end=e, text=str(seg.get("text", "")).strip())
-        for seg in body.get("segments") or []
-        if isinstance(seg, Mapping)
-        and (s := _float(seg.get("start"))) is not None
-        and (e := _float(seg.get("end"))) is not None
-    ] or http.segments_from_words(words)
-    duration = _float(body.get("duration"))
-    if duration is None:
-        ends = [s.end for s in segments] + [w.end for w in words]
-        duration = max(ends) if ends else None
-    return Transcript(
-        text=text.strip(),
-        language=_str(body.get("language")) or _language(options, model),
-        duration_s=duration,
-        provider="slng",
-        model=model,
-        words=words,
-        segments=segments,
-        request_id=_str(body.get("slng_request_id")),
-    )
-
-
-def _deepgram_word(raw: object) -> Word | None:
-    if not isinstance(raw, Mapping):
-        return None
-    start, end = _float(raw.get("start")), _float(raw.get("end"))
-    text = raw.get("punctuated_word") or raw.get("word")
-    if start is None or end is None or not isinstance(text, str):
-        return None
-    return Word(
-        text=text,
-        start=start,
-        end=end,
-        confidence=_float(raw.get("confidence")),
-        speaker=_speaker(raw),
-    )
-
-
-def _language(options: Mapping[str, Any], model: str) -> str | None:
-    """The language asked for, else the one a model variant implies (`nova:3-es` → es)."""
-    if options.get("language"):
-        return str(options["language"])
-    prefix = "slng/deepgram/nova:3-"
-    variant = model.removeprefix(prefix) if model.startswith(prefix) else None
-    return variant if variant and variant != "multi" else None
-
-
-def _speaker(raw: Mapping[str, Any]) -> str | None:
-    value = raw.get("speaker")
-    return None if value is None else str(value)
-
-
-def _float(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _json_object(data: bytes) -> dict[str, Any] | None:
-    if data.lstrip()[:1] != b"{":
-        return None
-    try:
-        parsed = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return None  # raw PCM can start with 0x7B too
-    return parsed if isinstance(parsed, dict) else None
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
