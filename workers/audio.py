@@ -135,6 +135,9 @@ def convert(data: bytes, *, fmt: str, sample_rate: int | None = None) -> Encoded
         raise ValueError(f"unknown audio format {fmt!r}; expected one of {SUPPORTED_FORMATS}")
     if sample_rate is not None and sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    as_is = _pcm16_wav_as_is(data, sample_rate) if fmt == "wav" else None
+    if as_is is not None:
+        return as_is
     frames, rate = decode(data)
     target = sample_rate or rate
     if encoding.rates is not None:
@@ -150,6 +153,28 @@ def convert(data: bytes, *, fmt: str, sample_rate: int | None = None) -> Encoded
         ext=encoding.ext,
         duration_s=frames.shape[0] / target,
     )
+
+
+def _pcm16_wav_as_is(data: bytes, sample_rate: int | None) -> EncodedAudio | None:
+    """`data` itself when it already is what `convert(fmt="wav")` would write: a complete
+    16-bit PCM WAV at the wanted rate. Most TTS answers are; decoding and re-encoding them
+    cost a worker more CPU than its database writes. Anything else (another codec or rate,
+    a header that promises more samples than the body holds) returns None and is decoded.
+    """
+    try:
+        with wave.open(io.BytesIO(data), "rb") as wav:
+            rate, width, channels, frames = (
+                wav.getframerate(),
+                wav.getsampwidth(),
+                wav.getnchannels(),
+                wav.getnframes(),
+            )
+            complete = len(wav.readframes(frames)) == frames * width * channels
+    except (wave.Error, EOFError, ValueError):
+        return None
+    if width != 2 or frames <= 0 or rate <= 0 or not complete or sample_rate not in (None, rate):
+        return None
+    return EncodedAudio(data=data, content_type="audio/wav", ext="wav", duration_s=frames / rate)
 
 
 def pcm16_to_wav(pcm: bytes, sample_rate: int, channels: int = 1) -> bytes:

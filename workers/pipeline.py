@@ -120,30 +120,26 @@ def _stored(rt: Runtime, operation: Callable[[], T]) -> T:
             delay = min(delay * 2, 4.0)
 
 
-def _throttled(rt: Runtime, item: ClaimedItem, call: Callable[[], T]) -> Callable[[], T]:
-    """`call` under the provider's shared limits: one permit per HTTP attempt, released
-    (with how it went, for the adaptive limit) before any backoff sleep."""
-    fingerprint = rt.providers.fingerprint(item.provider)
-    wait_s = rt.config.throttle_wait_s
-
-    def limited() -> T:
-        with rt.throttle.permit(item.provider, fingerprint, max_wait_s=wait_s):
-            return call()
-
-    return limited
-
-
 def _with_retries(
     rt: Runtime, item: ClaimedItem, attempts: list[AttemptRecord], call: Callable[[], T]
 ) -> T:
+    """`call` with in-call retries, each HTTP attempt under one permit of the provider's
+    shared limits, released (with how it went, for the adaptive limit) before any backoff."""
+    credential = (item.provider, rt.providers.fingerprint(item.provider))
+    wait_s = rt.config.throttle_wait_s
+
+    def limited() -> T:
+        with rt.throttle.permit(*credential, max_wait_s=wait_s):
+            return call()
+
     return call_with_retries(
-        _throttled(rt, item, call),
+        limited,
         policy=rt.config.retry,
         rng=rt.rng,
         attempts_log=attempts,
         deadline_s=rt.config.in_call_deadline_s,
         budget=rt.budget,
-        credential=(item.provider, rt.providers.fingerprint(item.provider)),
+        credential=credential,
         sleep=rt.sleep,
     )
 

@@ -325,3 +325,41 @@ def test_outcomes_and_limit_configuration() -> None:
     for bad in ("slng", "slng=0", "slng=4/0", "slng=4/x", "SLNG=4"):
         with pytest.raises(ValueError, match="bad provider limit"):
             parse_limit_overrides(bad)
+
+
+def test_permit_waits_in_process_instead_of_polling_redis(
+    client: redis.Redis[Any], provider: str
+) -> None:
+    """8 threads sharing a limit of 2 through `permit` never exceed 2 at once, and each
+    permit costs one Redis admission check: the surplus threads wait on the local gate."""
+    throttle = ProviderThrottle(client, {provider: ProviderLimits(2)}, lease_s=10)
+    checks = [0]
+    real_acquire = throttle._scripts.acquire
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        checks[0] += 1
+        return real_acquire(*args, **kwargs)
+
+    throttle._scripts.acquire = counted  # type: ignore[method-assign]
+    lock = threading.Lock()
+    held = peak = 0
+
+    def worker() -> None:
+        nonlocal held, peak
+        for _ in range(5):
+            with throttle.permit(provider, FP, max_wait_s=5):
+                with lock:
+                    held += 1
+                    peak = max(peak, held)
+                time.sleep(0.01)
+                with lock:
+                    held -= 1
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak == 2
+    assert checks[0] == 40
+    assert throttle.in_use(provider, FP) == 0

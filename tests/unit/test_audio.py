@@ -130,3 +130,16 @@ def test_to_mono16k_int16_downmixes_and_resamples() -> None:
     assert samples.ndim == 1
     assert len(samples) == pytest.approx(32000, abs=2)
     assert int(np.abs(samples).max()) > 0.25 * 32767
+
+
+def test_a_pcm16_wav_at_the_wanted_rate_is_kept_byte_for_byte() -> None:
+    """convert(wav) returns a complete 16-bit WAV unchanged (no decode/encode), but still
+    re-encodes one at another rate and decodes one whose header promises missing samples."""
+    original = pcm16_to_wav(b"\x01\x00" * 16000, 16000)
+    kept = convert(original, fmt="wav")
+    assert kept.data == original and kept.duration_s == 1.0
+    assert convert(original, fmt="wav", sample_rate=16000).data == original
+    resampled = convert(original, fmt="wav", sample_rate=24000)
+    assert resampled.data != original and resampled.duration_s == pytest.approx(1.0)
+    truncated = original[:-2000]  # the header still says 16000 frames
+    assert convert(truncated, fmt="wav").data != truncated

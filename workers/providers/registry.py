@@ -71,6 +71,7 @@ class ProviderRegistry:
         self.client = client
         self._base_urls, self._api_keys = base_urls, api_keys
         self._built: dict[str, SpeechProvider] = {}
+        self._fingerprints: dict[str, str] = {}  # hashed once per provider, not per call
         self._lock = threading.Lock()
 
     @classmethod
@@ -96,8 +97,11 @@ class ProviderRegistry:
     def fingerprint(self, name: str) -> str:
         """Whose limits a call counts against: the local engines are limited per host (they
         use this machine's CPU), the hosted ones per credential, shared by every worker."""
-        key = socket.gethostname() if name == "local" else self._api_keys.get(name)
-        return credential_fingerprint(key)
+        found = self._fingerprints.get(name)
+        if found is None:
+            key = socket.gethostname() if name == "local" else self._api_keys.get(name)
+            found = self._fingerprints[name] = credential_fingerprint(key)
+        return found
 
     def close(self) -> None:
         self.client.close()
