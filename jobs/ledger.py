@@ -24,6 +24,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -32,7 +33,6 @@ from sqlalchemy import Connection
 from jobs import ledger_sql as sql
 from jobs import repository as repo
 from jobs.clock import utc_now
-from jobs.error_codes import ErrorCode
 from jobs.outages import ride_out
 from jobs.records import AttemptRecord, ClaimedItem, ItemError, ItemResult
 from jobs.status import ItemStatus, JobStatus, check_item_transition
@@ -42,9 +42,6 @@ from storage.publisher import MAX_COUNTDOWN_S, Publisher
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 Q, R = ItemStatus.QUEUED, ItemStatus.RUNNING
-LEASE_EXPIRED = ItemError(
-    ErrorCode.LEASE_EXPIRED, "The worker running this item stopped answering; it was re-queued."
-)
 
 
 class ItemLedger:
@@ -60,7 +57,8 @@ class ItemLedger:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.db, self.publisher = db, publisher
-        self.outage_s, self._sleep, self.clock = outage_s, sleep, clock
+        self.clock = clock
+        self._patience: dict[str, Any] = {"outage_s": outage_s, "sleep": sleep}
 
     # --- a worker's moves -----------------------------------------------------------------
 
@@ -92,17 +90,7 @@ class ItemLedger:
         counters; returns the job's new status, or None if the claim was lost meanwhile."""
         check_item_transition(R, ItemStatus.SUCCEEDED)
         now = self.clock()
-        params: dict[str, Any] = {
-            "item_id": item.id,
-            "token": item.token,
-            "now": now,
-            "output_key": result.output_key,
-            "output_bytes": result.output_bytes,
-            "output_content_type": result.content_type,
-            "duration_s": result.duration_s,
-            "characters": result.characters,
-            "finished_at": now,
-        }
+        params = _held(item, now) | result.columns() | {"finished_at": now}
         moves: dict[str, Any] = {"running": -1, "succeeded": 1, "chars": result.characters}
         moves["audio"] = result.duration_s or 0.0
         if self.db.autocommit is not None:
@@ -134,7 +122,7 @@ class ItemLedger:
         credential was refused: further calls are futile). The job's new status, or None."""
         check_item_transition(R, ItemStatus.FAILED)
         now = self.clock()
-        params = {"item_id": item.id, "token": item.token, "now": now, "finished_at": now}
+        params = _held(item, now) | {"finished_at": now}
         params |= {"error_code": error.code, "error_message": error.message}
 
         def move(c: Connection) -> JobStatus | None:
@@ -187,7 +175,7 @@ class ItemLedger:
         check_item_transition(R, Q)
         now = self.clock()
         due = now + timedelta(seconds=delay_s)
-        params: dict[str, Any] = {"item_id": item.id, "token": item.token, "now": now}
+        params = _held(item, now)
         # A countdown message is "published" for when it becomes due; otherwise the sweeper
         # publishes the item once it is due.
         params |= {"next_attempt_at": due, "published_at": due if countdown else None}
@@ -231,9 +219,7 @@ class ItemLedger:
         def move(c: Connection) -> list[int]:
             recovered = []
             for item_id, job_id in c.execute(sql.EXPIRED, {"now": now, "limit": limit}).all():
-                params = {"item_id": item_id, "now": now, "error_code": LEASE_EXPIRED.code}
-                params["error_message"] = LEASE_EXPIRED.message
-                if c.execute(sql.EXPIRE, params).rowcount:
+                if c.execute(sql.EXPIRE, {"item_id": item_id, "now": now}).rowcount:
                     sql.shift(c, job_id, now, running=-1, queued=1)
                     recovered.append(item_id)
             return recovered
@@ -292,18 +278,19 @@ class ItemLedger:
     # --- riding out a lost connection -----------------------------------------------------
 
     def _transaction(self, work: Callable[[Connection], T]) -> T:
-        def attempt() -> T:
-            with self.db.engine.begin() as connection:
-                return work(connection)
-
-        return ride_out(attempt, outage_s=self.outage_s, sleep=self._sleep)
+        return ride_out(lambda: _run(self.db.engine.begin(), work), **self._patience)
 
     def _statement(self, work: Callable[[Connection], T]) -> T:
         engine = self.db.autocommit
         assert engine is not None  # callers check first: PostgreSQL only
+        return ride_out(lambda: _run(engine.connect(), work), **self._patience)
 
-        def attempt() -> T:
-            with engine.connect() as connection:
-                return work(connection)
 
-        return ride_out(attempt, outage_s=self.outage_s, sleep=self._sleep)
+def _held(item: ClaimedItem, now: datetime) -> dict[str, Any]:
+    """The compare-and-set parameters of a move out of running: only this claim matches."""
+    return {"item_id": item.id, "token": item.token, "now": now}
+
+
+def _run(connection: AbstractContextManager[Connection], work: Callable[[Connection], T]) -> T:
+    with connection as c:
+        return work(c)

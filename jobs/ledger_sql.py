@@ -39,6 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from jobs.error_codes import ErrorCode
 from jobs.models import Attempt, Item, Job, UTCDateTime
 from jobs.records import AttemptRecord
 from jobs.status import JobStatus
@@ -225,8 +226,8 @@ EXPIRE = (
         lease_expires_at=None,
         next_attempt_at=None,
         published_at=None,
-        error_code=bindparam("error_code"),
-        error_message=bindparam("error_message"),
+        error_code=ErrorCode.LEASE_EXPIRED.value,
+        error_message="The worker running this item stopped answering; it was re-queued.",
         updated_at=NOW,
     )
 )

@@ -67,6 +67,16 @@ class ItemResult:
     duration_s: float | None
     characters: int
 
+    def columns(self) -> dict[str, Any]:
+        """The item row's columns this result fills."""
+        return {
+            "output_key": self.output_key,
+            "output_bytes": self.output_bytes,
+            "output_content_type": self.content_type,
+            "duration_s": self.duration_s,
+            "characters": self.characters,
+        }
+
 
 @dataclass(frozen=True)
 class ItemError:

@@ -19,10 +19,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urljoin
 
@@ -38,6 +36,7 @@ from jobs.netpolicy import (
     check_addresses,
     check_url,
 )
+from workers.deadline import Deadline
 from workers.providers.base import AudioInput
 from workers.providers.errors import (
     InvalidInput,
@@ -53,61 +52,6 @@ USER_AGENT = "speechbatch-source-fetch/0.1"
 # A slow server is as likely to be overloaded as broken: these are worth a later attempt.
 _TRANSIENT_4XX = {408, 429}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class _Deadline:
-    """One wall-clock budget for a whole fetch (all hops, headers and body).
-
-    httpx timeouts are per read, so a server that trickles a byte now and then never trips
-    them; at expiry a timer shuts down the sockets the fetch opened (found through httpcore's
-    `trace` extension), which makes a blocked read return at once.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self._end = time.monotonic() + seconds
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._fired = False
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    @property
-    def expired(self) -> bool:
-        return self._fired or time.monotonic() >= self._end
-
-    def remaining(self) -> float:
-        return max(0.0, self._end - time.monotonic())
-
-    def trace(self, event: str, info: Mapping[str, Any]) -> None:
-        """httpcore trace hook: remember every socket as soon as it is connected."""
-        if not event.endswith((".connect_tcp.complete", ".start_tls.complete")):
-            return
-        stream = info.get("return_value")
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        if isinstance(sock, socket.socket):
-            with self._lock:
-                self._sockets.append(sock)
-                fired = self._fired
-            if fired:
-                _shutdown(sock)
-
-    def _expire(self) -> None:
-        with self._lock:
-            self._fired = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _shutdown(sock)
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-
-def _shutdown(sock: socket.socket) -> None:
-    # The plain-socket method: SSLSocket.shutdown would also drop its SSL object under the
-    # reading thread's feet. After TLS wraps a socket the original is detached (OSError).
-    with suppress(OSError):
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _timeout(source: ParsedSource, timeout_s: float) -> ProviderTimeout:
@@ -171,7 +115,7 @@ def _resolve(source: ParsedSource, allow: Allowlist, resolver: Resolver) -> IPAd
     return next(iter(found))
 
 
-def _request(source: ParsedSource, ip: IPAddress, deadline: _Deadline) -> httpx.Request:
+def _request(source: ParsedSource, ip: IPAddress, deadline: Deadline) -> httpx.Request:
     """A GET to `ip` that presents itself (Host, SNI) as `source.host`."""
     literal = f"[{ip}]" if ip.version == 6 else str(ip)
     extensions: dict[str, Any] = {"trace": deadline.trace}
@@ -193,9 +137,7 @@ def _request(source: ParsedSource, ip: IPAddress, deadline: _Deadline) -> httpx.
 
 
 @contextmanager
-def _transport_errors(
-    source: ParsedSource, deadline: _Deadline, timeout_s: float
-) -> Iterator[None]:
+def _transport_errors(source: ParsedSource, deadline: Deadline, timeout_s: float) -> Iterator[None]:
     """httpx failures as our tree; after the deadline every failure is the timeout's doing."""
     try:
         yield
@@ -210,7 +152,7 @@ def _transport_errors(
 
 
 def _read_body(
-    response: httpx.Response, source: ParsedSource, max_bytes: int, deadline: _Deadline
+    response: httpx.Response, source: ParsedSource, max_bytes: int, deadline: Deadline
 ) -> bytes:
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
@@ -246,7 +188,7 @@ def _download(
     max_bytes: int,
     timeout_s: float,
     resolver: Resolver,
-    deadline: _Deadline,
+    deadline: Deadline,
 ) -> tuple[ParsedSource, bytes]:
     for _hop in range(MAX_REDIRECTS + 1):
         source = _checked(url, allow)
@@ -288,7 +230,7 @@ def fetch_source(
 ) -> AudioInput:
     """Download an http(s) STT source safely; raise the provider error tree on failure."""
     origin = _checked(url, allow)
-    deadline = _Deadline(timeout_s)
+    deadline = Deadline(timeout_s)
     # trust_env=False: no proxy from the environment (it would resolve the name itself) and
     # no ~/.netrc credentials sent to whatever host a user names.
     client = httpx.Client(transport=transport, follow_redirects=False, trust_env=False)

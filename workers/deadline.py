@@ -1,0 +1,69 @@
+"""A wall-clock deadline for an HTTP exchange that per-read timeouts cannot give.
+
+Pass `deadline.trace` as httpcore's `trace` extension on every request of the exchange;
+when the time is up the sockets it opened are shut down, so a blocked read returns at once.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from contextlib import suppress
+from typing import Any
+
+
+class Deadline:
+    """One wall-clock budget for a whole exchange (all hops, headers and body).
+
+    httpx timeouts are per read, so a server that trickles a byte now and then never trips
+    them; at expiry a timer shuts down the sockets the fetch opened (found through httpcore's
+    `trace` extension), which makes a blocked read return at once.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._end = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._fired = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    @property
+    def expired(self) -> bool:
+        return self._fired or time.monotonic() >= self._end
+
+    def remaining(self) -> float:
+        return max(0.0, self._end - time.monotonic())
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        """httpcore trace hook: remember every socket as soon as it is connected."""
+        if not event.endswith((".connect_tcp.complete", ".start_tls.complete")):
+            return
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            with self._lock:
+                self._sockets.append(sock)
+                fired = self._fired
+            if fired:
+                _shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self._fired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # The plain-socket method: SSLSocket.shutdown would also drop its SSL object under the
+    # reading thread's feet. After TLS wraps a socket the original is detached (OSError).
+    with suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
