@@ -31,6 +31,7 @@ from tests.chaos.blackhole import BlackHoleProxy
 from tests.chaos.checks import JobReport, assert_job_invariants
 from tests.chaos.conftest import LEASE_S, SWEEP_INTERVAL_S, ChaosStack
 from tests.e2e.stack import Proc
+from workers.retry import RetryPolicy
 
 pytestmark = [pytest.mark.chaos]
 
@@ -199,9 +200,20 @@ def test_provider_20_percent_5xx_and_10_percent_timeouts(chaos_stack: ChaosStack
         assert item["error"]["code"] in {"provider_unavailable", "provider_timeout"}, item
         assert item["error"]["message"].startswith(f"Gave up after {ITEM_ATTEMPTS} attempts"), item
     assert report.http_errors >= 1
-    # 3 s client timeouts cost slots; re-queued items wait up to 5 + 10 s of backoff.
-    bound = 3 * PROCESSING_S + 15.0
-    assert_within(report, bound, "degraded processing + item backoff")
+    # Timeouts cost slots (3x the fault-free time); on top, the most re-queued item may have
+    # waited its whole backoff schedule. About 1 % of items need 3 re-queues here, so with
+    # 250 items that is usually 5 + 10 + 20 s, not the 5 + 10 s a fixed bound could assume.
+    most_claims = max(item["attempts"] for item in stack.items(job_id))
+    bound = 3 * PROCESSING_S + item_backoff_ceiling(most_claims - 1)
+    assert_within(report, bound, f"degraded processing + backoff of {most_claims} claims")
+
+
+def item_backoff_ceiling(requeues: int) -> float:
+    """The longest an item re-queued `requeues` times can have waited, by the default policy."""
+    policy = RetryPolicy()
+    return sum(
+        min(policy.item_cap_s, policy.item_base_s * 2.0 ** (n - 1)) for n in range(1, requeues + 1)
+    )
 
 
 STORM_S = 10.0
