@@ -5,7 +5,7 @@
 3. A table compares each line with its transcript (word error rate).
 
 No server, broker or cloud account is involved: with SPEECHBATCH_API_URL unset the CLI runs
-the same pipeline in-process on SQLite and a local directory (./.speechbatch).
+the same pipeline in-process on SQLite and a local directory (in SPEECHBATCH_HOME).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.catalog import get_provider_spec
+from jobs.catalog import PROVIDERS, get_provider_spec
 from jobs.error_codes import ErrorCode
 from jobs.errors import ApiError, invalid
 from jobs.netpolicy import Allowlist, UnsafeUrl, check_url
@@ -98,7 +98,10 @@ def validate_job(body: JobCreate, *, max_items: int, allow: Allowlist = ()) -> V
     """
     spec = get_provider_spec(body.provider)
     if spec is None:
-        raise invalid(ErrorCode.UNKNOWN_PROVIDER, f"Provider {body.provider!r} is not supported.")
+        raise invalid(
+            ErrorCode.UNKNOWN_PROVIDER,
+            f"Provider {body.provider!r} is not supported (known: {', '.join(sorted(PROVIDERS))}).",
+        )
     model = body.model or spec.default_model(body.kind)
     if model is None or model not in spec.models(body.kind):
         known = ", ".join(spec.models(body.kind)) or "none"

@@ -1,13 +1,13 @@
-"""Job commands of the CLI: tts, stt, status, jobs, cancel, retry, download.
+"""Job commands of the CLI: tts, stt and wait (status, jobs, ... are in `cli_view.py`).
 
 Exit codes (design §5): 0 every item succeeded, 1 some items failed or were canceled,
-2 bad usage or input (including a request the API refused).
+2 bad usage or input (including a request the API refused). Expected failures are turned
+into one sentence by `speechbatch.failures`, applied to every command by the group.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -16,34 +16,16 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.table import Table
 
-from jobs.errors import ApiError
 from jobs.settings import get_settings
 from speechbatch.client import Backend, open_backend
-from speechbatch.inputs import InputError, expand_audio_paths, read_script
+from speechbatch.failures import EXIT_ITEMS_FAILED, EXIT_OK
+from speechbatch.inputs import expand_audio_paths, read_script, stt_item_ids
+from speechbatch.outputs import download_outputs, print_summary
 from speechbatch.progress import follow
 
 F = TypeVar("F", bound=Callable[..., Any])
-EXIT_OK, EXIT_ITEMS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 console = Console(stderr=True)
-
-
-def friendly_errors(fn: F) -> F:
-    """Turn refused requests and bad input files into one sentence and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except InputError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            sys.exit(EXIT_BAD_INPUT)
-        except ApiError as exc:
-            console.print(f"[red]error ({exc.code}):[/red] {exc.message}")
-            sys.exit(EXIT_BAD_INPUT if exc.status < 500 else EXIT_ITEMS_FAILED)
-
-    return wrapper  # type: ignore[return-value]
 
 
 @contextlib.contextmanager
@@ -54,6 +36,23 @@ def connected(concurrency: int = 4) -> Iterator[Backend]:
         yield backend
     finally:
         backend.close()
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+def concurrency_option(fn: F) -> F:
+    return click.option(
+        "--concurrency",
+        default=4,
+        show_default=True,
+        type=click.IntRange(1, 64),
+        help="Threads in local mode (ignored with SPEECHBATCH_API_URL).",
+    )(fn)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 
 
 def job_options(fn: F) -> F:
@@ -69,15 +68,15 @@ def job_options(fn: F) -> F:
                 default=None,
                 help="Download outputs here (default ./out/<job id>).",
             ),
-            click.option("--no-wait", is_flag=True, help="Print the job id and return."),
-            click.option("--idempotency-key", default=None),
             click.option(
-                "--concurrency",
-                default=4,
-                show_default=True,
-                type=click.IntRange(1, 64),
-                help="Threads in local mode (ignored with SPEECHBATCH_API_URL).",
+                "--no-wait",
+                is_flag=True,
+                help="Print the job id and return (local mode: a background process runs it; "
+                "`speechbatch wait JOB` follows it).",
             ),
+            click.option("--idempotency-key", default=None),
+            concurrency_option,
+            json_option,
         ]
     ):
         fn = option(fn)
@@ -91,15 +90,35 @@ def _run(
     out_dir: Path | None,
     no_wait: bool,
     idempotency_key: str | None,
+    as_json: bool,
 ) -> int:
     job = backend.submit(body, idempotency_key)
     if no_wait:
-        click.echo(job["id"])
+        backend.detach(job["id"])
+        if as_json:
+            print_json(job)
+        else:
+            click.echo(job["id"])
         return EXIT_OK
-    job = follow(lambda: backend.get_job(job["id"]), console=console)
-    target = out_dir or Path("out") / job["id"]
-    failed = download_outputs(backend, job["id"], target)
-    print_summary(job, failed, target)
+    backend.start_work(job["id"], resume=False)
+    return _finish(backend, job["id"], out_dir or Path("out") / job["id"], as_json=as_json)
+
+
+def _finish(
+    backend: Backend,
+    job_id: str,
+    target: Path | None,
+    *,
+    as_json: bool,
+    out: Console = console,
+) -> int:
+    """Follow the job to its end, download its outputs into `target` (if any), summarise."""
+    job = follow(lambda: backend.get_job(job_id), console=out)
+    failed = download_outputs(backend, job, target) if target else []
+    if as_json:
+        print_json(job)
+    else:
+        print_summary(out, job, failed, target)
     return EXIT_OK if job["status"] == "succeeded" else EXIT_ITEMS_FAILED
 
 
@@ -116,7 +135,6 @@ def _run(
 @click.option("--sample-rate", default=None, type=click.IntRange(8000, 48000))
 @click.option("--speed", default=1.0, show_default=True, type=click.FloatRange(0.5, 2.0))
 @job_options
-@friendly_errors
 def tts(
     script: Path,
     voice: str | None,
@@ -130,6 +148,7 @@ def tts(
     no_wait: bool,
     idempotency_key: str | None,
     concurrency: int,
+    as_json: bool,
 ) -> None:
     """Speak every line of SCRIPT (.txt, .csv with id,text[,voice], or .jsonl)."""
     items = read_script(script)
@@ -148,7 +167,12 @@ def tts(
     }
     with connected(concurrency) as backend:
         code = _run(
-            body, backend, out_dir=out_dir, no_wait=no_wait, idempotency_key=idempotency_key
+            body,
+            backend,
+            out_dir=out_dir,
+            no_wait=no_wait,
+            idempotency_key=idempotency_key,
+            as_json=as_json,
         )
     sys.exit(code)
 
@@ -162,7 +186,6 @@ def tts(
     help="Transcript renderings to write.",
 )
 @job_options
-@friendly_errors
 def stt(
     inputs: tuple[str, ...],
     formats: str,
@@ -173,14 +196,19 @@ def stt(
     no_wait: bool,
     idempotency_key: str | None,
     concurrency: int,
+    as_json: bool,
 ) -> None:
     """Transcribe audio files (paths or globs such as 'calls/*.wav')."""
     paths = expand_audio_paths(inputs)
+    ids = stt_item_ids(paths)  # a collision is refused before anything is uploaded
     options: dict[str, Any] = {"transcript_formats": [f.strip() for f in formats.split(",")]}
     if language:
         options["language"] = language
     with connected(concurrency) as backend:
-        items = [{"id": path.stem, "source": backend.upload(path)} for path in paths]
+        items = [
+            {"id": item_id, "source": backend.upload(path)}
+            for item_id, path in zip(ids, paths, strict=True)
+        ]
         body = {
             "kind": "stt",
             "provider": provider,
@@ -189,115 +217,42 @@ def stt(
             "items": items,
         }
         code = _run(
-            body, backend, out_dir=out_dir, no_wait=no_wait, idempotency_key=idempotency_key
+            body,
+            backend,
+            out_dir=out_dir,
+            no_wait=no_wait,
+            idempotency_key=idempotency_key,
+            as_json=as_json,
         )
     sys.exit(code)
 
 
-def download_outputs(backend: Backend, job_id: str, target: Path) -> list[dict[str, Any]]:
-    """Write every output file of a job into `target`; returns the failed items."""
-    target.mkdir(parents=True, exist_ok=True)
-    failed = []
-    for item in backend.items(job_id):
-        if item["status"] == "failed":
-            failed.append(item)
-        output = item.get("output")
-        for file in (output or {}).get("files", []):
-            destination = target / file["key"].rsplit("/", 1)[-1]
-            with destination.open("wb") as handle:
-                for chunk in backend.fetch(file["url"] or file["key"]):
-                    handle.write(chunk)
-    return failed
-
-
-def print_summary(job: dict[str, Any], failed: list[dict[str, Any]], target: Path) -> None:
-    counts, usage = job["counts"], job["usage"]
-    table = Table(title=f"job {job['id']}: {job['status']}")
-    for column in ("total", "succeeded", "failed", "canceled", "characters", "audio s"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        str(counts["total"]),
-        str(counts["succeeded"]),
-        str(counts["failed"]),
-        str(counts["canceled"]),
-        str(usage["characters"]),
-        f"{usage['audio_seconds']:.1f}",
-    )
-    console.print(table)
-    for item in failed[:20]:
-        error = item.get("error") or {}
-        console.print(
-            f"[red]item {item['id']} failed ({error.get('code')}):[/red] {error.get('message')}"
-        )
-    if len(failed) > 20:
-        console.print(f"... and {len(failed) - 20} more failed items (see the manifest)")
-    console.print(f"outputs in {target}")
-
-
 @click.command()
 @click.argument("job_id")
-@friendly_errors
-def status(job_id: str) -> None:
-    """Print a job's status, counts and usage as JSON."""
-    with connected() as backend:
-        click.echo(json.dumps(backend.get_job(job_id), indent=2))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Download the outputs here once the job has finished.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar or summary (for background runs).")
+@concurrency_option
+@json_option
+def wait(job_id: str, out_dir: Path | None, quiet: bool, concurrency: int, as_json: bool) -> None:
+    """Follow JOB_ID until it finishes: exit 0 if every item succeeded, else 1.
 
-
-@click.command("jobs")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 200))
-@friendly_errors
-def list_jobs(limit: int) -> None:
-    """List recent jobs, newest first."""
-    with connected() as backend:
-        table = Table()
-        for column in ("id", "kind", "provider", "status", "done", "failed", "total", "created"):
-            table.add_column(column)
-        for job in backend.list_jobs(limit):
-            c = job["counts"]
-            table.add_row(
-                job["id"],
-                job["kind"],
-                job["provider"],
-                job["status"],
-                str(c["succeeded"]),
-                str(c["failed"]),
-                str(c["total"]),
-                job["created_at"],
-            )
-        Console().print(table)
-
-
-@click.command()
-@click.argument("job_id")
-@friendly_errors
-def cancel(job_id: str) -> None:
-    """Cancel a job's items that have not started."""
-    with connected() as backend:
-        job = backend.cancel(job_id)
-        click.echo(f"{job['id']}: {job['status']} ({job['counts']['canceled']} canceled)")
-
-
-@click.command()
-@click.argument("job_id")
-@friendly_errors
-def retry(job_id: str) -> None:
-    """Re-queue a job's failed items."""
-    with connected() as backend:
-        job = backend.retry(job_id)
-        click.echo(f"{job['id']}: {job['status']} ({job['counts']['queued']} queued)")
-
-
-@click.command()
-@click.argument("job_id")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@friendly_errors
-def download(job_id: str, out_dir: Path) -> None:
-    """Download every output of JOB_ID into --out."""
-    with connected() as backend:
-        failed = download_outputs(backend, job_id, out_dir)
-        click.echo(f"downloaded outputs of {job_id} to {out_dir} ({len(failed)} failed items)")
+    In local mode this also runs the job's remaining items, so a job whose command was
+    interrupted picks up where it stopped.
+    """
+    with connected(concurrency) as backend:
+        backend.get_job(job_id)  # a missing job fails here, before any work starts
+        backend.start_work(job_id, resume=True)
+        out = Console(stderr=True, quiet=True) if quiet else console
+        code = _finish(backend, job_id, out_dir, as_json=as_json, out=out)
+    sys.exit(code)
 
 
 def register_job_commands(group: click.Group) -> None:
-    for command in (tts, stt, status, list_jobs, cancel, retry, download):
+    for command in (tts, stt, wait):
         group.add_command(command)

@@ -16,10 +16,13 @@ import httpx
 from jobs.error_codes import ErrorCode
 from jobs.errors import ApiError
 from jobs.settings import Settings
-from speechbatch.local import LocalBackend
+from speechbatch.local import LocalBackend, local_mode_description
 
 
 class Backend(Protocol):
+    # Where jobs go, for headers and --help: "API at URL" or "local mode, state in DIR".
+    where: str
+
     def submit(self, body: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]: ...
     def upload(self, path: Path) -> str: ...
     def get_job(self, job_id: str) -> dict[str, Any]: ...
@@ -28,6 +31,12 @@ class Backend(Protocol):
     def cancel(self, job_id: str) -> dict[str, Any]: ...
     def retry(self, job_id: str) -> dict[str, Any]: ...
     def fetch(self, url_or_key: str) -> Iterator[bytes]: ...
+    def start_work(self, job_id: str, *, resume: bool) -> None:
+        """Make sure something runs the job's items while this command follows it."""
+
+    def detach(self, job_id: str) -> None:
+        """Make sure the job's items still run after this command returns."""
+
     def close(self) -> None: ...
 
 
@@ -46,9 +55,14 @@ def _raise_for(response: httpx.Response) -> None:
 class HttpBackend:
     """Talks to a speechbatch API with a bearer key."""
 
-    def __init__(self, api_url: str, api_key: str | None) -> None:
+    def __init__(
+        self, api_url: str, api_key: str | None, *, client: httpx.Client | None = None
+    ) -> None:
+        """`client` replaces the API connection (tests pass an in-process one)."""
+        self.where = f"API at {api_url}"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=60.0)
+        self.client = client or httpx.Client(base_url=api_url.rstrip("/"), timeout=60.0)
+        self.client.headers.update(headers)
         self.plain = httpx.Client(timeout=60.0)  # presigned URLs must not carry our key
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
@@ -99,9 +113,22 @@ class HttpBackend:
                 _raise_for(response)
             yield from response.iter_bytes()
 
+    def start_work(self, job_id: str, *, resume: bool) -> None:
+        """The server's workers run it."""
+
+    def detach(self, job_id: str) -> None:
+        """The server's workers run it."""
+
     def close(self) -> None:
         self.client.close()
         self.plain.close()
+
+
+def describe_mode(settings: Settings) -> str:
+    """Where the CLI sends jobs with these settings, in a few words."""
+    if settings.api_url:
+        return f"API at {settings.api_url}"
+    return local_mode_description(settings)
 
 
 def open_backend(settings: Settings, *, concurrency: int = 4) -> Backend:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +93,24 @@ def expand_audio_paths(patterns: tuple[str, ...]) -> list[Path]:
     if not found:
         raise InputError("No audio files given.")
     return list(found)
+
+
+def stt_item_ids(paths: list[Path]) -> list[str]:
+    """An item id per file: its path below the files' common folder, without the suffix.
+
+    `calls/a/recording.wav` and `calls/b/recording.wav` become `a-recording` and
+    `b-recording` (ids name output files, so they hold no `/`). Two files that would share
+    an id are refused here, before anything is uploaded.
+    """
+    folders = [path.resolve().parent for path in paths]
+    root = Path(os.path.commonpath(folders))
+    ids: dict[str, Path] = {}
+    for path in paths:
+        relative = path.resolve().relative_to(root).with_suffix("")
+        item_id = "-".join(relative.parts)
+        if item_id in ids:
+            raise InputError(
+                f"{ids[item_id]} and {path} would both be item {item_id!r}; rename one."
+            )
+        ids[item_id] = path
+    return list(ids)

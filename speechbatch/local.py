@@ -1,12 +1,17 @@
 """Local mode: the whole system in the CLI's process, on the embedded defaults.
 
-SQLite, a local directory and the offline `local` engine; items go through the same
-ledger, pipeline and sweeper as in a deployment, run by `workers.local.LocalRunner`.
+SQLite, a local directory and the offline `local` engine, kept under SPEECHBATCH_HOME (by
+default the per-user data directory); items go through the same ledger, pipeline and
+sweeper as in a deployment, run by `workers.local.LocalRunner` in this process. A command
+that returns before its job is done (`--no-wait`) hands the job to a detached
+`speechbatch wait JOB --quiet` process, which runs it to the end.
 """
 
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,7 @@ from jobs.migrate import upgrade_to_head
 from jobs.netpolicy import parse_allowlist
 from jobs.schemas import JobCreate
 from jobs.settings import Settings
+from jobs.status import ItemStatus
 from jobs.views import item_view, job_view
 from storage.publisher import InMemoryPublisher
 from workers.local import LocalRunner
@@ -27,18 +33,27 @@ from workers.runtime import build_runtime
 LOCAL_TENANT = "local"
 
 
+def local_mode_description(settings: Settings) -> str:
+    default_db = f"sqlite:///{settings.home.expanduser().resolve() / 'speechbatch.db'}"
+    if settings.database_url == default_db:
+        return f"local mode, state in {settings.home}"
+    return f"local mode, database {settings.database_url}"
+
+
 class LocalBackend:
     """Runs everything in this process on the embedded defaults; no server needed."""
 
     def __init__(self, settings: Settings, *, concurrency: int = 4) -> None:
         upgrade_to_head(settings.database_url)
-        self.settings = settings
-        publisher = InMemoryPublisher()
-        self.runtime = build_runtime(settings, publisher, threads=concurrency)
+        self.settings, self.concurrency = settings, concurrency
+        self.where = local_mode_description(settings)
+        self.publisher = InMemoryPublisher()
+        self.runtime = build_runtime(settings, self.publisher, threads=concurrency)
         self.ledger, self.store = self.runtime.ledger, self.runtime.store
+        self.store.check()  # a missing bucket or folder is said now, not item by item
         self.sessions = self.ledger.db.sessions
-        self.runner = LocalRunner(self.runtime, publisher, threads=concurrency)
-        self.runner.start()
+        self.runner = LocalRunner(self.runtime, self.publisher, threads=concurrency)
+        self.running = False
         self.tenant_id = service.ensure_tenant(self.sessions, LOCAL_TENANT).id
 
     def _view(self, job_id: str) -> dict[str, Any]:
@@ -56,6 +71,34 @@ class LocalBackend:
             allow=parse_allowlist(self.settings.allow_private_networks),
         )
         return self._view(submitted.job.id)
+
+    def start_work(self, job_id: str, *, resume: bool) -> None:
+        """Start this process's runner; `resume` also queues what an earlier run left undone.
+
+        Items a killed run held come back once their lease expires (the runner's sweeper).
+        """
+        if resume:
+            with self.sessions() as session:
+                queued = repo.item_ids(session, job_id, status=ItemStatus.QUEUED)
+            self.ledger.publish(queued)
+        if not self.running:
+            self.runner.start()
+            self.running = True
+
+    def detach(self, job_id: str) -> None:
+        """Run the job to its end in a detached `speechbatch wait --quiet` process."""
+        log = self.settings.home.expanduser() / f"runner-{job_id}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "speechbatch", "wait", job_id, "--quiet"]
+        argv += ["--concurrency", str(self.concurrency)]
+        with log.open("ab") as out:
+            subprocess.Popen(  # our own console script, fixed arguments
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # outlives this command and its terminal
+            )
 
     def upload(self, path: Path) -> str:
         with path.open("rb") as handle:
@@ -97,6 +140,7 @@ class LocalBackend:
         yield from self.store.iter_chunks(url_or_key)
 
     def close(self) -> None:
-        self.runner.stop()
+        if self.running:
+            self.runner.stop()
         with contextlib.suppress(Exception):
             self.runtime.close()

@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     Progress,
-    TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -24,12 +23,9 @@ def _done(job: dict[str, Any]) -> int:
     return int(counts["succeeded"] + counts["failed"] + counts["canceled"])
 
 
-def _describe(job: dict[str, Any]) -> str:
+def _counts(job: dict[str, Any]) -> str:
     counts = job["counts"]
-    return (
-        f"{job['id'][:16]} {job['status']}: {counts['succeeded']} ok, "
-        f"{counts['failed']} failed, {counts['queued'] + counts['running']} to go"
-    )
+    return f"{counts['failed']} failed"
 
 
 def follow(
@@ -39,14 +35,18 @@ def follow(
     interval_s: float = 0.5,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
-    """Poll until the job is terminal, drawing progress; returns the final job body."""
+    """Poll until the job is terminal, drawing progress; returns the final job body.
+
+    The job id is printed whole on its own line; the bar below it fits 80 columns.
+    """
     job = get_job()
+    console.print(f"job {job['id']} ({job['kind']}, {job['provider']})", soft_wrap=True)
     columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
+        TextColumn("{task.fields[status]:<9}"),
+        BarColumn(bar_width=20),
         TextColumn("{task.completed:.0f}/{task.total:.0f}"),
-        TextColumn("{task.fields[rate]:.1f} items/s"),
+        TextColumn("{task.fields[failed]}"),
+        TextColumn("{task.fields[rate]:.1f}/s"),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
@@ -54,12 +54,16 @@ def follow(
     started = time.monotonic()
     first_done = _done(job)
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(_describe(job), total=job["counts"]["total"], rate=0.0)
+        task = bar.add_task("", total=job["counts"]["total"], rate=0.0, status="", failed="")
         while True:
             done = _done(job)
             elapsed = max(time.monotonic() - started, 1e-6)
             bar.update(
-                task, completed=done, description=_describe(job), rate=(done - first_done) / elapsed
+                task,
+                completed=done,
+                status=job["status"][:9],
+                failed=_counts(job),
+                rate=(done - first_done) / elapsed,
             )
             if job["status"] in JOB_TERMINAL:
                 return job

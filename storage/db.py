@@ -68,6 +68,10 @@ def make_autocommit_engine(url: str, *, pool_size: int) -> Engine | None:
     return create_engine(parsed, isolation_level="AUTOCOMMIT", pool_size=pool_size, max_overflow=4)
 
 
+class UnsupportedDatabaseUrl(ValueError):
+    """The URL names a database speechbatch does not run on."""
+
+
 def _parse(url: str) -> URL:
     if url.startswith("postgres://"):
         url = "postgresql://" + url.removeprefix("postgres://")
@@ -79,7 +83,7 @@ def _parse(url: str) -> URL:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         return parsed
-    raise ValueError(
+    raise UnsupportedDatabaseUrl(
         f"Unsupported database URL scheme {parsed.drivername!r}: use "
         "'postgresql+psycopg://user@host:5432/db' or 'sqlite:///path/to/file.db'."
     )

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from speechbatch.inputs import InputError, expand_audio_paths, read_script
+from speechbatch.inputs import InputError, expand_audio_paths, read_script, stt_item_ids
 
 
 def write(tmp_path: Path, name: str, content: str) -> Path:
@@ -60,3 +60,25 @@ def test_missing_file_is_an_input_error(tmp_path: Path) -> None:
     """A path that does not exist is refused before anything is uploaded."""
     with pytest.raises(InputError, match="no such file"):
         expand_audio_paths((str(tmp_path / "nope.wav"),))
+
+
+def test_stt_ids_come_from_the_path_below_the_common_folder(tmp_path: Path) -> None:
+    """Files with one name in different folders get different ids, folder names included."""
+    paths = []
+    for call in ("a", "b"):
+        (tmp_path / "calls" / call).mkdir(parents=True)
+        paths.append(tmp_path / "calls" / call / "recording.wav")
+        paths[-1].write_bytes(b"x")
+    assert stt_item_ids(paths) == ["a-recording", "b-recording"]
+
+
+def test_stt_ids_of_one_folder_are_the_file_stems(tmp_path: Path) -> None:
+    """Files side by side keep their plain stems as ids."""
+    paths = [tmp_path / "one.wav", tmp_path / "two.mp3"]
+    assert stt_item_ids(paths) == ["one", "two"]
+
+
+def test_stt_id_collision_is_refused_naming_both_files(tmp_path: Path) -> None:
+    """Two files that would share an id (same stem, other suffix) are an input error."""
+    with pytest.raises(InputError, match=r"talk\.wav and .*talk\.mp3 would both be item 'talk'"):
+        stt_item_ids([tmp_path / "talk.wav", tmp_path / "talk.mp3"])
