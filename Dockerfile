@@ -40,17 +40,16 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 COPY --from=build /opt/venv /opt/venv
 
-# Migrations are not part of the installed packages: `speechbatch migrate` finds
-# ./migrations from the working directory (jobs/migrate.py), so they live in /app.
+# The Alembic migrations ship inside the `jobs` package (package data), so the installed
+# venv is all `speechbatch migrate` needs.
 WORKDIR /app
-COPY alembic.ini ./
-COPY migrations/ migrations/
 
 RUN groupadd --system --gid 10001 speechbatch \
     && useradd --system --uid 10001 --gid speechbatch --home-dir /app --shell /usr/sbin/nologin speechbatch \
     && mkdir -p /app/.speechbatch \
     && chown speechbatch:speechbatch /app/.speechbatch
-# /app/.speechbatch is the embedded default (SQLite + local objects) for one-off CLI runs.
+# /app/.speechbatch holds local mode's embedded defaults (SQLite + objects) for one-off CLI runs.
+ENV SPEECHBATCH_HOME=/app/.speechbatch
 USER speechbatch
 
 EXPOSE 8000

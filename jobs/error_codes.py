@@ -24,6 +24,7 @@ class ErrorCode(StrEnum):
     INVALID_CURSOR = "invalid_cursor"  # a pagination cursor this API did not issue
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"  # same key, different body
     JOB_CANCELED = "job_canceled"  # retry asked of a canceled job
+    FORMAT_UNAVAILABLE = "format_unavailable"  # an output format the item was not stored in
     # --- what a job body asks for ---
     NO_ITEMS = "no_items"  # a job with nothing to do
     TOO_MANY_ITEMS = "too_many_items"  # over SPEECHBATCH_MAX_ITEMS_PER_JOB
@@ -72,6 +73,13 @@ class ErrorCode(StrEnum):
     BAD_PROVIDER_AUDIO = "bad_provider_audio"  # audio from the provider that does not decode
     ENGINE_MISSING = "engine_missing"  # the local engine's program is not installed
     ENGINE_FAILED = "engine_failed"  # the local engine crashed on the input
+    # --- the CLI or a process cannot do its work (exit code 2; job_not_finished exits 1) ---
+    INVALID_CONFIGURATION = "invalid_configuration"  # a setting (environment, .env) is unusable
+    API_UNREACHABLE = "api_unreachable"  # SPEECHBATCH_API_URL does not answer
+    DATABASE_UNAVAILABLE = "database_unavailable"  # the database is missing or unreachable
+    BROKER_UNAVAILABLE = "broker_unavailable"  # Redis is unset or unreachable
+    STORAGE_UNAVAILABLE = "storage_unavailable"  # the bucket or directory cannot be used
+    JOB_NOT_FINISHED = "job_not_finished"  # outputs asked of a job that is still running
     # --- our own side ---
     LEASE_EXPIRED = "lease_expired"  # the worker stopped answering; the item was re-queued
     INTERNAL_ERROR = "internal_error"  # a bug or an unexpected outage on our side

@@ -112,3 +112,12 @@ def extension_for(content_type: str) -> str:
     """
     base = content_type.split(";", 1)[0].strip().lower()
     return _EXTENSIONS.get(base, "bin")
+
+
+# The first (canonical) media type listed for each extension above.
+_MEDIA_TYPES = {ext: mime for mime, ext in reversed(_EXTENSIONS.items())}
+
+
+def media_type_for(ext: str) -> str:
+    """The canonical media type of a file extension; `application/octet-stream` if unknown."""
+    return _MEDIA_TYPES.get(ext.lower(), "application/octet-stream")

@@ -181,6 +181,26 @@ def due_unpublished_items(
     )
 
 
+def referenced_uploads(
+    session: Session, candidates: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which (tenant_id, upload:// source) pairs an item of one of that tenant's jobs names.
+
+    One statement per call, so callers pass a bounded batch. items.source has no index: on a
+    large table this is a scan, which is why beat asks in batches and rests between walks.
+    """
+    if not candidates:
+        return set()
+    sources = sorted({source for _, source in candidates})
+    rows = session.execute(
+        select(Job.tenant_id, Item.source)
+        .join(Job, Job.id == Item.job_id)
+        .where(Item.source.in_(sources))
+        .distinct()
+    )
+    return {(tenant_id, source) for tenant_id, source in rows if source} & set(candidates)
+
+
 def mark_published(
     session: Session | Connection, ids: Sequence[int], *, at: datetime | None
 ) -> None:

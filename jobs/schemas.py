@@ -11,9 +11,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jobs.error_codes import ErrorCode
+
 AudioFormat = Literal["wav", "flac", "mp3", "ogg", "opus"]
 TranscriptFormat = Literal["json", "txt", "srt", "vtt"]
 ALL_TRANSCRIPT_FORMATS: tuple[TranscriptFormat, ...] = ("json", "txt", "srt", "vtt")
+# What `GET .../items/{item}/output?format=` may ask for: an audio or a transcript format.
+OutputFormat = Literal["wav", "flac", "mp3", "ogg", "opus", "json", "txt", "srt", "vtt"]
 
 
 class Strict(BaseModel):
@@ -87,8 +91,28 @@ class JobList(BaseModel):
 
 
 class ErrorOut(BaseModel):
+    """An item's error (stored codes are plain strings: a code is never renamed or removed)."""
+
     code: str
     message: str
+
+
+class ErrorBody(BaseModel):
+    code: ErrorCode = Field(description="Stable; clients match on it (README: Error codes).")
+    message: str = Field(description="A sentence saying what went wrong and what to do.")
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error the API answers: `{"error": {"code": ..., "message": ...}}`."""
+
+    error: ErrorBody
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    checks: dict[str, str] = Field(
+        description='"ok", or "error: <what failed and why>" for database, broker and storage.'
+    )
 
 
 class OutputFile(BaseModel):

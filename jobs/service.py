@@ -24,13 +24,14 @@ from jobs.errors import ApiError, conflict, not_found
 from jobs.keys import generate_key, matches, split_prefix
 from jobs.ledger import ItemLedger
 from jobs.manifest import write_manifest_if_finished
+from jobs.media import extension_for
 from jobs.models import Job, Tenant
 from jobs.netpolicy import Allowlist
 from jobs.schemas import JobCreate
 from jobs.status import JOB_TERMINAL, ItemStatus, JobStatus
 from jobs.validation import ValidJob, validate_job
 from storage.keys import upload_key
-from storage.objects import ObjectStore
+from storage.objects import MiB, ObjectStore
 
 
 @dataclass(frozen=True)
@@ -215,11 +216,35 @@ def authenticate(sessions: sessionmaker[Session], presented: str | None) -> str:
 # --- uploads ----------------------------------------------------------------------------
 
 
+# An upload id is the first 128 bits of the content's SHA-256: the 32 hex digits that
+# `jobs.validation` accepts in `upload://<id>/<name>` (and that uuid-named uploads had).
+UPLOAD_ID_HEX = 32
+
+
+def content_id(stream: BinaryIO) -> str:
+    """The upload id of a seekable stream's bytes from where it stands; the stream is rewound."""
+    start = stream.tell()
+    digest = hashlib.sha256()
+    while chunk := stream.read(MiB):
+        digest.update(chunk)
+    stream.seek(start)
+    return digest.hexdigest()[:UPLOAD_ID_HEX]
+
+
 def store_upload(
     store: ObjectStore, tenant_id: str, filename: str, stream: BinaryIO, content_type: str
 ) -> tuple[str, int]:
-    """Stream an uploaded recording into the store; returns (source, bytes)."""
-    upload_id = uuid.uuid4().hex
-    key = upload_key(tenant_id, upload_id, filename)
+    """Store an uploaded recording under its content; returns (source, bytes).
+
+    The same bytes from the same tenant give the same `upload://<sha256>/audio.<ext>` source
+    whatever the file was called (`filename` is unused; it stays for existing callers), so a
+    job re-submitted with the same Idempotency-Key is the same body and replays. The bytes
+    are hashed first, then streamed to their key (the store has no rename); `stream` is the
+    API's spooled upload or a local file, so both passes are local reads. Writing again
+    refreshes the object's age, which keeps beat's retention (`workers.sweeper`) off an
+    upload a client has just sent again.
+    """
+    upload_id = content_id(stream)
+    key = upload_key(tenant_id, upload_id, f"audio.{extension_for(content_type)}")
     size = store.put_file(key, stream, content_type)
     return f"upload://{upload_id}/{key.rsplit('/', 1)[-1]}", size

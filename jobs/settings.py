@@ -5,26 +5,50 @@ Lower layers never call `get_settings()`; they take explicit arguments.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobs.catalog import parse_limit_overrides
 
-EMBEDDED_HOME = Path(".speechbatch")
+
+def default_home() -> Path:
+    """Local mode's state when SPEECHBATCH_HOME is unset: the per-user data directory."""
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "speechbatch"
+
+
+def _home(data: dict[str, Any]) -> Path:
+    return Path(data["home"]).expanduser().resolve()
 
 
 class Settings(BaseSettings):
-    """Every knob speechbatch reads. Names match design §4 and `.env.example`."""
+    """Every knob speechbatch reads. Names match design §4 and `.env.example`.
 
-    model_config = SettingsConfigDict(env_prefix="SPEECHBATCH_", extra="ignore")
+    Values come from the environment first, then from `.env` in the current directory (the
+    file docker compose reads), then these defaults.
+    """
 
-    database_url: str = f"sqlite:///{EMBEDDED_HOME / 'speechbatch.db'}"
+    model_config = SettingsConfigDict(
+        env_prefix="SPEECHBATCH_", extra="ignore", env_file=".env", env_file_encoding="utf-8"
+    )
+
+    # Where local mode keeps its SQLite file and objects (the embedded defaults below).
+    home: Path = Field(default_factory=default_home)
+    database_url: str = Field(
+        default_factory=lambda data: f"sqlite:///{_home(data) / 'speechbatch.db'}"
+    )
     broker_url: str | None = None
-    storage_url: str = f"file://{(EMBEDDED_HOME / 'objects').resolve()}"
+    storage_url: str = Field(default_factory=lambda data: f"file://{_home(data) / 'objects'}")
     s3_endpoint_url: str | None = None
+    # Where clients outside the storage network reach S3 (docker compose publishes SeaweedFS
+    # on localhost): used only to sign download URLs. Unset = s3_endpoint_url.
+    s3_public_endpoint_url: str | None = None
+    log_format: Literal["text", "json"] = "text"
 
     api_url: str | None = None
     api_key: SecretStr | None = None
@@ -51,9 +75,14 @@ class Settings(BaseSettings):
     # item is handed back to the queue (no attempt spent).
     throttle_wait_seconds: float = 5.0
     max_item_attempts: int = 5
+    # A worker runs the canary on itself this often and exits (status 1) after three failures
+    # in a row, so its supervisor restarts it (workers/self_check.py). 0 turns it off.
+    worker_self_check_seconds: float = Field(default=30.0, ge=0)
     max_upload_bytes: int = 25 * 1024 * 1024
     max_request_bytes: int = 32 * 1024 * 1024
     max_items_per_job: int = 100_000
+    # An upload no job refers to is deleted by beat once it is this old.
+    upload_retention_hours: float = 24.0
     presign_seconds: int = 900
     provider_timeout_seconds: float = 60.0
     # A fetched source is held in memory while it is sent on: keep this times concurrency modest.

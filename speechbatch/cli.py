@@ -12,17 +12,48 @@ from typing import Any
 import click
 
 from emulator.config import config_from_options
+from jobs.error_codes import ErrorCode
 from jobs.migrate import upgrade_to_head
 from jobs.service import create_api_key
 from jobs.settings import get_settings
 from speechbatch import processes
 from speechbatch.cli_jobs import register_job_commands
+from speechbatch.cli_view import register_view_commands
+from speechbatch.client import describe_mode
+from speechbatch.failures import CliFailure, explain
 from storage.db import open_database
 from storage.publisher import CeleryPublisher
+from storage.stores import open_object_store
 from workers.canary import check_worker, default_node
 
 
-@click.group()
+class Speechbatch(click.Group):
+    """The command group: expected failures end in one sentence with a code, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            failure = explain(exc)
+            if failure is None:
+                raise
+            click.echo(str(failure), err=True)
+            ctx.exit(failure.exit_code)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        try:
+            mode = describe_mode(get_settings())
+        except Exception as exc:  # --help must work with broken settings, and say so
+            failure = explain(exc)
+            mode = str(failure) if failure else f"settings unreadable ({exc})"
+        formatter.write_paragraph()
+        formatter.write_text(
+            f"Jobs go to: {mode}. Set SPEECHBATCH_API_URL (environment or ./.env) to use a "
+            "server; SPEECHBATCH_HOME moves local mode's state."
+        )
+
+
+@click.group(cls=Speechbatch)
 @click.version_option(package_name="speechbatch")
 def main() -> None:
     """speechbatch: batch text-to-speech and speech-to-text over hosted providers."""
@@ -33,7 +64,13 @@ def main() -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 def api(host: str, port: int) -> None:
     """Serve the REST API."""
-    processes.run_api(get_settings(), host=host, port=port)
+    settings = get_settings()
+    if not settings.broker_url:
+        raise CliFailure(
+            ErrorCode.BROKER_UNAVAILABLE,
+            "SPEECHBATCH_BROKER_URL is not set; the API hands work to workers through Redis.",
+        )
+    processes.run_api(settings, host=host, port=port)
 
 
 @main.command()
@@ -41,8 +78,8 @@ def api(host: str, port: int) -> None:
     "--concurrency",
     default=None,
     type=click.IntRange(1, 512),
-    help="Worker threads  [default: the largest provider concurrency cap x 1.5, e.g. 24 for "
-    "16; the shared throttle keeps provider calls at the cap]",
+    help="Worker threads  [default: the largest provider concurrency cap plus half again, at "
+    "least 4 more, e.g. 24 for 16; the shared throttle keeps provider calls at the cap]",
 )
 @click.option(
     "--name",
@@ -50,13 +87,19 @@ def api(host: str, port: int) -> None:
     show_default=True,
     help="Celery node name, unique per worker (%h = host name); `worker-check --node` uses it.",
 )
-def worker(concurrency: int | None, name: str) -> None:
+@click.option(
+    "--events/--no-events",
+    default=False,
+    show_default=True,
+    help="Send Celery task events (Celery's -E), for Flower and `celery events`.",
+)
+def worker(concurrency: int | None, name: str, events: bool) -> None:
     """Run a Celery worker that processes items."""
     settings = get_settings()
     if not settings.broker_url:
         raise click.UsageError("SPEECHBATCH_BROKER_URL is not set; workers need a Redis broker.")
     threads = processes.worker_threads(settings, concurrency)
-    processes.run_worker(settings, threads=threads, name=name)
+    processes.run_worker(settings, threads=threads, name=name, events=events)
 
 
 @main.command("worker-check")
@@ -76,7 +119,10 @@ def worker_check(node: str | None, timeout: float) -> None:
     """Run a canary task on one worker: exit 0 if it ran within --timeout, else 1."""
     settings = get_settings()
     if not settings.broker_url:
-        raise click.UsageError("SPEECHBATCH_BROKER_URL is not set; workers listen on Redis.")
+        raise CliFailure(
+            ErrorCode.BROKER_UNAVAILABLE,
+            "SPEECHBATCH_BROKER_URL is not set; workers listen on Redis.",
+        )
     publisher = CeleryPublisher(settings.broker_url)
     try:
         result = check_worker(publisher.app, publisher.redis, node or default_node(), timeout)
@@ -98,15 +144,26 @@ def beat(interval: float) -> None:
     """Run the sweeper: re-publish due and stale items, recover expired leases."""
     settings = get_settings()
     if not settings.broker_url:
-        raise click.UsageError("SPEECHBATCH_BROKER_URL is not set; beat publishes to Redis.")
+        raise CliFailure(
+            ErrorCode.BROKER_UNAVAILABLE,
+            "SPEECHBATCH_BROKER_URL is not set; beat publishes to Redis.",
+        )
     processes.run_beat(settings, interval_s=interval)
 
 
 @main.command()
 def migrate() -> None:
-    """Upgrade the database schema to the newest version."""
-    upgrade_to_head(get_settings().database_url)
+    """Upgrade the database schema to the newest version and create the bucket if missing."""
+    settings = get_settings()
+    upgrade_to_head(settings.database_url)
     click.echo("database is at the newest schema version")
+    store = open_object_store(settings.storage_url, endpoint_url=settings.s3_endpoint_url)
+    try:
+        store.ensure_exists()
+        store.check()
+    finally:
+        store.close()
+    click.echo(f"storage is ready: {settings.storage_url}")
 
 
 @main.command()
@@ -176,3 +233,4 @@ def keys_create(tenant: str) -> None:
 
 
 register_job_commands(main)
+register_view_commands(main)

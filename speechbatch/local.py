@@ -13,6 +13,7 @@ import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from jobs.views import item_view, job_view
 from storage.publisher import InMemoryPublisher
 from workers.local import LocalRunner
 from workers.runtime import build_runtime
+from workers.sweeper import UploadRetention
 
 LOCAL_TENANT = "local"
 
@@ -52,7 +54,13 @@ class LocalBackend:
         self.ledger, self.store = self.runtime.ledger, self.runtime.store
         self.store.check()  # a missing bucket or folder is said now, not item by item
         self.sessions = self.ledger.db.sessions
-        self.runner = LocalRunner(self.runtime, self.publisher, threads=concurrency)
+        # Old uploads no job names are deleted, as beat does (the store is the runtime's).
+        uploads = UploadRetention(
+            self.store, self.sessions, max_age=timedelta(hours=settings.upload_retention_hours)
+        )
+        self.runner = LocalRunner(
+            self.runtime, self.publisher, threads=concurrency, uploads=uploads
+        )
         self.running = False
         self.tenant_id = service.ensure_tenant(self.sessions, LOCAL_TENANT).id
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -91,6 +92,16 @@ class LocalObjectStore:
             raise UnsafeKey(f"Prefix {prefix!r} resolves outside the store's root.")
         yield from (key for key in self._walk(folder) if key.startswith(prefix))
 
+    def list_keys_older_than(self, prefix: str, before: datetime) -> Iterator[str]:
+        cutoff = before.timestamp()
+        for key in self.list_keys(prefix):
+            try:
+                written = (self.root / key).stat().st_mtime
+            except FileNotFoundError:  # deleted since it was listed
+                continue
+            if written < cutoff:
+                yield key
+
     def _walk(self, folder: Path) -> Iterator[str]:
         """Keys under `folder`, depth first in sorted order, one directory in memory at a time."""
         try:
@@ -108,8 +119,11 @@ class LocalObjectStore:
         return None
 
     def check(self) -> None:
-        if not self.root.is_dir() or not os.access(self.root, os.W_OK | os.X_OK):
-            raise StorageUnavailable(f"Storage folder {self.root} is missing or not writable.")
+        """See ObjectStore; the message names the folder and the cause (/healthz shows it)."""
+        if not self.root.is_dir():
+            raise StorageUnavailable(f"folder '{self.root}' does not exist")
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageUnavailable(f"folder '{self.root}' is not writable by this process")
 
     def ensure_exists(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,8 @@ raise the same two errors:
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import BinaryIO, Protocol
 
 from storage.keys import validate_key, validate_prefix
@@ -65,6 +66,9 @@ class ObjectStore(Protocol):
     def list_keys(self, prefix: str) -> Iterator[str]:
         """Keys starting with `prefix` (a string prefix, not a folder), fetched page by page."""
 
+    def list_keys_older_than(self, prefix: str, before: datetime) -> Iterator[str]:
+        """The keys of `list_keys(prefix)` last written before `before` (timezone-aware)."""
+
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         """A short-lived GET URL for clients, or None when the store cannot make one."""
 
@@ -78,16 +82,26 @@ class ObjectStore(Protocol):
         """Release connections; the store must not be used afterwards."""
 
 
-class MemoryObjectStore:
-    """Objects in a dict: the in-memory store for tests (thread-safe, never unavailable)."""
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
-    def __init__(self) -> None:
+
+class MemoryObjectStore:
+    """Objects in a dict: the in-memory store for tests (thread-safe, never unavailable).
+
+    `clock` stamps each write, as a real store's last-modified time would.
+    """
+
+    def __init__(self, clock: Callable[[], datetime] = _utc_now) -> None:
         self.objects: dict[str, tuple[bytes, str]] = {}
+        self.written_at: dict[str, datetime] = {}
+        self.clock = clock
         self._lock = threading.Lock()
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
         with self._lock:
             self.objects[validate_key(key)] = (bytes(data), content_type)
+            self.written_at[key] = self.clock()
         return len(data)
 
     def put_file(self, key: str, fileobj: BinaryIO, content_type: str) -> int:
@@ -115,12 +129,19 @@ class MemoryObjectStore:
     def delete(self, key: str) -> None:
         with self._lock:
             self.objects.pop(validate_key(key), None)
+            self.written_at.pop(key, None)
 
     def list_keys(self, prefix: str) -> Iterator[str]:
         validate_prefix(prefix.rstrip("/"))
         with self._lock:
             keys = sorted(k for k in self.objects if k.startswith(prefix))
         return iter(keys)
+
+    def list_keys_older_than(self, prefix: str, before: datetime) -> Iterator[str]:
+        keys = list(self.list_keys(prefix))
+        with self._lock:
+            old = [k for k in keys if k in self.written_at and self.written_at[k] < before]
+        return iter(old)
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 import boto3
@@ -35,6 +36,8 @@ _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _REFUSED_CODES = frozenset(
     {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
 )
+# What a bodiless HEAD bucket status means, for check()'s message.
+_HEAD_CAUSES = {"404": "NoSuchBucket", "NotFound": "NoSuchBucket", "403": "AccessDenied"}
 
 
 class _CountingReader:
@@ -51,10 +54,24 @@ class _CountingReader:
 
 
 class S3ObjectStore:
-    """Objects in `bucket` under `prefix`, through a thread-safe boto3 S3 client."""
+    """Objects in `bucket` under `prefix`, through a thread-safe boto3 S3 client.
 
-    def __init__(self, client: S3Client, bucket: str, prefix: str = "") -> None:
+    `presign_client` signs download URLs (default: `client`). Give it one built for the
+    address clients outside the storage network use (compose publishes SeaweedFS on
+    localhost:8333, while the containers reach it as seaweedfs:8333): a SigV4 URL names
+    its host, so it cannot be rewritten afterwards. Presigning is local; it sends nothing.
+    """
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        prefix: str = "",
+        *,
+        presign_client: S3Client | None = None,
+    ) -> None:
         self.client = client
+        self.presign_client = presign_client or client
         self.bucket = bucket
         self.prefix = validate_prefix(prefix)
 
@@ -156,20 +173,43 @@ class S3ObjectStore:
                 for item in page.get("Contents", []):
                     yield item["Key"][len(root) :]
 
+    def list_keys_older_than(self, prefix: str, before: datetime) -> Iterator[str]:
+        """See ObjectStore: S3's own LastModified of each listed object, no HEAD per key."""
+        validate_prefix(prefix.rstrip("/"))
+        root = f"{self.prefix}/" if self.prefix else ""
+        listing = self.client.get_paginator("list_objects_v2")
+        with self._errors(prefix):
+            for page in listing.paginate(Bucket=self.bucket, Prefix=root + prefix):
+                old = (o for o in page.get("Contents", []) if o["LastModified"] < before)
+                yield from (o["Key"][len(root) :] for o in old)
+
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         full = self._key(key)
-        return self.client.generate_presigned_url(
+        return self.presign_client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": full}, ExpiresIn=expires_s
         )
 
     def check(self) -> None:
+        """See ObjectStore. The message names the bucket and the cause, and nothing else (no
+        endpoint URL or credentials): /healthz, which anyone may call, shows it."""
+        bucket = self.bucket
         try:
-            with self._errors(self.bucket):
-                self.client.head_bucket(Bucket=self.bucket)
-        except ObjectNotFound as exc:  # HEAD on a missing bucket answers a bare 404
-            raise StorageUnavailable(f"S3 bucket {self.bucket!r} does not exist.") from exc
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageUnavailable(f"S3 bucket {self.bucket!r} is not usable: {exc}") from exc
+            self.client.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            # A HEAD answer has no body, so the code is mostly the bare HTTP status.
+            code = exc.response.get("Error", {}).get("Code", "") or "?"
+            cause = _HEAD_CAUSES.get(code, code if not code.isdigit() else f"HTTP {code}")
+            if cause == "NoSuchBucket":
+                raise StorageUnavailable(f"bucket {bucket!r} does not exist ({cause})") from exc
+            raise StorageUnavailable(f"bucket {bucket!r} is not usable ({cause})") from exc
+        except NoCredentialsError as exc:
+            raise StorageUnavailable(
+                f"bucket {bucket!r} is not usable (no S3 credentials: set AWS_ACCESS_KEY_ID)"
+            ) from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable(
+                f"bucket {bucket!r} is unreachable ({type(exc).__name__})"
+            ) from exc
 
     def ensure_exists(self) -> None:
         """Create the bucket when it does not exist yet (a no-op when it does)."""
@@ -192,6 +232,8 @@ class S3ObjectStore:
 
     def close(self) -> None:
         self.client.close()
+        if self.presign_client is not self.client:
+            self.presign_client.close()
 
 
 def s3_client(endpoint_url: str | None = None) -> S3Client:

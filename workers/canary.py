@@ -67,6 +67,8 @@ class CanaryResult:
     ok: bool
     seconds: float  # from publishing until the reply was seen (or the checker gave up)
     message: str
+    # The checker itself could not reach the broker: this says nothing about the worker.
+    broker_down: bool = False
 
 
 def check_worker(
@@ -87,12 +89,14 @@ def check_worker(
         # declare=[]: the list is all the route needs; no binding is written for a typo'd node.
         app.send_task(TASK_CANARY, args=[token], queue=queue, declare=[], task_id=token)
     except Exception as error:  # kombu raises its own and redis-py's errors here
-        return CanaryResult(node, False, clock() - began, f"cannot publish to the broker: {error}")
+        message = f"cannot publish to the broker: {error}"
+        return CanaryResult(node, False, clock() - began, message, broker_down=True)
     while True:
         try:
             seen = client.get(canary_key(token))
         except redis.RedisError as error:
-            return CanaryResult(node, False, clock() - began, f"broker stopped answering: {error}")
+            message = f"broker stopped answering: {error}"
+            return CanaryResult(node, False, clock() - began, message, broker_down=True)
         elapsed = clock() - began
         if seen is not None:
             return CanaryResult(

@@ -5,7 +5,11 @@ provider or input problems, so Celery only retries what the broker itself loses 
 + reject-on-worker-lost redeliver a killed worker's message; the claim dedups).
 
 Each worker also consumes its own direct queue (`worker_direct`), where `speechbatch
-worker-check` sends the canary task (`workers/canary.py`) that proves it still consumes.
+worker-check` sends the canary task (`workers/canary.py`) that proves it still consumes, and
+where its own self-check (`workers/self_check.py`) sends one every few seconds.
+
+`app` (module attribute, built from the environment on first access) is for Celery's own
+tools: `celery -A workers.celery_app inspect ping`, Flower. Workers run `speechbatch worker`.
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_shutdown
 
-from jobs.settings import Settings
+from jobs.catalog import provider_limits
+from jobs.settings import Settings, get_settings
 from storage.publisher import TASK_PROCESS_ITEM, CeleryPublisher, celery_config
 from workers.canary import register_canary
+from workers.config import default_threads
 from workers.pipeline import run_item
 from workers.runtime import Runtime, build_runtime
+from workers.self_check import install_self_check
 
 # Per-item INFO lines that repeat `workers.pipeline`'s own "item N outcome X" line: Celery's
 # "received"/"succeeded" and httpx's "HTTP Request". At hundreds of items a second they cost
@@ -53,6 +60,7 @@ def create_worker_app(settings: Settings, *, threads: int) -> Celery:
         return run_item(runtime(), int(item_id)).value
 
     register_canary(app, settings.broker_url)
+    install_self_check(app, settings.broker_url, interval_s=settings.worker_self_check_seconds)
 
     def close(**_: Any) -> None:
         with lock:
@@ -65,13 +73,19 @@ def create_worker_app(settings: Settings, *, threads: int) -> Celery:
     return app
 
 
-def worker_argv(threads: int, name: str = "celery@%h") -> list[str]:
+def worker_argv(
+    threads: int, name: str = "celery@%h", *, events: bool = False, banner: bool = True
+) -> list[str]:
     """Arguments for `app.worker_main`: a pool of `threads` threads.
 
     `name` is the Celery node name (`%h` = this host); it must be unique per worker, since the
-    canary reaches a worker through the queue named after it.
+    canary reaches a worker through the queue named after it. `events` sends task events
+    (`-E`, for Flower and `celery events`); each costs a broker write per task state, so
+    they are off unless asked for. Without `banner` Celery prints no start-up banner (it is
+    not a log record, so it would break one-JSON-object-per-line logs).
     """
     return [
+        *([] if banner else ["--quiet"]),
         "worker",
         f"--hostname={name}",
         "--pool=threads",
@@ -80,4 +94,20 @@ def worker_argv(threads: int, name: str = "celery@%h") -> list[str]:
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",
+        *(["-E"] if events else []),
     ]
+
+
+def __getattr__(name: str) -> Celery:
+    """`app`: the worker app for the environment's settings, for `celery -A workers.celery_app`.
+
+    Built on first access, so importing this module reads no settings.
+    """
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    settings = get_settings()
+    app = create_worker_app(
+        settings, threads=default_threads(provider_limits(settings.provider_limits))
+    )
+    globals()["app"] = app
+    return app

@@ -13,7 +13,7 @@ import threading
 from storage.publisher import InMemoryPublisher
 from workers.pipeline import run_item
 from workers.runtime import Runtime
-from workers.sweeper import run_sweeper
+from workers.sweeper import KEEP_UPLOADS, KeepUploads, UploadRetention, run_sweeper
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,17 @@ log = logging.getLogger(__name__)
 class LocalRunner:
     """`threads` threads running the ids `publisher` hands out, plus a sweeper thread."""
 
-    def __init__(self, runtime: Runtime, publisher: InMemoryPublisher, *, threads: int) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        publisher: InMemoryPublisher,
+        *,
+        threads: int,
+        uploads: UploadRetention | KeepUploads = KEEP_UPLOADS,
+    ) -> None:
+        """`uploads` deletes old uploads no job names, as beat does (default: keep them)."""
         self.runtime, self.publisher, self.threads = runtime, publisher, threads
+        self.uploads = uploads
         self._stop = threading.Event()
         self._running: list[threading.Thread] = []
 
@@ -38,6 +47,7 @@ class LocalRunner:
                 "interval_s": sweep_interval_s,
                 "stale_s": self.runtime.config.lease_s,
                 "stop": self._stop,
+                "uploads": self.uploads,
             },
             name="local-sweeper",
             daemon=True,
@@ -53,7 +63,8 @@ class LocalRunner:
             try:
                 run_item(self.runtime, item_id)
             except Exception:  # a DB blip must not kill the thread; the sweeper re-runs it
-                log.exception("local worker failed on item %s", item_id)
+                # Its job and provider are not at hand: run_item raised before or after them.
+                log.exception("local worker failed on item %s", item_id, extra={"item_id": item_id})
 
     def stop(self) -> None:
         self._stop.set()

@@ -3,6 +3,10 @@
 `workers.pipeline` catches each kind of failure and calls one of these; each is a single
 ledger call (one transaction that only the claim holder can commit) plus, for a final
 outcome, the job's manifest when the outcome finished the job.
+
+Each also logs the delivery's one outcome line, `item N outcome X (job J, provider P[, error
+CODE])` (the chaos suite greps `item N outcome X`), with the same facts as `extra=` fields
+(`item_fields`), which JSON logs carry as keys.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from enum import StrEnum
 
+from jobs.error_codes import ErrorCode
 from jobs.manifest import write_manifest_if_finished
 from jobs.records import AttemptRecord, ClaimedItem, ItemError, ItemResult
 from jobs.status import JOB_TERMINAL, JobStatus
@@ -31,10 +36,30 @@ class Outcome(StrEnum):
     DEFERRED = "deferred"  # handed back without spending an attempt (limit full, storage down)
 
 
+def item_fields(item: ClaimedItem, **more: object) -> dict[str, object]:
+    """The structured fields of a log line about `item` (pass as `extra=`)."""
+    return {"job_id": item.job_id, "item_id": item.id, "provider": item.provider, **more}
+
+
+def about(item: ClaimedItem, code: ErrorCode | None = None) -> str:
+    """How a text log line names `item`'s job and provider (and the error code, if any)."""
+    error = f", error {code.value}" if code else ""
+    return f"(job {item.job_id}, provider {item.provider}{error})"
+
+
+def _ended(item: ClaimedItem, outcome: Outcome, code: ErrorCode | None = None) -> Outcome:
+    fields = item_fields(item, outcome=outcome.value)
+    if code:
+        fields["error_code"] = code.value
+    level = logging.WARNING if outcome is Outcome.FAILED else logging.INFO
+    log.log(level, "item %s outcome %s %s", item.id, outcome.value, about(item, code), extra=fields)
+    return outcome
+
+
 def succeed(rt: Runtime, item: ClaimedItem, attempts: Attempts, result: ItemResult) -> Outcome:
     status = rt.ledger.succeed(item, result, attempts)
     _after_final(rt, item, status)
-    return Outcome.SUCCEEDED if status else Outcome.LOST
+    return _ended(item, Outcome.SUCCEEDED if status else Outcome.LOST)
 
 
 def fail(
@@ -43,7 +68,7 @@ def fail(
     """Fail the item; with `whole_job`, also every queued item of its job (same cause)."""
     status = rt.ledger.fail(item, error, attempts, whole_job=whole_job)
     _after_final(rt, item, status)
-    return Outcome.FAILED if status else Outcome.LOST
+    return _ended(item, Outcome.FAILED if status else Outcome.LOST, error.code)
 
 
 def retry_later(
@@ -60,13 +85,20 @@ def retry_later(
     moved = rt.ledger.retry_later(
         item, ItemError(error.code, error.message), attempts, delay_s=delay
     )
-    return Outcome.RETRYING if moved else Outcome.LOST
+    return _ended(item, Outcome.RETRYING if moved else Outcome.LOST, error.code)
 
 
-def hand_back(rt: Runtime, item: ClaimedItem, attempts: Attempts, delay_s: float) -> Outcome:
-    """Back to queued without spending an attempt: the hold-up was ours, not the item's."""
+def hand_back(
+    rt: Runtime,
+    item: ClaimedItem,
+    attempts: Attempts,
+    delay_s: float,
+    code: ErrorCode | None = None,
+) -> Outcome:
+    """Back to queued without spending an attempt: the hold-up was ours, not the item's
+    (`code` names it when it has one, e.g. the provider's rate limit)."""
     moved = rt.ledger.hand_back(item, attempts, delay_s=delay_s)
-    return Outcome.DEFERRED if moved else Outcome.LOST
+    return _ended(item, Outcome.DEFERRED if moved else Outcome.LOST, code)
 
 
 def _after_final(rt: Runtime, item: ClaimedItem, job_status: JobStatus | None) -> None:
@@ -76,4 +108,10 @@ def _after_final(rt: Runtime, item: ClaimedItem, job_status: JobStatus | None) -
     try:
         write_manifest_if_finished(rt.ledger.db.sessions, rt.store, item.job_id)
     except Exception:  # the manifest endpoint still serves it; the next finisher rewrites
-        log.warning("could not write the manifest of job %s", item.job_id, exc_info=True)
+        log.warning(
+            "could not write the manifest of job %s %s",
+            item.job_id,
+            about(item),
+            exc_info=True,
+            extra=item_fields(item),
+        )

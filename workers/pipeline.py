@@ -25,7 +25,7 @@ from storage.objects import ObjectNotFound, StorageUnavailable
 from workers import outcomes
 from workers.audio import convert
 from workers.fetch import fetch_source
-from workers.outcomes import Outcome
+from workers.outcomes import Outcome, about, item_fields
 from workers.providers.base import AudioInput, Transcript
 from workers.providers.errors import (
     AuthenticationFailed,
@@ -49,16 +49,18 @@ __all__ = ["Outcome", "run_item"]
 
 
 def run_item(rt: Runtime, item_id: int) -> Outcome:
-    """Run one item to an outcome. Never raises for provider or input problems."""
-    outcome = _run_item(rt, item_id)
-    # One line per delivery; the chaos suite greps these to prove no item succeeded twice.
-    log.info("item %s outcome %s", item_id, outcome.value)
-    return outcome
+    """Run one item to an outcome. Never raises for provider or input problems.
 
-
-def _run_item(rt: Runtime, item_id: int) -> Outcome:
+    Each delivery logs one `item N outcome X` line (the chaos suite greps them to prove no
+    item succeeded twice): `workers.outcomes` logs it for a claimed item, naming its job and
+    provider; an unclaimable one is logged here by id only (its job is not read just to log).
+    """
     item = rt.ledger.claim(item_id, lease_s=rt.config.lease_s)
     if item is None:
+        skipped = Outcome.SKIPPED.value
+        log.info(
+            "item %s outcome %s", item_id, skipped, extra={"item_id": item_id, "outcome": skipped}
+        )
         return Outcome.SKIPPED
     with rt.leases.holding(item):
         return _work(rt, item)
@@ -75,7 +77,12 @@ def _work(rt: Runtime, item: ClaimedItem) -> Outcome:  # noqa: PLR0911 - one ret
         return outcomes.hand_back(rt, item, attempts, rt.rng.uniform(1.0, 3.0))
     except StorageUnavailable:
         # Our own storage is down, not the item's fault: no attempt is spent on it.
-        log.warning("object storage unavailable; handing item %s back", item.id)
+        log.warning(
+            "object storage unavailable; handing item %s back %s",
+            item.id,
+            about(item),
+            extra=item_fields(item),
+        )
         return outcomes.hand_back(rt, item, attempts, rt.rng.uniform(5.0, 15.0))
     except (AuthenticationFailed, QuotaExceeded) as error:
         # Every other item of the job would be refused the same way: stop the job's calls
@@ -89,14 +96,20 @@ def _work(rt: Runtime, item: ClaimedItem) -> Outcome:  # noqa: PLR0911 - one ret
         # (Quota-type refusals are QuotaExceeded, handled above.)
         policy = rt.config.retry
         wait = next_delay(1, error, base=policy.item_base_s, cap=policy.max_countdown_s, rng=rt.rng)
-        return outcomes.hand_back(rt, item, attempts, wait)
+        return outcomes.hand_back(rt, item, attempts, wait, error.code)
     except TransientProviderError as error:
         return outcomes.retry_later(rt, item, attempts, error)
     except Exception as error:  # a bug or an unexpected outage: bounded by item_attempts
-        log.exception("item %s failed unexpectedly", item.id)
+        code = ErrorCode.INTERNAL_ERROR
+        log.exception(
+            "item %s failed unexpectedly %s",
+            item.id,
+            about(item, code),
+            extra=item_fields(item, error_code=code.value),
+        )
         transient = ProviderUnavailable(
             f"Internal error ({type(error).__name__}) while processing the item; retrying.",
-            code=ErrorCode.INTERNAL_ERROR,
+            code=code,
         )
         return outcomes.retry_later(rt, item, attempts, transient)
     return outcomes.succeed(rt, item, attempts, written)

@@ -78,7 +78,11 @@ def build_runtime(settings: Settings, publisher: Publisher, *, threads: int) -> 
     return Runtime(
         config=config,
         ledger=ledger,
-        store=open_object_store(settings.storage_url, endpoint_url=settings.s3_endpoint_url),
+        store=open_object_store(
+            settings.storage_url,
+            endpoint_url=settings.s3_endpoint_url,
+            public_endpoint_url=settings.s3_public_endpoint_url,
+        ),
         providers=ProviderRegistry.from_settings(settings, client),
         throttle=throttle,
         budget=budget,

@@ -6,19 +6,31 @@ Each pass (1) re-queues running items whose lease expired (their worker died),
 `stale_s` (Redis may have lost it on restart). Duplicates are harmless: a claim is a
 conditional UPDATE. Waiting for an empty queue keeps a backlog that legitimately waits
 (100k items, or a worker reconnecting) from being published twice.
+
+Beside it, `UploadRetention` deletes uploads that no job names as a source once they are
+older than SPEECHBATCH_UPLOAD_RETENTION_HOURS, one bounded batch per pass.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+
+from sqlalchemy.orm import Session, sessionmaker
 
 from jobs import repository as repo
+from jobs.clock import utc_now
 from jobs.ledger import ItemLedger
+from jobs.settings import Settings
+from storage.objects import ObjectStore
+from storage.stores import open_object_store
 
 log = logging.getLogger(__name__)
+UPLOADS_PREFIX = "uploads/"  # storage.keys.upload_key: uploads/{tenant}/{upload_id}/{name}
 
 
 @dataclass(frozen=True)
@@ -50,13 +62,100 @@ def sweep_once(ledger: ItemLedger, *, stale_s: float, batch: int = 1000) -> Swee
     return SweepReport(expired=len(expired), published=len(ids))
 
 
+def _upload_ref(key: str) -> tuple[str, str] | None:
+    """(tenant_id, the `upload://` source that names it) of an upload key; None if not one."""
+    parts = key.split("/")
+    if len(parts) != 4 or parts[0] != UPLOADS_PREFIX.rstrip("/"):
+        return None
+    return parts[1], f"upload://{parts[2]}/{parts[3]}"
+
+
+class UploadRetention:
+    """Deletes uploads that no job names as a source once they are older than `max_age`.
+
+    Each `expire()` takes the next `batch` old uploads of one walk over the store's listing
+    and asks the database, in one query, which of them an item names; the others go. A walk
+    goes on where the last pass stopped, so uploads that are kept (a job names them) never
+    hold back the rest, and a new walk starts `rest` after one ends. An upload sent again is
+    written again, which makes it young: a client that re-uploads before submitting is safe.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        sessions: sessionmaker[Session],
+        *,
+        max_age: timedelta,
+        batch: int = 500,
+        rest: timedelta = timedelta(minutes=10),
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.store, self.sessions, self.max_age = store, sessions, max_age
+        self.batch, self.rest, self.clock = batch, rest, clock
+        self._walk: Iterator[str] | None = None
+        self._next_walk_at = datetime.min.replace(tzinfo=UTC)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, sessions: sessionmaker[Session]) -> UploadRetention:
+        """Beat's retention, on a store of its own (closed by `close`)."""
+        store = open_object_store(settings.storage_url, endpoint_url=settings.s3_endpoint_url)
+        return cls(store, sessions, max_age=timedelta(hours=settings.upload_retention_hours))
+
+    def expire(self) -> int:
+        """One bounded pass; returns how many uploads it deleted."""
+        now = self.clock()
+        if self._walk is None:
+            if now < self._next_walk_at:
+                return 0
+            self._walk = self.store.list_keys_older_than(UPLOADS_PREFIX, now - self.max_age)
+        try:
+            keys = list(islice(self._walk, self.batch))
+        except Exception:  # the store failed mid-listing: the next pass starts a new walk
+            self._walk = None
+            raise
+        if len(keys) < self.batch:
+            self._walk, self._next_walk_at = None, now + self.rest
+        refs = {key: ref for key in keys if (ref := _upload_ref(key)) is not None}
+        with self.sessions() as session:
+            named = repo.referenced_uploads(session, list(refs.values()))
+        unused = [key for key, ref in refs.items() if ref not in named]
+        for key in unused:
+            self.store.delete(key)
+        if unused:
+            log.info("retention: deleted %d uploads no job uses", len(unused))
+        return len(unused)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class KeepUploads:
+    """No upload retention: what `run_sweeper` does unless given an `UploadRetention`."""
+
+    def expire(self) -> int:
+        return 0
+
+
+KEEP_UPLOADS = KeepUploads()
+
+
 def run_sweeper(
-    ledger: ItemLedger, *, interval_s: float, stale_s: float, stop: threading.Event
+    ledger: ItemLedger,
+    *,
+    interval_s: float,
+    stale_s: float,
+    stop: threading.Event,
+    uploads: UploadRetention | KeepUploads = KEEP_UPLOADS,
 ) -> None:
-    """Sweep every `interval_s` until `stop` is set; errors are logged and the loop goes on."""
+    """Sweep (and expire uploads) every `interval_s` until `stop` is set; errors are logged
+    and the loop goes on. The caller owns `uploads` and closes it."""
     while not stop.is_set():
         try:
             sweep_once(ledger, stale_s=stale_s)
         except Exception:  # DB or broker blip: try again next tick
             log.warning("sweep failed; retrying in %.0f s", interval_s, exc_info=True)
+        try:
+            uploads.expire()
+        except Exception:  # storage or DB blip: the next tick goes on with the walk
+            log.warning("upload retention failed; retrying in %.0f s", interval_s, exc_info=True)
         stop.wait(interval_s)

@@ -1,7 +1,7 @@
 """The FastAPI application: resources, routers, the error envelope and the size limit.
 
-Every error leaves as `{"error": {"code", "message"}}` with a stable code, including
-FastAPI's own validation errors and unknown routes.
+Every error leaves as `{"error": {"code", "message"}}` (`jobs.schemas.ErrorEnvelope`) with a
+stable code, including FastAPI's own validation errors and unknown routes.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from starlette.exceptions import HTTPException
 
 from jobs.api import routes_health, routes_jobs, routes_uploads
 from jobs.api.deps import Resources
+from jobs.api.docs import install_docs
 from jobs.api.limits import BodySizeLimit
 from jobs.error_codes import ErrorCode
 from jobs.errors import ApiError
 from jobs.ledger import ItemLedger
 from jobs.netpolicy import parse_allowlist
+from jobs.schemas import ErrorBody, ErrorEnvelope
 from jobs.settings import Settings
 from storage.db import make_session_factory, open_database
 from storage.publisher import CeleryPublisher
@@ -31,9 +33,8 @@ log = logging.getLogger(__name__)
 def error_body(
     status: int, code: ErrorCode, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
-    )
+    envelope = ErrorEnvelope(error=ErrorBody(code=code, message=message))
+    return JSONResponse(envelope.model_dump(mode="json"), status_code=status, headers=headers)
 
 
 def _describe(exc: RequestValidationError) -> tuple[int, ErrorCode, str]:
@@ -41,6 +42,13 @@ def _describe(exc: RequestValidationError) -> tuple[int, ErrorCode, str]:
     if first.get("type") == "json_invalid":
         return 400, ErrorCode.MALFORMED_JSON, "The request body is not valid JSON."
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    if first.get("type") == "extra_forbidden":  # pydantic's "Extra inputs are not permitted"
+        return (
+            422,
+            ErrorCode.INVALID_REQUEST,
+            f"{where}: not a field of this request; check its spelling or remove it "
+            "(the schema is at /docs).",
+        )
     return 422, ErrorCode.INVALID_REQUEST, f"{where}: {first.get('msg', 'invalid value')}."
 
 
@@ -76,19 +84,24 @@ def create_app(settings: Settings) -> FastAPI:
     if not settings.broker_url:
         raise ValueError("SPEECHBATCH_BROKER_URL is not set; the API publishes work to Redis.")
     db = open_database(settings.database_url)
-    app = FastAPI(title="speechbatch", version="0.1.0")
+    app = FastAPI(title="speechbatch", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.resources = Resources(
         settings=settings,
         ledger=ItemLedger(db, CeleryPublisher(settings.broker_url)),
         # Same pool; each single-SELECT read runs without BEGIN/ROLLBACK round trips.
         reads=make_session_factory(db.engine.execution_options(isolation_level="AUTOCOMMIT")),
-        store=open_object_store(settings.storage_url, endpoint_url=settings.s3_endpoint_url),
+        store=open_object_store(
+            settings.storage_url,
+            endpoint_url=settings.s3_endpoint_url,
+            public_endpoint_url=settings.s3_public_endpoint_url,
+        ),
         source_allow=parse_allowlist(settings.allow_private_networks),
     )
     install_error_handlers(app)
     app.include_router(routes_jobs.router)
     app.include_router(routes_uploads.router)
     app.include_router(routes_health.router)
+    install_docs(app)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -93,14 +94,17 @@ async def resources(request: Request) -> Resources:
     return res
 
 
+# Declares the bearer scheme in OpenAPI; a missing or non-bearer header is ours to refuse
+# (401 with the error envelope), not FastAPI's (403 with its own body).
+BEARER = HTTPBearer(auto_error=False, description="An API key: `speechbatch keys create`.")
+
+
 async def tenant(
     res: Annotated[Resources, Depends(resources)],
-    authorization: Annotated[str | None, Header()] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> str:
     """The tenant id behind `Authorization: Bearer <key>`; 401 otherwise."""
-    presented = None
-    if authorization and authorization[:7].lower() == "bearer ":
-        presented = authorization[7:].strip()
+    presented = credentials.credentials.strip() if credentials else None
     cached = res.keys.cached(presented)
     if cached is not None:
         return cached

@@ -6,12 +6,10 @@ it streams and cut off at the cap. Uploads get their own (larger) cap.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobs.error_codes import ErrorCode
+from jobs.schemas import ErrorBody, ErrorEnvelope
 
 
 class BodyTooLarge(Exception):
@@ -60,13 +58,9 @@ class BodySizeLimit:
 
 
 async def _refuse(send: Send, cap: int) -> None:
-    body: dict[str, Any] = {
-        "error": {
-            "code": ErrorCode.PAYLOAD_TOO_LARGE,
-            "message": f"The request body is over the {cap}-byte limit; send less at once.",
-        }
-    }
-    payload = json.dumps(body).encode()
+    message = f"The request body is over the {cap}-byte limit; send less at once."
+    envelope = ErrorEnvelope(error=ErrorBody(code=ErrorCode.PAYLOAD_TOO_LARGE, message=message))
+    payload = envelope.model_dump_json().encode()
     await send(
         {
             "type": "http.response.start",

@@ -1,4 +1,8 @@
-"""Job endpoints: create (202 + Location), get, list, items, manifest, cancel, retry, outputs."""
+"""Job endpoints: create (202 + Location), get, list, items, manifest, cancel, retry, outputs.
+
+Each route declares the error statuses it can return (`jobs.api.docs.errors`), so the
+OpenAPI schema says what the API does.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +16,31 @@ from fastapi.responses import StreamingResponse
 from jobs import repository as repo
 from jobs import service
 from jobs.api.deps import Res, Resources, TenantId
+from jobs.api.docs import AUTH, BAD_CURSOR, BAD_QUERY, NO_JOB, TOO_LARGE, errors
 from jobs.error_codes import ErrorCode
-from jobs.errors import ApiError, not_found
+from jobs.errors import ApiError, invalid, not_found
 from jobs.manifest import ManifestRecord, output_files
+from jobs.media import media_type_for
 from jobs.models import Item, Job
-from jobs.schemas import ItemList, JobCreate, JobList, JobOut
+from jobs.schemas import ItemList, JobCreate, JobList, JobOut, OutputFormat
 from jobs.status import JOB_TERMINAL, ItemStatus, JobKind, JobStatus
 from jobs.views import UrlFor, item_view, job_view
 from storage.objects import ObjectNotFound
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 POLL_AFTER_S = "2"
+MANIFEST_MEDIA_TYPE = "application/x-ndjson"  # what the route sends and the stored file is
+# Every media type a stored output has: the TTS encodings (opus is Ogg) and the transcripts.
+OUTPUT_MEDIA_TYPES = (
+    "audio/wav",
+    "audio/flac",
+    "audio/mpeg",
+    "audio/ogg",
+    "application/json",
+    "text/plain",
+    "application/x-subrip",
+    "text/vtt",
+)
 
 
 def _poll_headers(response: Response, job: Job) -> None:
@@ -30,7 +48,21 @@ def _poll_headers(response: Response, job: Job) -> None:
         response.headers["Retry-After"] = POLL_AFTER_S
 
 
-@router.post("", status_code=202, response_model=JobOut)
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobOut,
+    responses=errors(
+        {
+            400: "`malformed_json`: the body is not (UTF-8) JSON.",
+            401: AUTH,
+            409: "`idempotency_key_reused`: this Idempotency-Key came with another body.",
+            413: TOO_LARGE,
+            422: "`invalid_request` (the schema, unknown fields included) or a code naming "
+            "what the body asks for that cannot be done (`unknown_model`, `no_items`, ...).",
+        }
+    ),
+)
 def create_job(
     body: JobCreate,
     response: Response,
@@ -53,7 +85,9 @@ def create_job(
     return job_view(submitted.job)
 
 
-@router.get("", response_model=JobList)
+@router.get(
+    "", response_model=JobList, responses=errors({400: BAD_CURSOR, 401: AUTH, 422: BAD_QUERY})
+)
 def list_jobs(
     res: Res,
     tenant_id: TenantId,
@@ -78,7 +112,7 @@ def list_jobs(
     return JobList(jobs=[job_view(j) for j in jobs], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=errors({401: AUTH, 404: NO_JOB}))
 def get_job(job_id: str, res: Res, tenant_id: TenantId) -> Response:
     """The poll endpoint: one autocommit SELECT, and the view is serialized once."""
     job = service.get_job(res.reads, tenant_id, job_id)
@@ -100,7 +134,11 @@ def url_maker(res: Resources, job: Job) -> UrlFor:
     return url_for
 
 
-@router.get("/{job_id}/items", response_model=ItemList)
+@router.get(
+    "/{job_id}/items",
+    response_model=ItemList,
+    responses=errors({400: BAD_CURSOR, 401: AUTH, 404: NO_JOB, 422: BAD_QUERY}),
+)
 def list_items(
     job_id: str,
     res: Res,
@@ -123,7 +161,18 @@ def list_items(
     return ItemList(items=[item_view(job, i, url_for) for i in items], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}/manifest")
+@router.get(
+    "/{job_id}/manifest",
+    # A StreamingResponse has no media type of its own, so the errors stay application/json.
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "JSON Lines: one ManifestRecord per item, in item order.",
+            "content": {MANIFEST_MEDIA_TYPE: {"schema": {"type": "string"}}},
+        },
+        **errors({401: AUTH, 404: NO_JOB}),
+    },
+)
 def manifest(job_id: str, res: Res, tenant_id: TenantId) -> StreamingResponse:
     job = service.get_job(res.sessions, tenant_id, job_id)
 
@@ -132,41 +181,86 @@ def manifest(job_id: str, res: Res, tenant_id: TenantId) -> StreamingResponse:
             for item in repo.iter_items(session, job_id):
                 yield ManifestRecord.of(job, item).line()
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
+    return StreamingResponse(lines(), media_type=MANIFEST_MEDIA_TYPE)
 
 
-@router.get("/{job_id}/items/{item_id}/output")
+@router.get(
+    "/{job_id}/items/{item_id}/output",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The stored bytes: audio (TTS) or a transcript rendering (STT).",
+            "content": {
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in OUTPUT_MEDIA_TYPES
+            },
+        },
+        **errors(
+            {
+                401: AUTH,
+                404: "`not_found`: no such job or item for this key, or no output yet.",
+                422: "`invalid_request`: not an output format at all; `format_unavailable`: "
+                "the item was not stored in that format (its `output.files` lists those).",
+            }
+        ),
+    },
+)
 def item_output(
-    job_id: str, item_id: str, res: Res, tenant_id: TenantId, format: str | None = None
+    job_id: str,
+    item_id: str,
+    res: Res,
+    tenant_id: TenantId,
+    format: OutputFormat | None = None,
 ) -> StreamingResponse:
-    """Stream an item's output through the API (for stores that cannot presign URLs)."""
+    """Stream an item's output through the API (for stores that cannot presign URLs).
+
+    `format` picks one of the item's `output.files` (default: its main output). A format the
+    item was not stored in is refused, never answered with another one: converting audio
+    would need the worker's audio stack in the API, and a client asking for WAV must not
+    receive MP3 bytes. Submit the job with the format you need instead.
+    """
     job = service.get_job(res.sessions, tenant_id, job_id)
     with res.sessions() as session:
         item = repo.get_item(session, job_id, item_id)
     if item is None or not item.output_key:
         raise not_found("output for that item")
     files = dict(output_files(job, item))
-    key = files.get(format or "", item.output_key)
+    key = files.get(format) if format else item.output_key
+    if key is None:
+        stored = ", ".join(files)
+        raise invalid(
+            ErrorCode.FORMAT_UNAVAILABLE,
+            f"Item {item_id!r} has no {format} output; it was stored as {stored}. Ask for "
+            "one of those, or submit the job again with the format you need.",
+        )
     try:
         size = res.store.size(key)
         if size is None:
             raise ObjectNotFound(key)
     except ObjectNotFound:
         raise not_found("output object for that item") from None
-    media = item.output_content_type if key == item.output_key else "application/octet-stream"
+    if key == item.output_key and item.output_content_type:
+        media = item.output_content_type
+    else:
+        media = media_type_for(key.rsplit(".", 1)[-1])
     return StreamingResponse(
-        res.store.iter_chunks(key),
-        media_type=media or "application/octet-stream",
-        headers={"Content-Length": str(size)},
+        res.store.iter_chunks(key), media_type=media, headers={"Content-Length": str(size)}
     )
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut)
+@router.post("/{job_id}/cancel", response_model=JobOut, responses=errors({401: AUTH, 404: NO_JOB}))
 def cancel_job(job_id: str, res: Res, tenant_id: TenantId) -> JobOut:
     return job_view(service.cancel_job(res.ledger, res.store, tenant_id, job_id))
 
 
-@router.post("/{job_id}/retry", response_model=JobOut, status_code=202)
+@router.post(
+    "/{job_id}/retry",
+    response_model=JobOut,
+    status_code=202,
+    responses=errors(
+        {401: AUTH, 404: NO_JOB, 409: "`job_canceled`: a canceled job is not retried."}
+    ),
+)
 def retry_job(job_id: str, response: Response, res: Res, tenant_id: TenantId) -> JobOut:
     job = service.retry_job(res.ledger, tenant_id, job_id)
     response.headers["Location"] = f"/v1/jobs/{job.id}"

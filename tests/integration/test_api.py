@@ -1,13 +1,15 @@
 """The REST API in-process over real SQLite/PostgreSQL, Redis and a local object store.
 
 No worker runs here: these tests cover the front door (validation, auth, tenancy,
-idempotency, publishing, uploads, pagination). The e2e suite covers processing.
+idempotency, publishing, uploads, pagination, outputs). The e2e suite covers processing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +20,16 @@ import pytest
 import redis
 import soundfile as sf
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from jobs.api import create_app
+from jobs.api.deps import Resources
 from jobs.migrate import upgrade_to_head
+from jobs.models import Item, Job
 from jobs.service import create_api_key
 from jobs.settings import Settings
 from storage.db import make_engine, make_session_factory
+from storage.keys import output_key
 from storage.publisher import QUEUE
 
 pytestmark = pytest.mark.integration
@@ -42,18 +48,27 @@ class Api:
     def post_job(self, body: dict[str, Any], **headers: str) -> Any:
         return self.client.post("/v1/jobs", json=body, headers={**self.auth(), **headers})
 
+    def upload(self, name: str, content: bytes) -> Any:
+        return self.client.post("/v1/uploads", files={"file": (name, content)}, headers=self.auth())
 
-@pytest.fixture
-def api(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Api]:
+    @property
+    def resources(self) -> Resources:
+        res: Resources = self.client.app.state.resources  # type: ignore[attr-defined]
+        return res
+
+
+@contextlib.contextmanager
+def running_api(database_url: str, redis_url: str, **overrides: Any) -> Iterator[Api]:
+    """An in-process API on `database_url` with two tenants' keys; `overrides` are settings."""
     upgrade_to_head(database_url)
     sessions = make_session_factory(make_engine(database_url))
     settings = Settings(
         database_url=database_url,
         broker_url=redis_url,
-        storage_url=f"file://{tmp_path / 'objects'}",
         max_items_per_job=1000,
         max_request_bytes=256 * 1024,
         max_upload_bytes=1024 * 1024,
+        **overrides,
     )
     client_redis = redis.Redis.from_url(redis_url)
     client_redis.delete(QUEUE)
@@ -66,6 +81,19 @@ def api(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Api]:
         )
     client_redis.delete(QUEUE)
     client_redis.close()
+
+
+@pytest.fixture
+def api(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Api]:
+    with running_api(database_url, redis_url, storage_url=f"file://{tmp_path / 'objects'}") as a:
+        yield a
+
+
+@pytest.fixture
+def sqlite_api(sqlite_url: str, redis_url: str, tmp_path: Path) -> Iterator[Api]:
+    """The same API on SQLite only, for behaviour that does not depend on the database."""
+    with running_api(sqlite_url, redis_url, storage_url=f"file://{tmp_path / 'objects'}") as a:
+        yield a
 
 
 def tts(n: int = 3, **extra: Any) -> dict[str, Any]:
@@ -314,3 +342,143 @@ def test_openapi_lists_the_endpoints(api: Api) -> None:
         "/v1/jobs/{job_id}/manifest",
         "/healthz",
     } <= set(paths)
+
+
+# --- strictness, outputs, uploads and health (issue 8) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (tts(colour="red"), "colour"),
+        (tts(options={"format": "wav", "fromat": "mp3"}), "options.fromat"),
+        (tts(items=[{"text": "hi", "txt": "hi"}]), "items.0.txt"),
+    ],
+)
+def test_unknown_body_fields_are_refused_with_their_path(
+    sqlite_api: Api, body: dict[str, Any], where: str
+) -> None:
+    """A made-up field anywhere in a job body is a 422 that names it and says what to do."""
+    response = sqlite_api.post_job(body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["message"].startswith(f"{where}: not a field of this request; check its spelling")
+    assert sqlite_api.redis.llen(QUEUE) == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter"),
+    [
+        ("/v1/jobs?status=bogus", "status"),
+        ("/v1/jobs?kind=bogus", "kind"),
+        ("/v1/jobs/job_0/items?status=bogus", "status"),
+    ],
+)
+def test_unknown_filter_values_are_refused_with_the_parameter_named(
+    sqlite_api: Api, path: str, parameter: str
+) -> None:
+    """A status or kind filter that is no such value is refused, never read as no filter."""
+    response = sqlite_api.client.get(path, headers=sqlite_api.auth())
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["message"].startswith(f"query.{parameter}: Input should be ")
+
+
+def store_output(
+    api: Api, job_id: str, ext: str, content_type: str, data: bytes
+) -> tuple[str, str]:
+    """Give the job's first item a stored main output, as a worker would: (item id, key)."""
+    res = api.resources
+    with res.sessions() as session:
+        job = session.get(Job, job_id)
+        item = session.scalars(select(Item).where(Item.job_id == job_id).order_by(Item.seq)).first()
+        assert job is not None and item is not None
+        key = output_key(job.output_prefix, job.tenant_id, job.id, item.seq, item.external_id, ext)
+        item.output_key, item.output_content_type, item.output_bytes = key, content_type, len(data)
+        external_id = item.external_id
+        session.commit()
+    res.store.put_bytes(key, data, content_type)
+    return external_id, key
+
+
+def test_an_output_is_served_in_its_own_format_and_never_swapped_for_another(api: Api) -> None:
+    """An MP3 item answers ?format=mp3 (or none) with its bytes, and ?format=wav with a 422."""
+    job_id = api.post_job(tts(1, options={"format": "mp3"})).json()["id"]
+    mp3 = b"ID3\x04\x00\x00" + bytes(300)
+    item, _ = store_output(api, job_id, "mp3", "audio/mpeg", mp3)
+    url = f"/v1/jobs/{job_id}/items/{item}/output"
+    for params in ({"format": "mp3"}, {}):
+        served = api.client.get(url, params=params, headers=api.auth())
+        assert served.status_code == 200, served.text
+        assert (served.content, served.headers["content-type"]) == (mp3, "audio/mpeg")
+    refused = api.client.get(url, params={"format": "wav"}, headers=api.auth())
+    assert refused.status_code == 422
+    error = refused.json()["error"]
+    assert error["code"] == "format_unavailable"
+    assert "no wav output" in error["message"] and "stored as mp3" in error["message"]
+    unknown = api.client.get(url, params={"format": "aiff"}, headers=api.auth())
+    assert unknown.status_code == 422
+    assert unknown.json()["error"]["message"].startswith("query.format: ")
+
+
+def test_transcript_renderings_are_served_with_their_own_media_types(sqlite_api: Api) -> None:
+    """An STT item's srt and vtt files come back as what they are, not application/octet-stream."""
+    source = sqlite_api.upload("call.wav", wav_bytes()).json()["source"]
+    body = {"kind": "stt", "provider": "slng", "items": [{"source": source}]}
+    job_id = sqlite_api.post_job(body).json()["id"]
+    item, main = store_output(sqlite_api, job_id, "json", "application/json", b'{"text": ""}')
+    for fmt, media in (("srt", "application/x-subrip"), ("vtt", "text/vtt"), ("txt", "text/plain")):
+        sqlite_api.resources.store.put_bytes(f"{main.removesuffix('.json')}.{fmt}", b"hi", media)
+        served = sqlite_api.client.get(
+            f"/v1/jobs/{job_id}/items/{item}/output",
+            params={"format": fmt},
+            headers=sqlite_api.auth(),
+        )
+        assert served.status_code == 200
+        assert served.headers["content-type"].split(";")[0] == media
+
+
+def test_the_manifest_is_sent_as_the_media_type_its_schema_declares(sqlite_api: Api) -> None:
+    """GET .../manifest answers with the one media type its OpenAPI entry lists: JSON Lines."""
+    job_id = sqlite_api.post_job(tts(2)).json()["id"]
+    sent = sqlite_api.client.get(f"/v1/jobs/{job_id}/manifest", headers=sqlite_api.auth())
+    operation = sqlite_api.client.get("/openapi.json").json()["paths"]["/v1/jobs/{job_id}/manifest"]
+    declared = list(operation["get"]["responses"]["200"]["content"])
+    assert declared == [sent.headers["content-type"]] == ["application/x-ndjson"]
+
+
+def test_the_same_bytes_give_one_source_so_a_resent_stt_job_replays(api: Api) -> None:
+    """One recording uploaded twice (under two names) is one source and one object, so the
+    same STT job sent again with its Idempotency-Key replays instead of a 409."""
+    audio = wav_bytes()
+    first, second = (api.upload(name, audio).json()["source"] for name in ("a.wav", "b.wav"))
+    assert first == second
+    assert api.upload("a.wav", wav_bytes(0.6)).json()["source"] != first
+    assert len(list(api.resources.store.list_keys("uploads/"))) == 2
+    jobs = [
+        api.post_job(
+            {"kind": "stt", "provider": "slng", "items": [{"id": "call", "source": source}]},
+            **{"Idempotency-Key": "stt-once"},
+        )
+        for source in (first, second)
+    ]
+    assert [job.status_code for job in jobs] == [202, 202], jobs[1].text
+    assert jobs[0].json()["id"] == jobs[1].json()["id"]
+    assert jobs[1].headers["Idempotent-Replayed"] == "true"
+
+
+def test_healthz_names_a_missing_bucket_and_the_cause(
+    sqlite_url: str, redis_url: str, s3_endpoint_url: str
+) -> None:
+    """With a bucket that does not exist on the real S3, /healthz says which and why (503)."""
+    bucket = f"sb-missing-{uuid.uuid4().hex[:12]}"
+    with running_api(
+        sqlite_url, redis_url, storage_url=f"s3://{bucket}", s3_endpoint_url=s3_endpoint_url
+    ) as missing:
+        response = missing.client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["storage"] == (
+        f"error: bucket '{bucket}' does not exist (NoSuchBucket)"
+    )

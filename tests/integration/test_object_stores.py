@@ -6,6 +6,7 @@ import hashlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -81,6 +82,21 @@ def test_list_keys_is_a_string_prefix_match(object_store: ObjectStore) -> None:
     assert len(list(object_store.list_keys("t/j1"))) == 3
     assert len(list(object_store.list_keys(""))) == 4
     assert list(object_store.list_keys("nothing/")) == []
+
+
+def test_list_keys_older_than_compares_the_last_write(object_store: ObjectStore) -> None:
+    """Keys under the prefix written before the cut-off are listed; none written after it."""
+    for key in ["uploads/t/a/audio.wav", "uploads/t/b/audio.wav", "other/c.wav"]:
+        object_store.put_bytes(key, b"x", "audio/wav")
+    now = datetime.now(UTC)
+    assert list(object_store.list_keys_older_than("uploads/", now - timedelta(hours=1))) == []
+    later = now + timedelta(minutes=1)
+    assert sorted(object_store.list_keys_older_than("uploads/", later)) == [
+        "uploads/t/a/audio.wav",
+        "uploads/t/b/audio.wav",
+    ]
+    object_store.delete("uploads/t/a/audio.wav")
+    assert list(object_store.list_keys_older_than("uploads/", later)) == ["uploads/t/b/audio.wav"]
 
 
 def test_put_file_streams_20_mib(object_store: ObjectStore, tmp_path: Path) -> None:
@@ -209,8 +225,9 @@ def test_s3_check_raises_when_endpoint_is_down() -> None:
 def test_s3_check_raises_for_missing_bucket(s3_store: S3ObjectStore) -> None:
     """A reachable endpoint without the bucket is unavailable storage, and says which bucket."""
     store = S3ObjectStore(s3_store.client, "no-such-bucket-here")
-    with pytest.raises(StorageUnavailable, match="no-such-bucket-here"):
+    with pytest.raises(StorageUnavailable) as caught:
         store.check()
+    assert str(caught.value) == "bucket 'no-such-bucket-here' does not exist (NoSuchBucket)"
 
 
 def test_local_check_raises_when_root_is_gone(tmp_path: Path) -> None:

@@ -29,12 +29,12 @@ ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PYPROJECT = ROOT / "pyproject.toml"
+README = ROOT / "README.md"
 
 EXPECTED_SERVICES = {
     "redis",
     "postgres",
     "seaweedfs",
-    "bucket-setup",
     "migrate",
     "api",
     "worker",
@@ -231,8 +231,6 @@ def test_app_services_run_registered_cli_commands(services: dict[str, Any]) -> N
     checked = set()
     problems = []
     for name, svc in app_services(services).items():
-        if "entrypoint" in svc:  # a one-shot script, not the CLI (bucket-setup)
-            continue
         checked.add(name)
         problems += [f"{name}: {p}" for p in cli_problems(argv(svc.get("command")))]
     assert problems == []
@@ -255,10 +253,11 @@ def test_cli_checker_rejects_unknown_commands_and_options() -> None:
 
 
 def test_app_servers_run_the_documented_roles(services: dict[str, Any]) -> None:
-    """api listens on 0.0.0.0:8000 (published), worker runs 16 threads, migrate migrates."""
+    """api listens on 0.0.0.0:8000 (published), the worker derives its threads from the provider
+    limits (no --concurrency to fall out of step with them), migrate migrates."""
     assert argv(services["api"]["command"]) == ["api", "--host", "0.0.0.0", "--port", "8000"]
     assert "8000:8000" in [str(p) for p in services["api"]["ports"]]
-    assert argv(services["worker"]["command"]) == ["worker", "--concurrency", "24"]
+    assert argv(services["worker"]["command"]) == ["worker"]
     assert argv(services["beat"]["command"])[:1] == ["beat"]
     assert argv(services["migrate"]["command"]) == ["migrate"]
     emulator = argv(services["emulator"]["command"])
@@ -305,19 +304,21 @@ def test_every_dependency_has_a_condition_its_target_can_meet(services: dict[str
 
 
 def test_app_servers_wait_for_infrastructure_schema_and_bucket(services: dict[str, Any]) -> None:
-    """api, worker and beat start only after the stores are healthy and both one-shots succeed."""
+    """api, worker and beat start only after the stores are healthy and `migrate` (schema and
+    bucket) succeeded."""
     wanted = {
         "redis": "service_healthy",
         "postgres": "service_healthy",
         "seaweedfs": "service_healthy",
         "migrate": "service_completed_successfully",
-        "bucket-setup": "service_completed_successfully",
     }
     for name in APP_SERVERS:
         got = {target: spec.get("condition") for target, spec in depends_on(services[name]).items()}
         assert got == wanted, name
-    assert depends_on(services["migrate"]) == {"postgres": {"condition": "service_healthy"}}
-    assert depends_on(services["bucket-setup"]) == {"seaweedfs": {"condition": "service_healthy"}}
+    assert depends_on(services["migrate"]) == {
+        "postgres": {"condition": "service_healthy"},
+        "seaweedfs": {"condition": "service_healthy"},
+    }
 
 
 def test_api_healthcheck_probes_healthz(services: dict[str, Any]) -> None:
@@ -342,6 +343,80 @@ def test_in_network_urls_point_at_the_compose_services(services: dict[str, Any])
     assert s3.hostname == "seaweedfs"
     assert f"-s3.port={s3.port}" in argv(services["seaweedfs"]["command"])
     assert urlsplit(env["SPEECHBATCH_STORAGE_URL"]).scheme == "s3"
+
+
+def test_presigned_urls_name_seaweedfs_published_port(services: dict[str, Any]) -> None:
+    """Download URLs are signed for the host's address of SeaweedFS (its published port), which
+    a .env value may override; the containers' own S3 endpoint stays in-network."""
+    env = services["api"]["environment"]
+    public = re.fullmatch(
+        r"\$\{SPEECHBATCH_S3_PUBLIC_ENDPOINT_URL:-(\S+)\}",
+        env["SPEECHBATCH_S3_PUBLIC_ENDPOINT_URL"],
+    )
+    assert public, "a .env value must be able to override the public endpoint"
+    url = urlsplit(public.group(1))
+    inside = urlsplit(env["SPEECHBATCH_S3_ENDPOINT_URL"])
+    published = [str(p).split(":") for p in services["seaweedfs"]["ports"]]
+    assert [url.hostname, str(url.port), str(inside.port)] in (
+        [host.replace("127.0.0.1", "localhost"), host_port, port]
+        for host, host_port, port in published
+    )
+
+
+# --- README: the production shape as documented ----------------------------------------------
+
+
+def readme_section(title: str) -> str:
+    """The text of the README's `## title` section."""
+    text = README.read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def readme_commands(title: str) -> list[list[str]]:
+    """Each line of the ```sh blocks of a README section, split like a shell, comments dropped."""
+    blocks = re.findall(r"```sh\n(.*?)```", readme_section(title), re.DOTALL)
+    lines = (shlex.split(line, comments=True) for block in blocks for line in block.splitlines())
+    return [line for line in lines if line]
+
+
+def test_readme_emulator_flow_matches_compose(services: dict[str, Any]) -> None:
+    """The README's emulator steps set real settings to the emulator service's address, port
+    and SLNG path, and its `up` names the profile and no service, so the worker is recreated."""
+    from emulator.slng import PREFIX
+
+    commands = readme_commands("Running the production shape")
+    env = dict(cmd[0].split("=", 1) for cmd in commands if len(cmd) == 1 and "=" in cmd[0])
+    assert {"SLNG_API_KEY", "SPEECHBATCH_SLNG_BASE_URL"} <= set(env) <= set(settings_env_names())
+    assert env["SLNG_API_KEY"], "a provider without a key is not configured"
+    base = urlsplit(env["SPEECHBATCH_SLNG_BASE_URL"])
+    assert base.hostname in services
+    emulator = services[base.hostname]
+    command = argv(emulator["command"])
+    assert command[0] == "emulator"
+    assert (str(base.port), base.path) == (command[command.index("--port") + 1], PREFIX)
+    for text in (COMPOSE_FILE.read_text(), ENV_EXAMPLE.read_text()):
+        assert env["SPEECHBATCH_SLNG_BASE_URL"] in text  # their comments say the same
+    ups = [cmd for cmd in commands if cmd[:2] == ["docker", "compose"] and "--profile" in cmd]
+    assert ups
+    for up in ups:
+        assert up[up.index("--profile") + 1] in emulator["profiles"]
+        rest = up[up.index("up") + 1 :]
+        # Naming services would leave the others on their old environment.
+        assert [arg for arg in rest if not arg.startswith("-")] == [], up
+
+
+def test_readme_documents_this_issues_settings() -> None:
+    """The settings added for issue 8 are in the README's configuration table."""
+    table = readme_section("Configuration")
+    for name in (
+        "SPEECHBATCH_S3_PUBLIC_ENDPOINT_URL",
+        "SPEECHBATCH_LOG_FORMAT",
+        "SPEECHBATCH_WORKER_SELF_CHECK_SECONDS",
+    ):
+        assert name in settings_env_names()
+        assert f"| `{name}` |" in table, name
 
 
 # --- environment: compose, .env.example and Settings ------------------------------------------
@@ -445,7 +520,7 @@ def test_dockerfile_runs_as_a_non_root_user() -> None:
 
 
 def test_dockerfile_copies_what_install_and_migrate_need() -> None:
-    """The build copies pyproject, its readme, every package and the migrations, none ignored."""
+    """The build copies pyproject, its readme and every package (migrations are inside `jobs`)."""
     sources = set()
     for name, args in dockerfile_instructions():
         if name == "COPY" and "--from" not in args:
@@ -455,7 +530,7 @@ def test_dockerfile_copies_what_install_and_migrate_need() -> None:
         pattern.rstrip("*")
         for pattern in project["tool"]["setuptools"]["packages"]["find"]["include"]
     }
-    needed = {"pyproject.toml", project["project"]["readme"], "migrations", "alembic.ini"}
+    needed = {"pyproject.toml", project["project"]["readme"]}
     assert needed | packages <= sources
     ignored = [
         line.strip()
