@@ -232,15 +232,15 @@ def content_id(stream: BinaryIO) -> str:
 
 
 def store_upload(
-    store: ObjectStore, tenant_id: str, filename: str, stream: BinaryIO, content_type: str
+    store: ObjectStore, tenant_id: str, stream: BinaryIO, content_type: str
 ) -> tuple[str, int]:
     """Store an uploaded recording under its content; returns (source, bytes).
 
     The same bytes from the same tenant give the same `upload://<sha256>/audio.<ext>` source
-    whatever the file was called (`filename` is unused; it stays for existing callers), so a
-    job re-submitted with the same Idempotency-Key is the same body and replays. The bytes
-    are hashed first, then streamed to their key (the store has no rename); `stream` is the
-    API's spooled upload or a local file, so both passes are local reads. Writing again
+    whatever the file was called, so a job re-submitted with the same Idempotency-Key is the
+    same body and replays. The bytes are hashed first, then streamed to their key (the store
+    has no rename); `stream` is the API's spooled upload or a local file, so both passes are
+    local reads. Writing again
     refreshes the object's age, which keeps beat's retention (`workers.sweeper`) off an
     upload a client has just sent again.
     """

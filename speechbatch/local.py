@@ -115,9 +115,7 @@ class LocalBackend:
             except AudioRejected as rejected:
                 raise refused_upload(rejected) from None
             handle.seek(0)
-            source, _ = service.store_upload(
-                self.store, self.tenant_id, path.name, handle, content_type
-            )
+            source, _ = service.store_upload(self.store, self.tenant_id, handle, content_type)
         return source
 
     def get_job(self, job_id: str) -> dict[str, Any]:

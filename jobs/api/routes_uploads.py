@@ -39,7 +39,5 @@ def upload(file: UploadFile, res: Res, tenant_id: TenantId) -> UploadOut:
     except AudioRejected as rejected:
         raise refused_upload(rejected) from None
     file.file.seek(0)
-    source, size = service.store_upload(
-        res.store, tenant_id, file.filename or "audio", file.file, content_type
-    )
+    source, size = service.store_upload(res.store, tenant_id, file.file, content_type)
     return UploadOut(source=source, bytes=size, content_type=content_type)

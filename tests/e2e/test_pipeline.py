@@ -146,22 +146,19 @@ def test_text_over_the_limit_fails_that_item_with_a_clear_code(stack: Stack) -> 
 
 
 def test_cli_against_the_api_downloads_every_output(stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """`speechbatch tts` with SPEECHBATCH_API_URL set submits, follows and downloads, exit 0."""
+    """`speechbatch tts` with SPEECHBATCH_API_URL set submits, follows and downloads, exit 0;
+    `tts --no-wait` then `wait --out` does the same in two steps."""
     script = tmp_path / "script.csv"
     script.write_text("id,text\nintro,Hello from the CLI.\noutro,Goodbye from the CLI.\n")
     out = tmp_path / "out"
-    result = stack.run_cli(
-        "tts",
-        str(script),
-        "--provider",
-        "slng",
-        "--format",
-        "flac",
-        "--out",
-        str(out),
-        extra_env={"SPEECHBATCH_API_URL": stack.api_url, "SPEECHBATCH_API_KEY": stack.api_key},
-    )
+    env = {"SPEECHBATCH_API_URL": stack.api_url, "SPEECHBATCH_API_KEY": stack.api_key}
+    args = ("tts", str(script), "--provider", "slng", "--format", "flac")
+    result = stack.run_cli(*args, "--out", str(out), extra_env=env)
     assert result.returncode == 0, result.stderr
+    job_id = stack.run_cli(*args, "--no-wait", extra_env=env).stdout.strip()
+    waited = stack.run_cli("wait", job_id, "--out", str(tmp_path / "later"), extra_env=env)
+    assert waited.returncode == 0, waited.stderr
+    assert len(list((tmp_path / "later").iterdir())) == 2
     files = sorted(p.name for p in out.iterdir())
     assert files == ["000001-intro.flac", "000002-outro.flac"]
     assert sf.info(str(out / files[0])).format == "FLAC"

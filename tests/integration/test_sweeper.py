@@ -107,7 +107,7 @@ def test_a_revoked_key_stops_working_within_the_cache_ttl(database_url: str) -> 
 def upload(store: ObjectStore, ledger: ItemLedger, tenant: str, content: bytes) -> str:
     """Store `content` as `tenant`'s upload, as POST /v1/uploads does; returns its source."""
     tenant_id = ensure_tenant(ledger.db.sessions, tenant).id
-    source, _ = store_upload(store, tenant_id, "call.wav", io.BytesIO(content), "audio/wav")
+    source, _ = store_upload(store, tenant_id, io.BytesIO(content), "audio/wav")
     return source
 
 

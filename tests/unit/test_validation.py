@@ -51,6 +51,13 @@ def test_bad_bodies_get_stable_codes(overrides: dict[str, Any], code: str) -> No
     assert code_of(body(**overrides)) == code
 
 
+def test_unknown_provider_names_the_ones_that_exist() -> None:
+    """Asking for a provider that does not exist lists the valid names in the message."""
+    with pytest.raises(ApiError) as caught:
+        validate_job(body(provider="acme"), max_items=10)
+    assert "(known: local, slng)" in caught.value.message
+
+
 def test_too_many_items_is_a_413() -> None:
     """A job over the item cap is refused as too large, not as malformed."""
     with pytest.raises(ApiError) as caught:
