@@ -25,6 +25,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from jobs.status import ItemStatus, JobKind, JobStatus
@@ -140,6 +141,11 @@ class Job(Base):
     canceled_at: Mapped[datetime | None]
 
 
+# The rows `ix_items_upload_source` covers; queries that want it repeat this condition.
+UPLOAD_SOURCE_PATTERN = "upload://%"
+UPLOAD_SOURCES = f"source LIKE '{UPLOAD_SOURCE_PATTERN}'"
+
+
 class Item(Base):
     __tablename__ = "items"
     __table_args__ = (
@@ -149,6 +155,14 @@ class Item(Base):
         # The sweeper's two questions: which queued items are due, which leases expired.
         Index("ix_items_status_next_attempt", "status", "next_attempt_at"),
         Index("ix_items_status_lease", "status", "lease_expires_at"),
+        # Upload retention's question: does an item name this upload? Partial, so long
+        # http(s) source URLs stay out of it (a btree entry is capped at ~2.7 kB on PostgreSQL).
+        Index(
+            "ix_items_upload_source",
+            "source",
+            postgresql_where=sql_text(UPLOAD_SOURCES),
+            sqlite_where=sql_text(UPLOAD_SOURCES),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
