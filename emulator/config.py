@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 FAULT_KINDS = ("500", "503", "429", "timeout")
+# Answers that are 200s but not what was asked for (issue 9); see emulator/faults.py.
+TTS_ANSWER_FAULTS = ("html", "random", "lying_wav", "long_flac", "huge", "drip")
+STT_ANSWER_FAULTS = ("html", "nan", "negative", "unordered", "huge_transcript", "huge", "drip")
+ANSWER_FAULTS = tuple(dict.fromkeys(TTS_ANSWER_FAULTS + STT_ANSWER_FAULTS))
 
 # Fields `PATCH /_emulator/config` may change; limits, keys and the seed are fixed per process.
 RUNTIME_FIELDS = frozenset(
@@ -24,6 +28,9 @@ RUNTIME_FIELDS = frozenset(
         "fault_kinds",
         "retry_after_s",
         "timeout_s",
+        "answer_fault",
+        "huge_bytes",
+        "drip_interval_s",
     }
 )
 
@@ -50,6 +57,13 @@ class EmulatorConfig:
     retry_after_s: float = 1.0
     # How long a "timeout" fault holds the request before answering 504.
     timeout_s: float = 30.0
+    # Every otherwise-successful answer misbehaves this way ("" = none; ANSWER_FAULTS, kinds
+    # that do not apply to a route leave it alone); TTS text may pick one per request with
+    # `[[answer:KIND]]`.
+    answer_fault: str = ""
+    # Size of a "huge" answer (streamed, never held) and the pause between "drip" bytes.
+    huge_bytes: int = 200 * 1024 * 1024
+    drip_interval_s: float = 2.0
     # Empty means any non-empty Bearer token is accepted.
     api_keys: frozenset[str] = frozenset()
     max_text_chars: int = 2000
@@ -72,9 +86,13 @@ class EmulatorConfig:
                 ):
                     raise ConfigError("fault_kinds must be a list of strings")
                 clean[name] = tuple(value)
-            elif name == "concurrency":
+            elif name in {"concurrency", "huge_bytes"}:
                 if not isinstance(value, int) or isinstance(value, bool):
-                    raise ConfigError("concurrency must be an integer")
+                    raise ConfigError(f"{name} must be an integer")
+                clean[name] = value
+            elif name == "answer_fault":
+                if not isinstance(value, str):
+                    raise ConfigError("answer_fault must be a string")
                 clean[name] = value
             else:
                 if not isinstance(value, int | float) or isinstance(value, bool):
@@ -114,6 +132,7 @@ def _check_runtime_values(config: EmulatorConfig) -> None:
         "retry_after_s": config.retry_after_s,
         "timeout_s": config.timeout_s,
         "rate_limit_rps": config.rate_limit_rps,
+        "drip_interval_s": config.drip_interval_s,
     }
     for name, value in numbers.items():
         if not math.isfinite(value) or value < 0:
@@ -125,5 +144,9 @@ def _check_runtime_values(config: EmulatorConfig) -> None:
     unknown = sorted(set(config.fault_kinds) - set(FAULT_KINDS))
     if unknown:
         raise ValueError(f"unknown fault kinds {unknown}; known: {list(FAULT_KINDS)}")
+    if config.answer_fault and config.answer_fault not in ANSWER_FAULTS:
+        raise ValueError(f"unknown answer_fault {config.answer_fault!r}; known: {ANSWER_FAULTS}")
+    if config.huge_bytes < 0:
+        raise ValueError("huge_bytes must be >= 0")
     if config.fault_rate > 0 and not config.fault_kinds:
         raise ValueError("fault_rate > 0 needs at least one fault kind")

@@ -10,7 +10,9 @@ returns the `Fault` to answer with, or None to give the real answer. Every reque
 Magic tokens inside TTS text:
     [[fail:N]]      the first N requests carrying exactly this text get 503, later ones succeed;
     [[status:CODE]] every request carrying it is answered with CODE (>= 400);
-    [[latency:MS]]  MS of extra latency for that request.
+    [[latency:MS]]  MS of extra latency for that request;
+    [[answer:KIND]] a 200 that misbehaves as KIND (config.ANSWER_FAULTS: html, random, ...),
+                    as `EmulatorConfig.answer_fault` makes every answer misbehave.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ MAX_RECORDS = 100_000
 CLIENT_GONE = 499  # nginx's code for "client closed the request"; only ever logged
 
 _TOKEN = re.compile(r"\[\[(fail|status|latency):(\d+)\]\]")
+_ANSWER_TOKEN = re.compile(r"\[\[answer:([a-z_]+)\]\]")
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ def fingerprint(key: str) -> str:
 
 def strip_tokens(text: str) -> str:
     """The text without magic tokens, i.e. what would actually be spoken."""
-    return _TOKEN.sub("", text)
+    return _ANSWER_TOKEN.sub("", _TOKEN.sub("", text))
 
 
 class Dials:
@@ -178,6 +181,13 @@ class Dials:
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
         return None
+
+    def answer_fault(self, text: str | None, kinds: tuple[str, ...]) -> str | None:
+        """How this answer misbehaves: the text's `[[answer:KIND]]`, else the configured one;
+        None when neither names one of `kinds` (the faults that apply to the route)."""
+        found = _ANSWER_TOKEN.search(text) if text is not None else None
+        kind = found.group(1) if found else self.config.answer_fault
+        return kind if kind in kinds else None
 
     def _token_fault(self, text: str) -> tuple[Fault | None, float]:
         fault: Fault | None = None

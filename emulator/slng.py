@@ -2,7 +2,8 @@
 
 Each request goes: model lookup (404) → Bearer auth (401) → per-key rate limit (429) →
 per-key concurrency cap (429) → body read → `Dials.hold` (injected faults, latency) →
-validation and the real answer.
+validation and the real answer, which `EmulatorConfig.answer_fault` or a `[[answer:KIND]]`
+token may spoil into a misbehaving 200 (`emulator/faults.py`).
 Bodies and error shapes copy SLNG's: problem-style 401s on TTS, `{"error",...}` elsewhere,
 Deepgram-shaped nova transcripts and `{text, language, segments}` for Whisper. Every
 response carries `x-slng-request-id`.
@@ -26,7 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from emulator import audio
+from emulator import audio, faults
+from emulator.config import STT_ANSWER_FAULTS, TTS_ANSWER_FAULTS
 from emulator.dials import Call, Dials, Fault, fingerprint, strip_tokens
 
 PREFIX = "/slng"
@@ -183,8 +185,22 @@ class SlngApi:
             except audio.UnsupportedAudio as exc:
                 return self._tts_upstream_error(call, str(exc))
             self.speech_cache.put(cache_key, rendered)
-        content, media_type = rendered
-        return Response(content, media_type=media_type)
+        return self._tts_answer(call, parsed.text, *rendered)
+
+    def _tts_answer(self, call: Call, text: str, content: bytes, media_type: str) -> Response:
+        """The audio, unless a `[[answer:KIND]]` token or `answer_fault` spoils it."""
+        spoiled = self.dials.answer_fault(text, TTS_ANSWER_FAULTS)
+        if spoiled is None:
+            return Response(content, media_type=media_type)
+        call.fault = f"answer:{spoiled}"
+        config = self.dials.config
+        return faults.tts_answer(
+            spoiled,
+            content,
+            media_type,
+            huge_bytes=config.huge_bytes,
+            drip_interval_s=config.drip_interval_s,
+        )
 
     @staticmethod
     def _tts_upstream_error(call: Call, message: str) -> JSONResponse:
@@ -220,8 +236,20 @@ class SlngApi:
         if duration is None:
             return error(400, {"error": "Failed to process audio file", "status": 400})
         if call.model == WHISPER:
-            return JSONResponse(_whisper_result(digest, duration, upload.options))
-        return JSONResponse(_nova_result(call, digest, duration, upload.options))
+            result = _whisper_result(digest, duration, upload.options)
+        else:
+            result = _nova_result(call, digest, duration, upload.options)
+        spoiled = self.dials.answer_fault(None, STT_ANSWER_FAULTS)
+        if spoiled is not None:
+            call.fault = f"answer:{spoiled}"
+            config = self.dials.config
+            return faults.stt_answer(
+                spoiled,
+                result,
+                huge_bytes=config.huge_bytes,
+                drip_interval_s=config.drip_interval_s,
+            )
+        return JSONResponse(result)
 
 
 @dataclass(frozen=True)

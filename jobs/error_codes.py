@@ -25,6 +25,9 @@ class ErrorCode(StrEnum):
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"  # same key, different body
     JOB_CANCELED = "job_canceled"  # retry asked of a canceled job
     FORMAT_UNAVAILABLE = "format_unavailable"  # an output format the item was not stored in
+    INVALID_CHARACTERS = "invalid_characters"  # a NUL or lone surrogate in a path, query or field
+    HEADERS_TOO_LARGE = "headers_too_large"  # request line and headers over the server's cap (431)
+    REQUEST_TIMEOUT = "request_timeout"  # the request head did not arrive in time (408)
     # --- what a job body asks for ---
     NO_ITEMS = "no_items"  # a job with nothing to do
     TOO_MANY_ITEMS = "too_many_items"  # over SPEECHBATCH_MAX_ITEMS_PER_JOB
@@ -55,6 +58,7 @@ class ErrorCode(StrEnum):
     TOO_MANY_REDIRECTS = "too_many_redirects"  # the source URL redirects in circles
     EMPTY_AUDIO = "empty_audio"  # a recording (upload, source or provider answer) of 0 bytes
     UNSUPPORTED_AUDIO = "unsupported_audio"  # not audio we (or the provider) can read
+    AUDIO_TOO_LONG = "audio_too_long"  # more samples than SPEECHBATCH_MAX_DECODE_SAMPLES
     # --- a provider call (an item's error; the CLI exits 1) ---
     PROVIDER_ERROR = "provider_error"  # base code of the provider error tree
     PROVIDER_TRANSIENT = "provider_transient"  # a failure worth retrying later
@@ -71,6 +75,8 @@ class ErrorCode(StrEnum):
     EMPTY_RESPONSE = "empty_response"  # the provider answered 200 with no body
     UNEXPECTED_RESPONSE = "unexpected_response"  # a body that is not the documented shape
     BAD_PROVIDER_AUDIO = "bad_provider_audio"  # audio from the provider that does not decode
+    BAD_PROVIDER_OUTPUT = "bad_provider_output"  # a 200 that is not what was asked (HTML, NaN)
+    PROVIDER_RESPONSE_TOO_LARGE = "provider_response_too_large"  # over the size cap
     ENGINE_MISSING = "engine_missing"  # the local engine's program is not installed
     ENGINE_FAILED = "engine_failed"  # the local engine crashed on the input
     # --- the CLI or a process cannot do its work (exit code 2; job_not_finished exits 1) ---

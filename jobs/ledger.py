@@ -3,7 +3,7 @@
     queued ──claim──▶ running ──succeed──▶ succeeded
       ▲  │              │ ├──fail─────────▶ failed ──retry_failed──▶ queued
       │  └─cancel_job─▶ │ ├──retry_later / hand_back / expire_leases──▶ queued
-      │   (canceled)    │ └──(job canceled meanwhile)──▶ canceled
+      │   (canceled)    │ └──cancel_job──▶ canceled (the holder's claim dies with it)
       └─────────────────┘
 
 Each method is one transaction (or, on PostgreSQL, one autocommit statement for the hot
@@ -90,7 +90,7 @@ class ItemLedger:
         counters; returns the job's new status, or None if the claim was lost meanwhile."""
         check_item_transition(R, ItemStatus.SUCCEEDED)
         now = self.clock()
-        params = _held(item, now) | result.columns() | {"finished_at": now}
+        params = sql.held(item.id, item.token, now) | result.columns() | {"finished_at": now}
         moves: dict[str, Any] = {"running": -1, "succeeded": 1, "chars": result.characters}
         moves["audio"] = result.duration_s or 0.0
         if self.db.autocommit is not None:
@@ -122,7 +122,7 @@ class ItemLedger:
         credential was refused: further calls are futile). The job's new status, or None."""
         check_item_transition(R, ItemStatus.FAILED)
         now = self.clock()
-        params = _held(item, now) | {"finished_at": now}
+        params = sql.held(item.id, item.token, now) | {"finished_at": now}
         params |= {"error_code": error.code, "error_message": error.message}
 
         def move(c: Connection) -> JobStatus | None:
@@ -175,7 +175,7 @@ class ItemLedger:
         check_item_transition(R, Q)
         now = self.clock()
         due = now + timedelta(seconds=delay_s)
-        params = _held(item, now)
+        params = sql.held(item.id, item.token, now)
         # A countdown message is "published" for when it becomes due; otherwise the sweeper
         # publishes the item once it is due.
         params |= {"next_attempt_at": due, "published_at": due if countdown else None}
@@ -200,14 +200,20 @@ class ItemLedger:
             self.publish([item.id], delay_s)
         return moved is not None
 
-    def renew(self, tokens: Sequence[str], *, lease_s: float) -> int:
+    def renew(self, tokens: Sequence[str], *, lease_s: float) -> set[str]:
         """Extend the leases of running items held under `tokens` (a worker's heartbeat);
-        a lease already taken over is never stolen back. Returns the rows renewed."""
+        a lease already taken over is never stolen back. Returns the tokens renewed: one
+        missing lost its claim (job canceled, or lease taken over), and its worker stops."""
         if not tokens:
-            return 0
+            return set()
         until = self.clock() + timedelta(seconds=lease_s)
         params = {"tokens": list(tokens), "until": until}
-        return self._transaction(lambda c: int(c.execute(sql.RENEW, params).rowcount))
+        return self._transaction(lambda c: set(c.execute(sql.RENEW, params).scalars()))
+
+    def is_canceled(self, item_id: int) -> bool:
+        """Whether the item ended canceled (its worker then removes what it wrote)."""
+        row = {"item_id": item_id}
+        return self._transaction(lambda c: c.execute(sql.ITEM_STATUS, row).scalar()) == "canceled"
 
     # --- the sweeper's and the job's moves ------------------------------------------------
 
@@ -227,15 +233,19 @@ class ItemLedger:
         return self._transaction(move)
 
     def cancel_job(self, job_id: str) -> int:
-        """Cancel every queued item; running ones finish, or are canceled when they would
-        be re-queued. Marks the job canceled; returns how many items were canceled."""
+        """Cancel every queued and running item (a holder's claim dies: it stops at its next
+        heartbeat). Marks the job canceled; returns how many items were canceled."""
         check_item_transition(Q, ItemStatus.CANCELED)
+        check_item_transition(R, ItemStatus.CANCELED)
         now = self.clock()
 
         def move(c: Connection) -> int:
-            count = int(c.execute(sql.CANCEL_QUEUED, {"b_job_id": job_id, "now": now}).rowcount)
-            sql.shift(c, job_id, now, cancel=True, queued=-count, canceled=count)
-            return count
+            params = {"b_job_id": job_id, "now": now}
+            q, r = (
+                c.execute(s, params).rowcount for s in (sql.CANCEL_QUEUED, sql.CANCEL_RUNNING_ITEMS)
+            )
+            sql.shift(c, job_id, now, cancel=True, queued=-q, running=-r, canceled=q + r)
+            return int(q + r)
 
         return self._transaction(move)
 
@@ -284,11 +294,6 @@ class ItemLedger:
         engine = self.db.autocommit
         assert engine is not None  # callers check first: PostgreSQL only
         return ride_out(lambda: _run(engine.connect(), work), **self._patience)
-
-
-def _held(item: ClaimedItem, now: datetime) -> dict[str, Any]:
-    """The compare-and-set parameters of a move out of running: only this claim matches."""
-    return {"item_id": item.id, "token": item.token, "now": now}
 
 
 def _run(connection: AbstractContextManager[Connection], work: Callable[[Connection], T]) -> T:

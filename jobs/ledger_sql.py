@@ -202,11 +202,14 @@ RECORD_ATTEMPTS = insert(ATTEMPTS)
 
 # --- many items at once -----------------------------------------------------------------
 
+# Returns the tokens still held: a held token it does not return lost its claim (its job was
+# canceled, or its lease expired and someone else has the item), so its worker stops.
 RENEW = (
     update(ITEMS)
     .where(ITEMS.c.claim_token.in_(bindparam("tokens", expanding=True)))
     .where(ITEMS.c.status == "running")
     .values(lease_expires_at=bindparam("until", type_=UTCDateTime()))
+    .returning(ITEMS.c.claim_token)
 )
 EXPIRED = (
     select(ITEMS.c.id, ITEMS.c.job_id)
@@ -251,6 +254,11 @@ FAIL_QUEUED = job_items_moving(
     finished_at=NOW,
 )
 CANCEL_QUEUED = job_items_moving("queued", "canceled", finished_at=NOW)
+# A running item's claim dies with the cancel: its holder's succeed/fail/re-queue no longer
+# match (status is not running), and its next heartbeat tells the worker to stop (issue 9).
+CANCEL_RUNNING_ITEMS = job_items_moving(
+    "running", "canceled", finished_at=NOW, lease_expires_at=None
+)
 RETRY_FAILED = job_items_moving(
     "failed", "queued", attempts=0, next_attempt_at=None, published_at=NOW, finished_at=None
 )
@@ -260,9 +268,15 @@ FAILED_IDS = (
     .order_by(ITEMS.c.seq)
 )
 CANCELED_AT = select(JOBS.c.canceled_at).where(JOBS.c.id == bindparam("job_id"))
+ITEM_STATUS = select(ITEMS.c.status).where(ITEMS.c.id == bindparam("item_id"))
 
 
 PUBLISH_BATCH = 1000  # ids per publish call
+
+
+def held(item_id: int, token: str, now: datetime) -> dict[str, Any]:
+    """The compare-and-set parameters of a move out of running: only this claim matches."""
+    return {"item_id": item_id, "token": token, "now": now}
 
 
 def shift(c: Connection, job_id: str, now: datetime, **moves: Any) -> Any:

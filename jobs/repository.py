@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,7 @@ from jobs.models import UPLOAD_SOURCE_PATTERN, ApiKey, Item, Job, Tenant
 from jobs.status import ItemStatus
 
 INSERT_BATCH = 5000
+_JOB_ID = re.compile(r"job_[0-9a-f]{32}")  # jobs.service.new_job_id
 
 
 # --- tenants and keys -------------------------------------------------------------------
@@ -94,9 +96,38 @@ def encode_cursor(values: list[Any]) -> str:
 def decode_cursor(cursor: str) -> list[Any] | None:
     try:
         value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
     return value if isinstance(value, list) else None
+
+
+# Cursors come back from clients, so each is checked for exactly the shape this API issues:
+# `[1, "x"]`, `[true]`, `[2147483648]` or a naive date reached the database and were 500s.
+MAX_SEQ = 2**31 - 1  # items.seq is a 32-bit INTEGER
+
+
+def decode_job_cursor(cursor: str) -> tuple[datetime, str] | None:
+    """(created_at, job id) from a `list_jobs` cursor, or None unless this API issued it."""
+    value = decode_cursor(cursor)
+    if value is None or len(value) != 2 or not all(isinstance(v, str) for v in value):
+        return None
+    created, job_id = value
+    try:
+        at = datetime.fromisoformat(created)
+    except ValueError:
+        return None
+    if at.tzinfo is None or not _JOB_ID.fullmatch(job_id):
+        return None
+    return at, job_id
+
+
+def decode_item_cursor(cursor: str) -> int | None:
+    """The last seq of a `list_items` page, or None unless this API issued it."""
+    value = decode_cursor(cursor)
+    if value is None or len(value) != 1 or type(value[0]) is not int:  # bool is an int too
+        return None
+    seq: int = value[0]
+    return seq if 0 <= seq <= MAX_SEQ else None
 
 
 def list_jobs(

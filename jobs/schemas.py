@@ -6,10 +6,12 @@ live in `jobs/validation.py` so each failure gets its own stable code.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from jobs.error_codes import ErrorCode
 
@@ -18,6 +20,25 @@ TranscriptFormat = Literal["json", "txt", "srt", "vtt"]
 ALL_TRANSCRIPT_FORMATS: tuple[TranscriptFormat, ...] = ("json", "txt", "srt", "vtt")
 # What `GET .../items/{item}/output?format=` may ask for: an audio or a transcript format.
 OutputFormat = Literal["wav", "flac", "mp3", "ogg", "opus", "json", "txt", "srt", "vtt"]
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(value: str) -> str:
+    if _UNSTORABLE.search(value):
+        raise PydanticCustomError(
+            ErrorCode.INVALID_CHARACTERS.value,
+            "contains a NUL character or an unpaired surrogate (\\u0000, \\ud800-\\udfff); "
+            "remove it",
+        )
+    return value
+
+
+# A string a database can hold and UTF-8 can encode: PostgreSQL refuses NUL and a lone
+# surrogate cannot be encoded, and both were 500s (issue 9). Item ids and texts keep their
+# own finer checks (`invalid_item_id`, `invalid_text` in jobs/validation.py).
+Storable = Annotated[str, AfterValidator(_storable)]
 
 
 class Strict(BaseModel):
@@ -30,26 +51,28 @@ class JobOptions(Strict):
     language: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
     speed: float = Field(default=1.0, ge=0.5, le=2.0)
     transcript_formats: list[TranscriptFormat] = Field(
-        default_factory=lambda: list(ALL_TRANSCRIPT_FORMATS), min_length=1
+        default_factory=lambda: list(ALL_TRANSCRIPT_FORMATS),
+        min_length=1,
+        max_length=len(ALL_TRANSCRIPT_FORMATS),
     )
 
 
 class ItemIn(Strict):
     id: str | None = Field(default=None, max_length=128)
     text: str | None = None
-    voice: str | None = Field(default=None, max_length=200)
-    source: str | None = Field(default=None, max_length=2048)
+    voice: Storable | None = Field(default=None, max_length=200)
+    source: Storable | None = Field(default=None, max_length=2048)
 
 
 class OutputSpec(Strict):
-    prefix: str = Field(default="", max_length=200)
+    prefix: Storable = Field(default="", max_length=200)
 
 
 class JobCreate(Strict):
     kind: Literal["tts", "stt"]
-    provider: str = Field(max_length=32)
-    model: str | None = Field(default=None, max_length=200)
-    voice: str | None = Field(default=None, max_length=200)
+    provider: Storable = Field(max_length=32)
+    model: Storable | None = Field(default=None, max_length=200)
+    voice: Storable | None = Field(default=None, max_length=200)
     options: JobOptions = Field(default_factory=JobOptions)
     items: list[ItemIn] = Field(default_factory=list)
     output: OutputSpec = Field(default_factory=OutputSpec)

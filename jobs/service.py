@@ -153,7 +153,8 @@ def get_job(sessions: sessionmaker[Session], tenant_id: str, job_id: str) -> Job
 
 
 def cancel_job(ledger: ItemLedger, store: ObjectStore, tenant_id: str, job_id: str) -> Job:
-    """Cancel what has not started; running items finish (their outputs are whole)."""
+    """Cancel every item not finished: queued ones at once, running ones in the same
+    statement (their workers stop at the next heartbeat and remove what they wrote)."""
     job = get_job(ledger.db.sessions, tenant_id, job_id)
     if job.status not in JOB_TERMINAL:
         ledger.cancel_job(job_id)

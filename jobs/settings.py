@@ -84,7 +84,15 @@ class Settings(BaseSettings):
     # An upload no job refers to is deleted by beat once it is this old.
     upload_retention_hours: float = 24.0
     presign_seconds: int = 900
-    provider_timeout_seconds: float = 60.0
+    # The ceiling of one provider call's whole exchange; each call's own deadline is sized to
+    # the request below it (workers/providers/answers.py).
+    provider_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Largest provider answer read per call; bodies are read in chunks and cut off beyond it.
+    max_tts_response_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    max_stt_response_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    # Samples (duration x channels x rate) a worker decodes from one recording or answer,
+    # checked from the header before decoding: 115,200,000 is 2 h of 16 kHz mono.
+    max_decode_samples: int = Field(default=115_200_000, gt=0)
     # A fetched source is held in memory while it is sent on: keep this times concurrency modest.
     max_source_bytes: int = 100 * 1024 * 1024
     source_timeout_seconds: float = 300.0

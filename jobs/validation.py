@@ -61,9 +61,12 @@ def _check_text(text: str | None, index: int) -> str:
         raise invalid(
             ErrorCode.EMPTY_TEXT, f"items[{index}].text is empty; every TTS item needs text."
         )
-    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t\r" for ch in text):
+    # Cs: an unpaired surrogate, which no database can store as UTF-8 (it was a 500).
+    if any(unicodedata.category(ch) in ("Cc", "Cs") and ch not in "\n\t\r" for ch in text):
         raise invalid(
-            ErrorCode.INVALID_TEXT, f"items[{index}].text contains control characters; remove them."
+            ErrorCode.INVALID_TEXT,
+            f"items[{index}].text contains control characters or an unpaired surrogate; "
+            "remove them.",
         )
     return text
 

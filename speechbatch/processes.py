@@ -17,7 +17,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from emulator.config import EmulatorConfig
 from emulator.server import serve
-from jobs.api import create_app
+from jobs.api import BoundedHttpToolsProtocol, create_app
 from jobs.catalog import provider_limits
 from jobs.ledger import ItemLedger
 from jobs.settings import Settings
@@ -57,7 +57,15 @@ def _leave_logging_alone(**_: object) -> None:
 def run_api(settings: Settings, *, host: str, port: int) -> None:
     logging_setup(settings.log_format)
     # log_config=None: uvicorn's loggers propagate to ours instead of printing their own lines.
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
+    # The protocol caps each request head's size and time (431/408), which httptools does not.
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+        http=BoundedHttpToolsProtocol,
+    )
 
 
 def worker_threads(settings: Settings, requested: int | None) -> int:

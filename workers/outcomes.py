@@ -12,7 +12,9 @@ CODE])` (the chaos suite greps `item N outcome X`), with the same facts as `extr
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
+from dataclasses import replace
 from enum import StrEnum
 
 from jobs.error_codes import ErrorCode
@@ -57,9 +59,18 @@ def _ended(item: ClaimedItem, outcome: Outcome, code: ErrorCode | None = None) -
 
 
 def succeed(rt: Runtime, item: ClaimedItem, attempts: Attempts, result: ItemResult) -> Outcome:
-    status = rt.ledger.succeed(item, result, attempts)
+    status = rt.ledger.succeed(item, usage_safe(result), attempts)
     _after_final(rt, item, status)
     return _ended(item, Outcome.SUCCEEDED if status else Outcome.LOST)
+
+
+def usage_safe(result: ItemResult) -> ItemResult:
+    """`result` with a duration that can only add a finite, non-negative amount to the job's
+    usage (a provider once reported -1e300 s, issue 9); anything else is recorded as unknown."""
+    duration = result.duration_s
+    if duration is None or (math.isfinite(duration) and duration >= 0.0):
+        return result
+    return replace(result, duration_s=None)
 
 
 def fail(

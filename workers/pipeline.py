@@ -8,7 +8,6 @@ overwrites, never duplicates), and `workers.outcomes` records how it ended.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +23,9 @@ from storage.keys import output_key, upload_key
 from storage.objects import ObjectNotFound, StorageUnavailable
 from workers import outcomes
 from workers.audio import convert
+from workers.canceled import end_stopped, remove_if_canceled
 from workers.fetch import fetch_source
+from workers.interrupt import ItemStop, ItemStopped, provider_call
 from workers.outcomes import Outcome, about, item_fields
 from workers.providers.base import AudioInput, Transcript
 from workers.providers.errors import (
@@ -37,10 +38,10 @@ from workers.providers.errors import (
     TransientProviderError,
     UnsupportedAudio,
 )
-from workers.render import RENDERERS
 from workers.retry import call_with_retries, next_delay
 from workers.runtime import Runtime
 from workers.throttle import ThrottleBusy
+from workers.transcript_files import transcript_files, write_all
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -62,17 +63,20 @@ def run_item(rt: Runtime, item_id: int) -> Outcome:
             "item %s outcome %s", item_id, skipped, extra={"item_id": item_id, "outcome": skipped}
         )
         return Outcome.SKIPPED
-    with rt.leases.holding(item):
-        return _work(rt, item)
+    with rt.leases.holding(item) as stop:
+        return _work(rt, item, stop)
 
 
-def _work(rt: Runtime, item: ClaimedItem) -> Outcome:  # noqa: PLR0911 - one return per outcome kind
+def _work(rt: Runtime, item: ClaimedItem, stop: ItemStop) -> Outcome:  # noqa: PLR0911 - one return per outcome kind
     attempts: list[AttemptRecord] = []
     try:
-        if item.kind == JobKind.TTS:
-            written = _synthesize(rt, item, attempts)
-        else:
-            written = _transcribe(rt, item, attempts)
+        with stop.interruptible():  # the heartbeat cuts a canceled item's provider call off
+            if item.kind == JobKind.TTS:
+                written = _synthesize(rt, item, attempts)
+            else:
+                written = _transcribe(rt, item, attempts)
+    except ItemStopped:
+        return end_stopped(rt, item)
     except ThrottleBusy:
         return outcomes.hand_back(rt, item, attempts, rt.rng.uniform(1.0, 3.0))
     except StorageUnavailable:
@@ -112,7 +116,10 @@ def _work(rt: Runtime, item: ClaimedItem) -> Outcome:  # noqa: PLR0911 - one ret
             code=code,
         )
         return outcomes.retry_later(rt, item, attempts, transient)
-    return outcomes.succeed(rt, item, attempts, written)
+    outcome = outcomes.succeed(rt, item, attempts, written)
+    if outcome is Outcome.LOST:  # canceled after its output was written: remove it
+        remove_if_canceled(rt, item)
+    return outcome
 
 
 def _error(error: PermanentProviderError) -> ItemError:
@@ -142,7 +149,7 @@ def _with_retries(
     wait_s = rt.config.throttle_wait_s
 
     def limited() -> T:
-        with rt.throttle.permit(*credential, max_wait_s=wait_s):
+        with provider_call(), rt.throttle.permit(*credential, max_wait_s=wait_s):
             return call()
 
     return call_with_retries(
@@ -223,12 +230,11 @@ def _transcribe(rt: Runtime, item: ClaimedItem, attempts: list[AttemptRecord]) -
     stem = output_key(
         item.output_prefix, item.tenant_id, item.job_id, item.seq, item.external_id, "json"
     )
-    body = json.dumps(transcript.to_json(), ensure_ascii=False, indent=2).encode()
-    size = _stored(rt, lambda: rt.store.put_bytes(stem, body, "application/json"))
-    base = stem.removesuffix(".json")
-    for fmt in item.options.get("transcript_formats", []):
-        if fmt in RENDERERS:
-            render, content_type = RENDERERS[fmt]
-            rendered = render(transcript).encode()
-            _stored(rt, partial(rt.store.put_bytes, f"{base}.{fmt}", rendered, content_type))
+    # Checked and rendered before the first write; a failed write removes the others.
+    files = transcript_files(transcript, stem, item.options.get("transcript_formats", []))
+    size, *_ = write_all(
+        files,
+        put=lambda f: _stored(rt, partial(rt.store.put_bytes, f.key, f.body, f.content_type)),
+        delete=rt.store.delete,
+    )
     return ItemResult(stem, size, "application/json", transcript.duration_s, len(transcript.text))

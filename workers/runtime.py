@@ -29,6 +29,7 @@ from storage.objects import ObjectStore
 from storage.publisher import Publisher
 from storage.stores import open_object_store
 from workers.config import WorkerConfig
+from workers.interrupt import interruptible_transport
 from workers.leases import HeartbeatLeases, Leases, NullLeases
 from workers.providers.registry import ProviderRegistry, Providers
 from workers.retry_budget import RedisRetryBudget, RetryBudget, UnlimitedRetryBudget
@@ -64,9 +65,11 @@ def build_runtime(settings: Settings, publisher: Publisher, *, threads: int) -> 
     pool = max(threads, 4)
     db = open_database(settings.database_url, pool_size=pool)
     ledger = ItemLedger(db, publisher)
+    # The transport lets a canceled item's heartbeat cut its provider call off (issue 9).
+    limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
     client = httpx.Client(
         timeout=httpx.Timeout(config.provider_timeout_s, connect=5.0),
-        limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+        transport=interruptible_transport(limits=limits),
     )
     throttle: Throttle = UnlimitedThrottle()
     budget: RetryBudget = UnlimitedRetryBudget()

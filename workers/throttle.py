@@ -3,8 +3,11 @@
 A call to a provider needs a `Permit`: a concurrency slot (a leased entry in a Redis ZSET, so
 a killed worker's slot comes back by itself after `lease_s`) and, when the provider has a
 request rate, a GCRA token. Both are checked and taken by one Lua script in one round trip
-(`workers.throttle_redis`). A 429 from the provider halves the shared limits; successes bring
-them back (AIMD), and every worker sees the same values because they live in Redis.
+(`workers.throttle_redis`). The shared limits adapt per window of calls, as TCP does (AIMD):
+a window in which more than a fifth of the calls got 429 halves them (never below a quarter
+of the configured values), a window with fewer adds one slot, so occasional 429s that have
+nothing to do with our own concurrency cannot pin the limit down. Every worker sees the same
+values because they live in Redis.
 
 `ProviderThrottle.acquire` waits at most `max_wait_s` and then returns None: the caller
 re-queues the item instead of holding a worker thread, so a saturated provider never starves
@@ -91,7 +94,7 @@ class UnlimitedThrottle:
 
 class CallOutcome(StrEnum):
     SUCCESS = "success"  # counts towards raising a throttled-down limit again
-    RATE_LIMITED = "rate_limited"  # the provider said 429: cut the shared limits
+    RATE_LIMITED = "rate_limited"  # the provider said 429: too many in a window cut the limits
     OTHER = "other"  # any other failure: says nothing about the limits
 
 

@@ -10,8 +10,9 @@ whose braces are a Cluster hash tag so a script's keys share one slot):
 
     NAME:slots   ZSET   holder token -> lease expiry (µs, server time); expired = free
     NAME:tat     STRING GCRA theoretical arrival time (µs); expires once in the past
-    NAME:adapt   HASH   limit, rate (effective values after 429s), ok (successes since the
-                        last step), cut_at (µs of the last decrease); gone = configured values
+    NAME:adapt   HASH   limit, rate (effective values after 429s), ok and rl (successes and
+                        429s in the current window), cut_at (µs of the last decrease);
+                        gone = configured values and no 429 to weigh
 """
 
 from __future__ import annotations
@@ -74,10 +75,15 @@ return {0, now}
 )
 
 # KEYS slots, adapt; ARGV token ('' = none), outcome, acquired_us, max_limit, max_rate,
-# successes_per_step, decrease_factor, rate_floor, rate_step, idle_ms. Returns 1 if the
-# token held a slot. AIMD: a 429 cuts limit and rate once per generation (only a request
-# admitted after the last cut may cut again, as TCP cuts once per window); every
-# `successes_per_step` successes add 1 slot and `rate_step` of the configured rate.
+# min_window, decrease_factor, floor_share, rate_step, idle_ms, cut_share. Returns 1 if the
+# token held a slot. The limits move per WINDOW of outcomes, as TCP moves per round trip:
+# a window is max(limit, min_window) successes and 429s (other failures say nothing about
+# the limits). A window that ends with at most `cut_share` of it 429s adds 1 slot and
+# `rate_step` of the configured rate; once more than `cut_share` of a window are 429s, limit
+# and rate are cut by `decrease_factor`, never below `floor_share` of the configured values
+# (issue 9: random 429s unrelated to our concurrency pinned a x0.5-per-429 limit at 1 slot).
+# Only calls admitted after the last cut count towards the next one (one cut per overload).
+# At the configured values with no 429 seen there is nothing to count: no write at all.
 _RELEASE = (
     _PRELUDE
     + """
@@ -85,28 +91,34 @@ local removed = 0
 if ARGV[1] ~= '' then removed = redis.call('ZREM', KEYS[1], ARGV[1]) end
 local outcome = ARGV[2]
 if outcome ~= 'success' and outcome ~= 'rate_limited' then return removed end
+if outcome == 'success' and redis.call('EXISTS', KEYS[2]) == 0 then return removed end
 local max_limit, max_rate = tonumber(ARGV[4]), tonumber(ARGV[5])
 local limit, rate = effective(KEYS[2], max_limit, max_rate)
-if outcome == 'rate_limited' then
-  local cut_at = tonumber(redis.call('HGET', KEYS[2], 'cut_at') or 0)
-  if tonumber(ARGV[3]) < cut_at then return removed end
-  local factor = tonumber(ARGV[7])
-  limit = math.max(1, math.floor(limit * factor))
-  if max_rate > 0 then rate = math.max(tonumber(ARGV[8]), rate * factor) end
-  redis.call('HSET', KEYS[2], 'limit', limit, 'rate', rate, 'ok', 0, 'cut_at', now_us())
+local v = redis.call('HMGET', KEYS[2], 'ok', 'rl', 'cut_at')
+local ok, rl, cut_at = tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0
+if tonumber(ARGV[3]) < cut_at then return removed end
+if outcome == 'rate_limited' then rl = rl + 1 else ok = ok + 1 end
+local window = math.max(limit, tonumber(ARGV[6]))
+local share = tonumber(ARGV[11])
+if rl > share * window then
+  local factor, floor_share = tonumber(ARGV[7]), tonumber(ARGV[8])
+  limit = math.max(math.max(1, math.floor(max_limit * floor_share)), math.floor(limit * factor))
+  if max_rate > 0 then rate = math.max(max_rate * floor_share, rate * factor) end
+  redis.call('HSET', KEYS[2], 'limit', limit, 'rate', rate, 'ok', 0, 'rl', 0, 'cut_at', now_us())
   redis.call('PEXPIRE', KEYS[2], ARGV[10])
   return removed
 end
-if limit >= max_limit and rate >= max_rate then return removed end
-if redis.call('HINCRBY', KEYS[2], 'ok', 1) < tonumber(ARGV[6]) then return removed end
-limit = math.min(max_limit, limit + 1)
-if max_rate > 0 then rate = math.min(max_rate, rate + max_rate * tonumber(ARGV[9])) end
-if limit >= max_limit and rate >= max_rate then
-  redis.call('DEL', KEYS[2])
-else
-  redis.call('HSET', KEYS[2], 'limit', limit, 'rate', rate, 'ok', 0)
-  redis.call('PEXPIRE', KEYS[2], ARGV[10])
+if ok + rl >= window then
+  limit = math.min(max_limit, limit + 1)
+  if max_rate > 0 then rate = math.min(max_rate, rate + max_rate * tonumber(ARGV[9])) end
+  ok, rl = 0, 0
+  if limit >= max_limit and rate >= max_rate then
+    redis.call('DEL', KEYS[2])
+    return removed
+  end
 end
+redis.call('HSET', KEYS[2], 'limit', limit, 'rate', rate, 'ok', ok, 'rl', rl)
+redis.call('PEXPIRE', KEYS[2], ARGV[10])
 return removed
 """
 )
@@ -149,12 +161,14 @@ def redis_errors(action: str) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Adaptation:
-    """How the shared limits move: times `decrease_factor` on a 429, back up on successes."""
+    """How the shared limits move: per window of outcomes, up by one step when a window had
+    few 429s, down by `decrease_factor` when too many of one were 429s (see `_RELEASE`)."""
 
     decrease_factor: float = 0.5
-    successes_per_step: int = 10
-    rate_step: float = 0.1  # fraction of the configured rate added per step
-    rate_floor: float = 1 / 16  # fraction of the configured rate it never drops below
+    cut_share: float = 0.2  # more than this share of one window answered 429: cut
+    min_window: int = 8  # outcomes per window even at a small limit, so one 429 is no trend
+    floor_share: float = 0.25  # of the configured cap and rate: never cut below (at least 1)
+    rate_step: float = 0.1  # fraction of the configured rate added per window
     idle_s: float = 600.0  # a throttled-down limit left alone this long resets
 
 
@@ -206,11 +220,12 @@ class Scripts:
             acquired_us,
             limit,
             rate,
-            a.successes_per_step,
+            a.min_window,
             a.decrease_factor,
-            rate * a.rate_floor,
+            a.floor_share,
             a.rate_step,
             math.ceil(a.idle_s * 1000),
+            a.cut_share,
         ]
         with redis_errors("release a throttle permit"):
             return bool(self._release(keys=[keys.slots, keys.adapt], args=args))

@@ -1,5 +1,7 @@
-"""The REST API (FastAPI): `create_app` builds it from settings."""
+"""The REST API (FastAPI): `create_app` builds it from settings; `BoundedHttpToolsProtocol`
+is the HTTP protocol the server runs it with (request-head size and time limits)."""
 
 from jobs.api.app import create_app
+from jobs.api.http_limits import BoundedHttpToolsProtocol
 
-__all__ = ["create_app"]
+__all__ = ["BoundedHttpToolsProtocol", "create_app"]

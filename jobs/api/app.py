@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from jobs.api import routes_health, routes_jobs, routes_uploads
 from jobs.api.deps import Resources
 from jobs.api.docs import install_docs
-from jobs.api.limits import BodySizeLimit
+from jobs.api.limits import BodySizeLimit, PlainRequestTarget
 from jobs.error_codes import ErrorCode
 from jobs.errors import ApiError
 from jobs.ledger import ItemLedger
@@ -42,6 +42,8 @@ def _describe(exc: RequestValidationError) -> tuple[int, ErrorCode, str]:
     if first.get("type") == "json_invalid":
         return 400, ErrorCode.MALFORMED_JSON, "The request body is not valid JSON."
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    if first.get("type") == ErrorCode.INVALID_CHARACTERS:  # jobs.schemas.Storable
+        return 422, ErrorCode.INVALID_CHARACTERS, f"{where}: {first.get('msg')}."
     if first.get("type") == "extra_forbidden":  # pydantic's "Extra inputs are not permitted"
         return (
             422,
@@ -67,7 +69,11 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_body(
                 400, ErrorCode.MALFORMED_JSON, "The request body is not valid UTF-8 JSON."
             )
-        codes = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
+        codes = {
+            404: ErrorCode.NOT_FOUND,
+            405: ErrorCode.METHOD_NOT_ALLOWED,
+            413: ErrorCode.PAYLOAD_TOO_LARGE,  # jobs.api.limits.BodyTooLarge
+        }
         code = codes.get(exc.status_code, ErrorCode.HTTP_ERROR)
         return error_body(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
@@ -107,4 +113,5 @@ def create_app(settings: Settings) -> FastAPI:
         max_bytes=settings.max_request_bytes,
         max_upload_bytes=settings.max_upload_bytes,
     )
+    app.add_middleware(PlainRequestTarget)
     return app

@@ -1,9 +1,9 @@
 """What the API says about itself: the error responses routes declare, and offline docs pages.
 
 Each route lists the error statuses it can really return with `errors({status: why})`; every
-one is the `ErrorEnvelope`. The `default` entry stands for the rest (500 `internal_error`,
-405 `method_not_allowed`) and also keeps FastAPI from adding its own 422 schema, which is not
-the shape this API answers with.
+one is the `ErrorEnvelope`. The `default` entry stands for the rest (400 `invalid_characters`
+from `jobs.api.limits`, 405 `method_not_allowed`, 500 `internal_error`) and also keeps FastAPI
+from adding its own 422 schema, which is not the shape this API answers with.
 
 `/docs` (Swagger UI) and `/redoc` load their JavaScript and CSS from this API itself
 (`/docs/assets`, the files the fastapi-offline package ships), never from a CDN, so they work
@@ -43,7 +43,8 @@ def errors(reasons: dict[int, str]) -> Responses:
     }
     declared["default"] = {
         "model": ErrorEnvelope,
-        "description": "Any other error: 500 `internal_error`, 405 `method_not_allowed`.",
+        "description": "Any other error: 400 `invalid_characters` (a NUL byte in the path or "
+        "query), 405 `method_not_allowed`, 500 `internal_error`.",
     }
     return declared
 

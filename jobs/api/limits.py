@@ -1,19 +1,30 @@
-"""Request-size limit as ASGI middleware: refuse (413) before a body is read whole.
+"""Request limits as ASGI middleware: refuse before a body is read whole or a bad id is used.
 
-A declared Content-Length over the cap is refused at once; a chunked body is counted as
-it streams and cut off at the cap. Uploads get their own (larger) cap.
+`BodySizeLimit`: a declared Content-Length over the cap is refused (413) at once; a chunked
+body is counted as it streams and cut off at the cap. Uploads get their own (larger) cap.
+`PlainRequestTarget`: a path or query string with a NUL byte is refused (400).
 """
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobs.error_codes import ErrorCode
 from jobs.schemas import ErrorBody, ErrorEnvelope
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised from `receive` past the cap. An HTTPException because FastAPI re-raises those
+    while reading a body (any other exception there becomes its own 400, which made a chunked
+    body over the cap a `malformed_json`); the app's handler answers 413 `payload_too_large`."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(413, too_large_message(cap), headers={"Connection": "close"})
+
+
+def too_large_message(cap: int) -> str:
+    return f"The request body is over the {cap}-byte limit; send less at once."
 
 
 class BodySizeLimit:
@@ -31,7 +42,7 @@ class BodySizeLimit:
         cap += 64 * 1024 if scope["path"].startswith("/v1/uploads") else 0
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
-            await _refuse(send, cap)
+            await send_error(send, 413, ErrorCode.PAYLOAD_TOO_LARGE, too_large_message(cap))
             return
         seen = 0
         started = False
@@ -42,7 +53,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > cap:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(cap)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -52,24 +63,45 @@ class BodySizeLimit:
 
         try:
             await self.app(scope, counted_receive, tracking_send)
-        except BodyTooLarge:
+        except BodyTooLarge:  # read outside FastAPI's body handling
             if not started:
-                await _refuse(send, cap)
+                await send_error(send, 413, ErrorCode.PAYLOAD_TOO_LARGE, too_large_message(cap))
 
 
-async def _refuse(send: Send, cap: int) -> None:
-    message = f"The request body is over the {cap}-byte limit; send less at once."
-    envelope = ErrorEnvelope(error=ErrorBody(code=ErrorCode.PAYLOAD_TOO_LARGE, message=message))
+class PlainRequestTarget:
+    """No id or parameter of this API holds a NUL byte, and PostgreSQL refuses to compare
+    one (`/v1/jobs/job_%00` was a 500): such a path or query string is a 400 for every route."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query: bytes = scope["query_string"]
+            if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
+                await send_error(
+                    send,
+                    400,
+                    ErrorCode.INVALID_CHARACTERS,
+                    "The path or query string contains a NUL byte (%00); no id or parameter "
+                    "of this API has one.",
+                    close=False,
+                )
+                return
+        await self.app(scope, receive, send)
+
+
+async def send_error(
+    send: Send, status: int, code: ErrorCode, message: str, *, close: bool = True
+) -> None:
+    """Answer with the error envelope; `close` the connection when the body may be unread."""
+    envelope = ErrorEnvelope(error=ErrorBody(code=code, message=message))
     payload = envelope.model_dump_json().encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"connection", b"close"),
-                (b"content-length", str(len(payload)).encode()),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})

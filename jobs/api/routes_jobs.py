@@ -1,13 +1,13 @@
 """Job endpoints: create (202 + Location), get, list, items, manifest, cancel, retry, outputs.
 
 Each route declares the error statuses it can return (`jobs.api.docs.errors`), so the
-OpenAPI schema says what the API does.
+OpenAPI schema says what the API does. The router's route class bounds JSON bodies before
+they are parsed (`jobs.api.json_body`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
@@ -17,6 +17,7 @@ from jobs import repository as repo
 from jobs import service
 from jobs.api.deps import Res, Resources, TenantId
 from jobs.api.docs import AUTH, BAD_CURSOR, BAD_QUERY, NO_JOB, TOO_LARGE, errors
+from jobs.api.json_body import JsonBodyRoute
 from jobs.error_codes import ErrorCode
 from jobs.errors import ApiError, invalid, not_found
 from jobs.manifest import ManifestRecord, output_files
@@ -27,7 +28,7 @@ from jobs.status import JOB_TERMINAL, ItemStatus, JobKind, JobStatus
 from jobs.views import UrlFor, item_view, job_view
 from storage.objects import ObjectNotFound
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=JsonBodyRoute)
 POLL_AFTER_S = "2"
 MANIFEST_MEDIA_TYPE = "application/x-ndjson"  # what the route sends and the stored file is
 # Every media type a stored output has: the TTS encodings (opus is Ogg) and the transcripts.
@@ -68,7 +69,9 @@ def create_job(
     response: Response,
     res: Res,
     tenant_id: TenantId,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    # An empty key is refused (422), not taken as a key: it is a client's unset variable,
+    # and as a key it made every later job of the tenant a 409.
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> JobOut:
     submitted = service.submit_job(
         res.ledger,
@@ -85,6 +88,14 @@ def create_job(
     return job_view(submitted.job)
 
 
+def _bad_cursor() -> ApiError:
+    return ApiError(
+        400,
+        ErrorCode.INVALID_CURSOR,
+        "The cursor is not one this API issued; pass `next_cursor` from the previous page.",
+    )
+
+
 @router.get(
     "", response_model=JobList, responses=errors({400: BAD_CURSOR, 401: AUTH, 422: BAD_QUERY})
 )
@@ -98,10 +109,9 @@ def list_jobs(
 ) -> JobList:
     before = None
     if cursor:
-        decoded = repo.decode_cursor(cursor)
-        if not decoded or len(decoded) != 2:
-            raise ApiError(400, ErrorCode.INVALID_CURSOR, "The cursor is not one this API issued.")
-        before = (datetime.fromisoformat(decoded[0]), str(decoded[1]))
+        before = repo.decode_job_cursor(cursor)
+        if before is None:
+            raise _bad_cursor()
     with res.sessions() as session:
         jobs = repo.list_jobs(
             session, tenant_id, status=status, kind=kind, limit=limit, before=before
@@ -150,10 +160,10 @@ def list_items(
     job = service.get_job(res.sessions, tenant_id, job_id)
     after = 0
     if cursor:
-        decoded = repo.decode_cursor(cursor)
-        if not decoded or not isinstance(decoded[0], int):
-            raise ApiError(400, ErrorCode.INVALID_CURSOR, "The cursor is not one this API issued.")
-        after = decoded[0]
+        decoded = repo.decode_item_cursor(cursor)
+        if decoded is None:
+            raise _bad_cursor()
+        after = decoded
     with res.sessions() as session:
         items = repo.list_items(session, job_id, status=status, limit=limit, after_seq=after)
     url_for = url_maker(res, job)

@@ -340,3 +340,65 @@ def test_provider_concurrency_cap_below_worker_slots_is_never_exceeded(
     assert job["status"] == "succeeded", job["counts"]
     # At most 6 in flight at 75 ms: 80 items/s ceiling, so within PROCESSING_S (15 s) as well.
     assert_within(report, PROCESSING_S, "processing at the capped rate")
+
+
+MIXED_FAULTS = ["500", "503", "429", "timeout"]
+# The issue's hangs are 30 s; the emulator holds them that long, but this stack's workers
+# give up on a silent provider after SPEECHBATCH_PROVIDER_TIMEOUT_SECONDS (3 s), so each
+# hang holds a slot 3 s (or less: a per-call deadline sized to the request may cut sooner).
+HANG_S = 30.0
+PROVIDER_TIMEOUT_S = 3.0
+# A 429 hands its item back for max(Retry-After, up to the item backoff base), 5 s at most.
+HAND_BACK_S = RetryPolicy().item_base_s
+
+
+def test_mixed_provider_faults_do_not_collapse_throughput(chaos_stack: ChaosStack) -> None:
+    """With 30 % of calls failing as 500, 503, 429 or a hang, a job finishes within 4x the
+    same job's fault-free time plus its slowest item's own waits (issue 9: the adaptive
+    limit sat at 1 slot and 300 items took over 7 minutes)."""
+    stack = chaos_stack
+    _, baseline = finish(stack, stack.submit_tts(ITEMS))
+    stack.configure_emulator(fault_rate=0.3, fault_kinds=MIXED_FAULTS, timeout_s=HANG_S)
+    job_id = stack.submit_tts(ITEMS)
+    job, report = finish(stack, job_id)
+
+    faults = {r["fault"] for r in stack.emulator_requests() if r["fault"]}
+    assert set(MIXED_FAULTS) <= faults, faults
+    given_up = [item for item in stack.items(job_id) if item["status"] == "failed"]
+    assert len(given_up) <= MAX_GIVEN_UP, job["counts"]
+    for item in given_up:
+        assert item["attempts"] == ITEM_ATTEMPTS, item
+    per_minute = 60 * report.succeeded / report.duration_s
+    print(
+        f"fault-free {baseline.duration_s:.1f}s; mixed faults {report.duration_s:.1f}s, "
+        f"{per_minute:.0f} items/min, {report.deliveries['deferred']} hand-backs"
+    )
+    # The slowest item may have waited its whole backoff schedule, a hand-back per 429 and
+    # a provider timeout per hang, on top of the degraded processing of everything else.
+    most_claims = max(item["attempts"] for item in stack.items(job_id))
+    waits = max(
+        HAND_BACK_S * n429 + PROVIDER_TIMEOUT_S * hangs
+        for n429, hangs in fault_counts(stack, job_id)
+    )
+    bound = 4 * baseline.duration_s + item_backoff_ceiling(most_claims - 1) + waits
+    print(f"bound {bound:.1f}s: {most_claims} claims, {waits:.0f}s of hand-backs and hangs")
+    assert_within(report, bound, f"4x fault-free + backoff of {most_claims} claims + {waits:.0f}s")
+
+
+def fault_counts(stack: ChaosStack, job_id: str) -> list[tuple[int, int]]:
+    """(429 attempts, timed-out attempts) of every item of the job that had an attempt."""
+    engine = create_engine(stack.database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT count(*) FILTER (WHERE a.status_code = 429),"
+                    " count(*) FILTER (WHERE a.error_code = 'provider_timeout')"
+                    " FROM attempts a JOIN items i ON i.id = a.item_id WHERE i.job_id = :job"
+                    " GROUP BY a.item_id"
+                ),
+                {"job": job_id},
+            ).all()
+    finally:
+        engine.dispose()
+    return [(int(n429), int(hangs)) for n429, hangs in rows] or [(0, 0)]

@@ -62,14 +62,12 @@ def running_api(database_url: str, redis_url: str, **overrides: Any) -> Iterator
     """An in-process API on `database_url` with two tenants' keys; `overrides` are settings."""
     upgrade_to_head(database_url)
     sessions = make_session_factory(make_engine(database_url))
-    settings = Settings(
-        database_url=database_url,
-        broker_url=redis_url,
-        max_items_per_job=1000,
-        max_request_bytes=256 * 1024,
-        max_upload_bytes=1024 * 1024,
-        **overrides,
-    )
+    limits: dict[str, Any] = {
+        "max_items_per_job": 1000,
+        "max_request_bytes": 256 * 1024,
+        "max_upload_bytes": 1024 * 1024,
+    }
+    settings = Settings(database_url=database_url, broker_url=redis_url, **{**limits, **overrides})
     client_redis = redis.Redis.from_url(redis_url)
     client_redis.delete(QUEUE)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:

@@ -121,31 +121,52 @@ def test_hand_back_spends_no_attempt_and_publishes_a_countdown(database_url: str
         assert (row.status, row.attempts) == (ItemStatus.QUEUED, 0)
 
 
-def test_cancel_stops_queued_items_and_running_ones_finish(database_url: str) -> None:
-    """Cancel marks queued items canceled; a running item still finishes; the job ends canceled."""
+def test_cancel_ends_queued_and_running_items_and_the_holder_cannot_finish(
+    database_url: str,
+) -> None:
+    """Cancel marks queued and running items canceled at once; the running item's holder can
+    no longer succeed, and the job is canceled with counters equal to the rows."""
     ledger = migrated_ledger(database_url)
     submitted = tts_job(ledger, ["a", "b", "c"])
     ids = published(ledger).ids
     running = claim(ledger, ids[0])
-    assert ledger.cancel_job(submitted.job.id) == 2
+    assert ledger.cancel_job(submitted.job.id) == 3
     assert ledger.claim(ids[1], lease_s=60) is None
-    assert ledger.succeed(running, SMALL, [])
+    assert ledger.succeed(running, SMALL, []) is None
+    assert ledger.is_canceled(running.id)
     job = assert_counters_match_items(ledger, submitted.job.id)
-    assert (job.status, job.succeeded, job.canceled) == (JobStatus.CANCELED, 1, 2)
+    assert (job.status, job.succeeded, job.running, job.canceled) == (JobStatus.CANCELED, 0, 0, 3)
 
 
-def test_a_canceled_jobs_item_is_canceled_instead_of_requeued(database_url: str) -> None:
-    """A running item of a canceled job that would be re-queued (retry or hand-back) ends
-    canceled and is not published again."""
+def test_a_canceled_jobs_running_items_are_not_requeued(database_url: str) -> None:
+    """After a cancel, a running item's retry or hand-back is refused (its claim is gone) and
+    nothing is published again."""
     ledger = migrated_ledger(database_url)
     submitted = tts_job(ledger, ["a", "b"])
     first, second = (claim(ledger, i) for i in published(ledger).ids)
     ledger.cancel_job(submitted.job.id)
-    assert ledger.retry_later(first, LATER, [], delay_s=1)
-    assert ledger.hand_back(second, [], delay_s=1)
+    assert not ledger.retry_later(first, LATER, [], delay_s=1)
+    assert not ledger.hand_back(second, [], delay_s=1)
     assert len(published(ledger).ids) == 2  # the submit's messages only
     job = assert_counters_match_items(ledger, submitted.job.id)
     assert (job.status, job.canceled) == (JobStatus.CANCELED, 2)
+
+
+def test_renew_returns_only_the_claims_still_held(database_url: str) -> None:
+    """The heartbeat's renewal names the tokens it extended, so a canceled job's item (and a
+    lease taken over) shows up as lost to its worker."""
+    ledger = migrated_ledger(database_url)
+    first_job = tts_job(ledger, ["a"]).job
+    tts_job(ledger, ["b", "c"])
+    a, b, c = (
+        claim(ledger, i, lease_s=-1 if n == 2 else 60) for n, i in enumerate(published(ledger).ids)
+    )
+    assert ledger.expire_leases(limit=10) == [c.id]
+    taken_over = claim(ledger, c.id)
+    ledger.cancel_job(first_job.id)
+    assert ledger.renew([a.token, b.token, c.token], lease_s=60) == {b.token}
+    assert ledger.renew([taken_over.token], lease_s=60) == {taken_over.token}
+    assert ledger.is_canceled(a.id) and not ledger.is_canceled(c.id)
 
 
 def test_retry_requeues_only_failed_items(database_url: str) -> None:

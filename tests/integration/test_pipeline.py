@@ -27,7 +27,7 @@ from tests.services import free_port
 from workers.config import WorkerConfig
 from workers.leases import HeartbeatLeases
 from workers.pipeline import Outcome, run_item
-from workers.providers.base import SpeechProvider, Synthesis
+from workers.providers.base import SpeechProvider, Synthesis, Transcript, Word
 from workers.providers.errors import AuthenticationFailed, ProviderUnavailable, RateLimited
 from workers.providers.registry import build_provider
 from workers.retry import RetryPolicy
@@ -329,3 +329,47 @@ def test_rate_limiting_delays_an_item_without_spending_its_attempts(
     assert (item.status, item.attempts) == ("queued", 0)
     republished = published(rt.ledger).published
     assert len(republished) == 4 and all(countdown >= 7.0 for _, countdown in republished)
+
+
+class WildTranscripts(AlwaysDown):
+    """An STT provider without checks of its own, whose transcript has NaN and -1e300 times."""
+
+    def transcribe(self, audio: Any, *, model: str, options: Mapping[str, Any]) -> Transcript:
+        self.calls += 1
+        word = Word(text="hello", start=float("nan"), end=0.4)
+        return Transcript("hello", "en", -1e300, "local", model, words=[word])
+
+
+def test_a_bad_transcript_is_retried_and_leaves_no_objects_or_usage(
+    database_url: str, local_store: LocalObjectStore
+) -> None:
+    """A transcript with NaN/-1e300 times is a transient bad_provider_output: no .json or .txt
+    at the item's keys, and the job's usage.audio_seconds stays 0."""
+    from jobs.schemas import JobCreate
+    from jobs.service import ensure_tenant, submit_job
+    from storage.keys import upload_key
+
+    api = migrated_ledger(database_url)
+    tenant = ensure_tenant(api.db.sessions, "acme").id
+    upload_id = "ab" * 16
+    wav = build_provider("local", client=None, base_url=None, api_key=None).synthesize(
+        "one two", model="espeak-ng", voice=None, options={}
+    )
+    local_store.put_bytes(upload_key(tenant, upload_id, "audio.wav"), wav.audio, "audio/wav")
+    body = JobCreate.model_validate(
+        {
+            "kind": "stt",
+            "provider": "local",
+            "options": {"transcript_formats": ["txt", "srt"]},
+            "items": [{"id": "call", "source": f"upload://{upload_id}/audio.wav"}],
+        }
+    )
+    job = submit_job(api, tenant, body, idempotency_key=None, max_items=10).job
+    rt = runtime(database_url, local_store, WildTranscripts(), call_attempts=1)
+    assert run_item(rt, published(api).ids[0]) == Outcome.RETRYING
+    with api.db.sessions() as session:
+        item = session.scalars(select(Item).where(Item.job_id == job.id)).one()
+        usage = session.scalar(select(Job.usage_audio_seconds).where(Job.id == job.id))
+    assert item.error_code == "bad_provider_output"
+    assert list(local_store.list_keys(f"{tenant}/{job.id}/")) == []
+    assert usage == 0.0

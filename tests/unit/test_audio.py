@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import soundfile as sf
 from jobs.media import sniff_audio
 from workers.audio import (
     SUPPORTED_FORMATS,
+    AudioTooLong,
     convert,
     pcm16_to_wav,
     probe,
@@ -143,3 +145,50 @@ def test_a_pcm16_wav_at_the_wanted_rate_is_kept_byte_for_byte() -> None:
     assert resampled.data != original and resampled.duration_s == pytest.approx(1.0)
     truncated = original[:-2000]  # the header still says 16000 frames
     assert convert(truncated, fmt="wav").data != truncated
+
+
+@pytest.fixture(scope="module")
+def flac_bomb() -> bytes:
+    """The issue-9 probe: ~190 KB of FLAC holding 2 min of 8-channel audio at 192 kHz."""
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, "w", 192_000, 8, format="FLAC", subtype="PCM_16") as out:
+        block = np.zeros((192_000 * 10, 8), dtype=np.int16)
+        for _ in range(12):
+            out.write(block)
+    return buffer.getvalue()
+
+
+def test_a_tiny_flac_claiming_184m_samples_is_refused_before_decoding(flac_bomb: bytes) -> None:
+    """The 8-channel 192 kHz FLAC fails as audio_too_long from its header, allocating ~nothing."""
+    tracemalloc.start()
+    try:
+        for decode in (to_mono16k_int16, lambda data: convert(data, fmt="flac")):
+            with pytest.raises(AudioTooLong) as excinfo:
+                decode(flac_bomb)
+            assert excinfo.value.code == "audio_too_long"
+            assert "SPEECHBATCH_MAX_DECODE_SAMPLES" in excinfo.value.message
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024
+
+
+def test_audio_under_the_limit_is_decoded_in_blocks(flac_bomb: bytes) -> None:
+    """Allowed, the same file is read block by block: peak memory is the 16 kHz result plus a
+    block (~15 MiB), not the 737 MiB of float32 frames decoding it whole took."""
+    tracemalloc.start()
+    try:
+        samples = to_mono16k_int16(flac_bomb, max_samples=200_000_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(samples) == pytest.approx(120 * 16_000, abs=16)
+    assert peak < 40 * 1024 * 1024
+
+
+def test_decode_errors_never_quote_a_python_repr() -> None:
+    """libsndfile's "Error opening <_io.BytesIO object at 0x…>" is reduced to its reason."""
+    with pytest.raises(UnsupportedAudio) as excinfo:
+        probe(b"not audio at all" * 40)
+    assert "object at 0x" not in excinfo.value.message
+    assert "<" not in excinfo.value.message

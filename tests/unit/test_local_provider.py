@@ -11,11 +11,13 @@ import shutil
 import struct
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import soundfile as sf
 
 from workers.providers.base import AudioInput, Synthesis, Transcript
 from workers.providers.errors import InvalidInput, PermanentProviderError, UnsupportedAudio
+from workers.providers.exchange import Bounds
 from workers.providers.local import LocalProvider, words_per_minute
 
 
@@ -162,3 +164,16 @@ def test_checks_before_running_anything() -> None:
         with pytest.raises(InvalidInput) as excinfo:
             call()
         assert excinfo.value.code == code
+
+
+def test_a_recording_over_the_decode_limit_is_refused_before_decoding() -> None:
+    """The local engine checks duration x channels x rate first: over the limit is
+    audio_too_long, a permanent failure naming the setting, and pocketsphinx never runs."""
+    wav = io.BytesIO()
+    sf.write(wav, np.zeros((16_000, 2), dtype=np.int16), 16_000, format="WAV")
+    tight = LocalProvider(bounds=Bounds(max_decode_samples=20_000))
+    with pytest.raises(UnsupportedAudio) as excinfo:
+        hear(tight, wav.getvalue())
+    assert excinfo.value.code == "audio_too_long"
+    assert "SPEECHBATCH_MAX_DECODE_SAMPLES" in excinfo.value.message
+    assert tight._decoder is None

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import soundfile as sf
 
-from workers.audio import pcm16_to_wav
+from workers.audio import convert, pcm16_to_wav
 from workers.providers import http
 from workers.providers.base import AudioInput, Transcript, Word
 from workers.providers.errors import (
@@ -130,7 +130,7 @@ def test_deepgram_hosted_aura_body_and_raw_pcm_answer_is_wrapped() -> None:
 
 def test_audio_type_is_sniffed_not_trusted() -> None:
     """An MP3 body labelled audio/wav is reported as audio/mpeg from its magic bytes."""
-    mp3 = b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\x00" * 100
+    mp3 = b"ID3\x03\x00\x00\x00\x00\x00\x0a" + bytes(10) + convert(WAV, fmt="mp3").data
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=mp3, headers={"content-type": "audio/wav"})

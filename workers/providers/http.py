@@ -1,15 +1,17 @@
-"""Helpers every vendor adapter shares: the HTTP call, Retry-After, status → error mapping.
+"""Helpers every vendor adapter shares: Retry-After, status → error mapping, key redaction.
 
 Adapters extract the vendor's own reason from the body (each vendor words it differently) and
 hand it to `error_from_response`, which picks the error class from the status code
 (providers.md §7) so every vendor fails the same way. The pre-flight checks (text limits,
 unknown models) and `segments_from_words` live here too, so the HTTP adapters and the local
-engine word their errors and shape their transcripts identically.
+engine word their errors and shape their transcripts identically. The HTTP exchange itself
+(deadline, size cap) is `workers.providers.exchange`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -35,6 +37,7 @@ from workers.providers.errors import (
 # Header names vendors use for their request id (providers.md §7), most specific first.
 REQUEST_ID_HEADERS = ("x-slng-request-id", "dg-request-id", "x-request-id", "request-id")
 _MAX_REASON_CHARS = 500
+_MIN_SECRET_CHARS = 8
 _SEGMENT_GAP_S = 1.0
 # Sentence ends in Latin and CJK scripts (the escapes are fullwidth ? and !).
 _SENTENCE_END = (".", "?", "!", "…", "。", "\uff1f", "\uff01")
@@ -176,62 +179,24 @@ def _server_now(response: httpx.Response) -> datetime:
     return utc_now()
 
 
+def redact(text: str, secret: str | None) -> str:
+    """`text` with `secret` removed in any letter case, and any prefix of 8+ of its characters.
+
+    Gateways echo headers back, proxies truncate them, some upper-case them: a partial key is
+    still a clue worth hiding. Secrets shorter than 8 characters are removed whole.
+    """
+    if not secret:
+        return text
+    head, rest = secret[:_MIN_SECRET_CHARS], secret[_MIN_SECRET_CHARS:]
+    tail = ""
+    for char in reversed(rest):  # nested optional groups: the longest prefix present wins
+        tail = f"(?:{re.escape(char)}{tail})?"
+    return re.sub(re.escape(head) + tail, "[redacted]", text, flags=re.IGNORECASE)
+
+
 def _clip(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _MAX_REASON_CHARS else text[: _MAX_REASON_CHARS - 1] + "…"
-
-
-def call(
-    client: httpx.Client,
-    method: str,
-    url: str,
-    *,
-    provider: str = "The provider",
-    **kw: Any,
-) -> httpx.Response:
-    """`client.request(...)` with network failures turned into the error tree.
-
-    Messages name the host and the failure, never headers, query strings or the API key.
-    """
-    where = _safe_location(url)
-    try:
-        return client.request(method, url, **kw)
-    except httpx.TimeoutException as exc:
-        raise ProviderTimeout(
-            f"{provider} did not answer in time ({_describe(exc, kw)} calling {where}); "
-            "retrying later may help.",
-        ) from exc
-    except httpx.UnsupportedProtocol as exc:
-        # A malformed base URL is configuration, not a blip: retrying cannot fix it.
-        raise PermanentProviderError(
-            f"The base URL for {provider} is not a valid http(s) URL ({where}); "
-            "fix the configured base URL.",
-            code=ErrorCode.INVALID_BASE_URL,
-        ) from exc
-    except httpx.RequestError as exc:
-        raise ProviderUnavailable(
-            f"Could not reach {provider} at {where} ({_describe(exc, kw)}); "
-            "retrying later may help.",
-        ) from exc
-
-
-def _describe(exc: Exception, kw: Mapping[str, Any]) -> str:
-    """The exception's class and text, minus any header value (keys travel in headers)."""
-    text = _clip(str(exc))[:200]
-    headers = kw.get("headers") or {}
-    for value in headers.values():
-        for secret in (str(value), str(value).partition(" ")[2]):
-            if len(secret) >= 8:  # skip "Bearer"-sized fragments that are not secrets
-                text = text.replace(secret, "[redacted]")
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _safe_location(url: str) -> str:
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError):
-        return "the configured URL"
-    return f"{parsed.scheme}://{parsed.host}{':' + str(parsed.port) if parsed.port else ''}"
 
 
 def segments_from_words(words: Iterable[Word], *, gap_s: float = _SEGMENT_GAP_S) -> list[Segment]:

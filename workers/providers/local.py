@@ -20,6 +20,7 @@ from workers.audio import STT_SAMPLE_RATE, to_mono16k_int16
 from workers.providers import http
 from workers.providers.base import AudioInput, Synthesis, Transcript, Word
 from workers.providers.errors import InvalidInput, PermanentProviderError, ProviderTimeout
+from workers.providers.exchange import Bounds
 
 ESPEAK_TIMEOUT_S = 60
 BASE_WORDS_PER_MINUTE = 175  # espeak-ng's own default rate, i.e. speed 1.0
@@ -35,8 +36,10 @@ class LocalProvider:
 
     name = "local"
 
-    def __init__(self, *, espeak_binary: str = "espeak-ng") -> None:
+    def __init__(self, *, espeak_binary: str = "espeak-ng", bounds: Bounds | None = None) -> None:
         self._espeak = espeak_binary
+        # Only max_decode_samples applies here: a recording is decoded, nothing is fetched.
+        self._bounds = bounds or Bounds()
         self._spec = PROVIDERS["local"]
         # Building a Decoder loads the acoustic model (~0.5 s) while decoding runs at roughly
         # about 0.25x real time, so one decoder is reused; decoders are not thread-safe.
@@ -105,7 +108,9 @@ class LocalProvider:
                 "use a hosted provider for other languages.",
                 code=ErrorCode.UNSUPPORTED_LANGUAGE,
             )
-        samples = to_mono16k_int16(audio.data)
+        # Header checked before decoding, then read in blocks (issue 9: a 189 KB FLAC of 8
+        # channels at 192 kHz decoded whole took 800 MiB).
+        samples = to_mono16k_int16(audio.data, max_samples=self._bounds.max_decode_samples)
         with self._lock:
             decoder = self._get_decoder()
             # Feature state (the cepstral mean among it) carries over between utterances and

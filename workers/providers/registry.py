@@ -17,6 +17,7 @@ from jobs.error_codes import ErrorCode
 from jobs.settings import Settings
 from workers.providers.base import SpeechProvider
 from workers.providers.errors import AuthenticationFailed, InvalidInput
+from workers.providers.exchange import Bounds
 from workers.providers.local import LocalProvider
 from workers.providers.slng import SlngProvider
 from workers.throttle import credential_fingerprint
@@ -30,10 +31,14 @@ def build_provider(
     client: httpx.Client | None,
     base_url: str | None,
     api_key: str | None,
+    bounds: Bounds | None = None,
 ) -> SpeechProvider:
-    """The adapter for `name`; hosted ones need the worker's shared client, base URL and key."""
+    """The adapter for `name`; hosted ones need the worker's shared client, base URL and key.
+
+    `bounds` caps each call's time, answer size and decoding (the defaults when None).
+    """
     if name == "local":
-        return LocalProvider()
+        return LocalProvider(bounds=bounds)
     if name == "slng":
         if client is None or not base_url:
             # A wiring bug in the caller, not something a user can fix in a job body.
@@ -43,7 +48,7 @@ def build_provider(
                 "No SLNG API key is configured; set SLNG_API_KEY for the workers and retry.",
                 code=ErrorCode.MISSING_API_KEY,
             )
-        return SlngProvider(client, base_url=base_url, api_key=api_key.strip())
+        return SlngProvider(client, base_url=base_url, api_key=api_key.strip(), bounds=bounds)
     raise InvalidInput(
         f"Unknown provider {name!r}; use one of: {', '.join(KNOWN_PROVIDERS)}.",
         code=ErrorCode.UNKNOWN_PROVIDER,
@@ -67,8 +72,10 @@ class ProviderRegistry:
         *,
         base_urls: dict[str, str],
         api_keys: dict[str, str | None],
+        bounds: Bounds | None = None,
     ) -> None:
         self.client = client
+        self.bounds = bounds or Bounds()
         self._base_urls, self._api_keys = base_urls, api_keys
         self._built: dict[str, SpeechProvider] = {}
         self._fingerprints: dict[str, str] = {}  # hashed once per provider, not per call
@@ -81,6 +88,12 @@ class ProviderRegistry:
             client,
             base_urls={name: settings.provider_base_url(name) for name in names},
             api_keys={name: settings.provider_api_key(name) for name in names},
+            bounds=Bounds(
+                timeout_s=settings.provider_timeout_seconds,
+                max_tts_bytes=settings.max_tts_response_bytes,
+                max_stt_bytes=settings.max_stt_response_bytes,
+                max_decode_samples=settings.max_decode_samples,
+            ),
         )
 
     def get(self, name: str) -> SpeechProvider:
@@ -91,6 +104,7 @@ class ProviderRegistry:
                     client=self.client,
                     base_url=self._base_urls.get(name),
                     api_key=self._api_keys.get(name),
+                    bounds=self.bounds,
                 )
             return self._built[name]
 

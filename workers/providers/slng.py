@@ -19,7 +19,14 @@ from jobs.catalog import PROVIDERS
 from jobs.error_codes import ErrorCode
 from jobs.media import sniff_audio
 from workers.audio import pcm16_to_wav
-from workers.providers import http
+from workers.providers import exchange, http
+from workers.providers.answers import (
+    audio_seconds,
+    bad_output,
+    check_content_type,
+    check_speech,
+    check_transcript,
+)
 from workers.providers.base import AudioInput, Synthesis, Transcript
 from workers.providers.errors import (
     InvalidInput,
@@ -27,6 +34,7 @@ from workers.providers.errors import (
     ProviderUnavailable,
     UnsupportedAudio,
 )
+from workers.providers.exchange import Bounds, Limit
 from workers.providers.transcripts import (
     as_str,
     clip,
@@ -42,6 +50,8 @@ _DEFAULT_VOICES = {"slng/deepgram/aura:2-es": "aura-2-celeste-es"}
 # Third-party Deepgram route: Deepgram's own body and a raw PCM answer (providers.md §1.3).
 _DEEPGRAM_HOSTED = "deepgram/aura:2"
 _KEY_NAME = "SLNG_API_KEY"
+# Deadline input for a recording whose header libsndfile cannot read (m4a, webm): 32 kbit/s.
+_FALLBACK_BYTES_PER_S = 4000
 
 
 class SlngProvider:
@@ -49,11 +59,14 @@ class SlngProvider:
 
     name = "slng"
 
-    def __init__(self, client: httpx.Client, *, base_url: str, api_key: str) -> None:
+    def __init__(
+        self, client: httpx.Client, *, base_url: str, api_key: str, bounds: Bounds | None = None
+    ) -> None:
         self._client = client
         self._base = base_url.rstrip("/")
         self._key = api_key
         self._spec = PROVIDERS["slng"]
+        self._bounds = bounds or Bounds()
 
     def synthesize(
         self, text: str, *, model: str, voice: str | None, options: Mapping[str, Any]
@@ -76,7 +89,14 @@ class SlngProvider:
                 "container": "wav",
                 "sample_rate": rate,
             }
-        response = self._post(f"/v1/tts/{model}", json=body, headers={"Accept": "audio/*"})
+        limit = Limit(
+            self._bounds.tts_deadline_s(len(text)),
+            self._bounds.max_tts_bytes,
+            "SPEECHBATCH_MAX_TTS_RESPONSE_BYTES",
+        )
+        response = self._post(
+            f"/v1/tts/{model}", limit=limit, json=body, headers={"Accept": "audio/*"}
+        )
         request_id = response.headers.get("x-slng-request-id")
         audio = response.content
         if not audio:
@@ -95,17 +115,22 @@ class SlngProvider:
                 status_code=response.status_code,
                 request_id=request_id or as_str(payload.get("slng_request_id")),
             )
+        declared = response.headers.get("content-type", "")
+        check_content_type(declared, audio, "SLNG", request_id)
         content_type = sniff_audio(audio[:16])
-        if (
-            content_type == "audio/mpeg"
-            and not audio.startswith(b"ID3")
-            and "mpeg" not in response.headers.get("content-type", "")
-        ):
+        if content_type == "audio/mpeg" and not audio.startswith(b"ID3") and "mpeg" not in declared:
             # A bare MPEG frame sync is only 11 bits: PCM starting with a small negative
             # sample (0xFFFF = -1) matches it, so without ID3 the header must agree.
             content_type = None
         if content_type is None:
             audio, content_type = pcm16_to_wav(audio, rate), "audio/wav"
+        check_speech(
+            audio,
+            text=text,
+            max_samples=self._bounds.max_decode_samples,
+            provider="SLNG",
+            request_id=request_id,
+        )
         return Synthesis(
             audio=audio,
             content_type=content_type,
@@ -131,8 +156,18 @@ class SlngProvider:
                 audio.content_type or "application/octet-stream",
             )
         }
-        response = self._post(f"/v1/stt/{model}", data=form, files=files)
+        known_s = audio_seconds(audio.data)
+        limit = Limit(
+            self._bounds.stt_deadline_s(
+                known_s if known_s is not None else len(audio.data) / _FALLBACK_BYTES_PER_S
+            ),
+            self._bounds.max_stt_bytes,
+            "SPEECHBATCH_MAX_STT_RESPONSE_BYTES",
+        )
+        response = self._post(f"/v1/stt/{model}", limit=limit, data=form, files=files)
         request_id = response.headers.get("x-slng-request-id")
+        if response.content.lstrip()[:1] == b"<":
+            raise bad_output("SLNG", "markup (an HTML page) instead of a transcript", request_id)
         try:
             body = response.json()
         except ValueError:
@@ -151,15 +186,22 @@ class SlngProvider:
             )
         if parsed.request_id is None and request_id is not None:
             parsed = replace(parsed, request_id=request_id)
-        return parsed
+        return check_transcript(parsed, audio_s=known_s, request_id=parsed.request_id)
 
     def _post(
-        self, path: str, *, headers: dict[str, str] | None = None, **kw: Any
+        self, path: str, *, limit: Limit, headers: dict[str, str] | None = None, **kw: Any
     ) -> httpx.Response:
         # `path` keeps the model's "/" and ":" as they are: httpx leaves both unescaped.
         merged = {"Authorization": f"Bearer {self._key}", **(headers or {})}
-        response = http.call(
-            self._client, "POST", self._base + path, provider="SLNG", headers=merged, **kw
+        response = exchange.call(
+            self._client,
+            "POST",
+            self._base + path,
+            limit=limit,
+            provider="SLNG",
+            secret=self._key,
+            headers=merged,
+            **kw,
         )
         if not response.is_success:
             raise self._error(response)
@@ -205,7 +247,7 @@ class SlngProvider:
 
     def _redact(self, text: str) -> str:
         # Gateways sometimes echo the Authorization header back; never let the key reach a log.
-        return text.replace(self._key, "[redacted]") if self._key else text
+        return http.redact(text, self._key)
 
 
 def tts_sample_rate(options: Mapping[str, Any]) -> int:

@@ -1,0 +1,166 @@
+"""Checking that a provider's 200 is what was asked for, before anything is recorded (issue 9).
+
+A provider answered 200 with an HTML page, with random bytes, with a WAV whose header claims
+more audio than it holds, and with transcripts holding NaN or -1e300 times; each was stored
+and the item succeeded. Here TTS audio must be audio by its content type and its bytes, must
+really decode (every block, counted against what the header claims), must not be white noise
+and must last about as long as its text could take to say; transcript times must be finite,
+non-negative and in order. Anything else is a transient `bad_provider_output`: retried, and
+never written to storage.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterable
+
+import numpy as np
+
+from jobs.error_codes import ErrorCode
+from workers.audio import AudioInfo, blocks, probe
+from workers.providers.base import Segment, Transcript, Word
+from workers.providers.errors import ProviderUnavailable, UnsupportedAudio
+
+# Speech runs 10-20 characters a second; espeak-ng's fastest is ~37. Slower than 2 a second
+# plus a pause, or faster than 60, is not a reading of the text.
+_MIN_CHARS_PER_S = 2.0
+_MAX_CHARS_PER_S = 60.0
+_PAUSE_S = 10.0
+# White noise has no correlation between neighbouring samples; speech (and silence) does.
+_NOISE_CORRELATION = 0.2
+_NOISE_RMS = 0.2
+_NOISE_WINDOW = 48_000
+# A transcript may not outlast its audio by more than this (providers round and pad).
+_TRANSCRIPT_SLACK = 1.25
+_TRANSCRIPT_PAD_S = 5.0
+
+
+def bad_output(provider: str, what: str, request_id: str | None = None) -> ProviderUnavailable:
+    """The transient error for a 200 whose body is not what was asked for."""
+    return ProviderUnavailable(
+        f"{provider} answered 200 with {what}; retrying later may help, else report it.",
+        code=ErrorCode.BAD_PROVIDER_OUTPUT,
+        status_code=200,
+        request_id=request_id,
+    )
+
+
+def check_content_type(
+    header: str, body: bytes, provider: str, request_id: str | None = None
+) -> None:
+    """Refuse a body labelled as something other than audio, or that is markup."""
+    media = header.split(";", 1)[0].strip().lower()
+    if media and not media.startswith("audio/") and media != "application/octet-stream":
+        raise bad_output(provider, f"{media} instead of audio", request_id)
+    if body.lstrip()[:1] == b"<":
+        raise bad_output(provider, "markup (an HTML or XML page) instead of audio", request_id)
+
+
+def check_speech(
+    audio: bytes,
+    *,
+    text: str,
+    max_samples: int,
+    provider: str,
+    request_id: str | None = None,
+) -> AudioInfo:
+    """Decode all of `audio` (in blocks) and check it is a plausible reading of `text`."""
+
+    def bad(what: str) -> ProviderUnavailable:
+        return bad_output(provider, what, request_id)
+
+    try:
+        info = probe(audio)
+    except UnsupportedAudio:
+        raise bad("bytes that do not decode as audio") from None
+    chars = len(text.strip())
+    longest = _PAUSE_S + chars / _MIN_CHARS_PER_S
+    if info.duration_s > longest:
+        raise bad(f"{info.duration_s:.0f} s of audio for {chars} characters of text")
+    if info.duration_s < chars / _MAX_CHARS_PER_S - 1.0:
+        raise bad(f"{info.duration_s:.2f} s of audio for {chars} characters of text")
+    frames, noise = 0, None
+    try:
+        for block in blocks(audio, max_samples):
+            if noise is None:
+                noise = _is_white_noise(block.mean(axis=1)[:_NOISE_WINDOW])
+            frames += len(block)
+    except UnsupportedAudio:
+        raise bad("audio that stops decoding part-way") from None
+    claimed = max(info.frames, _wav_claimed_frames(audio) or 0)
+    if frames == 0 or frames < claimed * 0.99:
+        raise bad(f"audio whose header claims {claimed} frames but that holds {frames}")
+    if noise:
+        raise bad("random bytes (white noise) instead of speech")
+    return info
+
+
+def _is_white_noise(mono: np.ndarray) -> bool:
+    centred = mono.astype(np.float64) - float(mono.mean())
+    energy = float(np.dot(centred, centred))
+    if centred.size < 2 or energy == 0.0:
+        return False
+    correlation = float(np.dot(centred[:-1], centred[1:])) / energy
+    rms = math.sqrt(energy / centred.size)
+    return abs(correlation) < _NOISE_CORRELATION and rms > _NOISE_RMS
+
+
+def _wav_claimed_frames(data: bytes) -> int | None:
+    """Frames a RIFF/WAVE header's data chunk claims (libsndfile trusts the file size)."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    offset, block_align = 12, 0
+    while offset + 8 <= len(data):
+        chunk, size = data[offset : offset + 4], struct.unpack_from("<I", data, offset + 4)[0]
+        if chunk == b"fmt " and offset + 22 <= len(data):
+            block_align = struct.unpack_from("<H", data, offset + 20)[0]
+        if chunk == b"data":
+            # 0 and 0xFFFFFFFF-ish sizes mean "unknown" (streamed WAV), not a claim.
+            if not block_align or size == 0 or size >= 0x7FFF0000:
+                return None
+            return int(size) // int(block_align)
+        offset += 8 + size + (size & 1)
+    return None
+
+
+def audio_seconds(data: bytes) -> float | None:
+    """How long a recording lasts by its header; None when libsndfile cannot tell."""
+    try:
+        return probe(data).duration_s
+    except UnsupportedAudio:
+        return None
+
+
+def check_transcript(
+    transcript: Transcript, *, audio_s: float | None = None, request_id: str | None = None
+) -> Transcript:
+    """`transcript` if its numbers are finite, non-negative and in order (and fit the audio)."""
+    provider = transcript.provider
+
+    def bad(what: str) -> ProviderUnavailable:
+        return bad_output(provider, f"a transcript with {what}", request_id)
+
+    longest = math.inf if audio_s is None else audio_s * _TRANSCRIPT_SLACK + _TRANSCRIPT_PAD_S
+    duration = transcript.duration_s
+    if duration is not None and not (math.isfinite(duration) and 0.0 <= duration <= longest):
+        raise bad(f"a duration of {duration!s} s")
+    for name, timed in (("word", transcript.words), ("segment", transcript.segments)):
+        problem = _timing_problem(timed, longest)
+        if problem:
+            raise bad(f"{name} {problem}")
+    for word in transcript.words:
+        if word.confidence is not None and not 0.0 <= word.confidence <= 1.0:
+            raise bad(f"a word confidence of {word.confidence!s}")
+    return transcript
+
+
+def _timing_problem(timed: Iterable[Word | Segment], longest: float) -> str | None:
+    previous = 0.0
+    for n, span in enumerate(timed, start=1):
+        if not (math.isfinite(span.end) and 0.0 <= span.start <= span.end <= longest):
+            return f"{n} timed {span.start!s}-{span.end!s} s"
+        if span.start < previous:
+            return f"{n} starting at {span.start!s} s, before the one ahead of it"
+        previous = span.start
+    return None
