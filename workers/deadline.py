@@ -1,7 +1,10 @@
 """A wall-clock deadline for an HTTP exchange that per-read timeouts cannot give.
 
-Pass `deadline.trace` as httpcore's `trace` extension on every request of the exchange;
-when the time is up the sockets it opened are shut down, so a blocked read returns at once.
+When the time is up the sockets of the exchange are shut down, so a blocked read returns at
+once. It learns them one of two ways: inside `with watching(deadline):` on a client built on
+`workers.interrupt.interruptible_transport` (every socket read or written, pooled keep-alive
+connections included: the provider calls), and as httpcore's `trace` extension (sockets the
+exchange opens itself, on any client: the source fetcher, which never reuses a connection).
 """
 
 from __future__ import annotations
@@ -45,11 +48,16 @@ class Deadline:
         stream = info.get("return_value")
         sock = stream.get_extra_info("socket") if stream is not None else None
         if isinstance(sock, socket.socket):
-            with self._lock:
+            self.watch_socket(sock)
+
+    def watch_socket(self, sock: socket.socket) -> None:
+        """Shut `sock` down at expiry (at once if the deadline has already passed)."""
+        with self._lock:
+            if sock not in self._sockets:
                 self._sockets.append(sock)
-                fired = self._fired
-            if fired:
-                _shutdown(sock)
+            fired = self._fired
+        if fired:
+            _shutdown(sock)
 
     def _expire(self) -> None:
         with self._lock:

@@ -20,14 +20,47 @@ import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, Protocol
 
 import httpcore
 import httpx
 
-__all__ = ["ItemStop", "ItemStopped", "interruptible_transport", "provider_call"]
+__all__ = [
+    "ItemStop",
+    "ItemStopped",
+    "SocketWatcher",
+    "interruptible_transport",
+    "provider_call",
+    "watching",
+]
 
-_current = threading.local()  # .stop: the ItemStop whose provider call this thread is making
+# .stop: the ItemStop whose provider call this thread is making; .watchers: everything that
+# wants to hear of the sockets this thread reads or writes (the item's stop, a call deadline).
+_current = threading.local()
+
+
+class SocketWatcher(Protocol):
+    def watch_socket(self, sock: socket.socket) -> None:
+        """Remember `sock` (used by this thread now) so it can be shut down later."""
+
+
+def _watchers() -> list[SocketWatcher]:
+    found: list[SocketWatcher] | None = getattr(_current, "watchers", None)
+    if found is None:
+        found = _current.watchers = []
+    return found
+
+
+@contextmanager
+def watching(watcher: SocketWatcher) -> Iterator[None]:
+    """Within the block, every socket this thread reads or writes through the interruptible
+    transport is handed to `watcher` (pooled keep-alive connections included)."""
+    watchers = _watchers()
+    watchers.append(watcher)
+    try:
+        yield
+    finally:
+        watchers.remove(watcher)
 
 
 class ItemStopped(Exception):
@@ -64,7 +97,8 @@ class ItemStop:
         self.check()
         _current.stop = self
         try:
-            yield
+            with watching(self):
+                yield
         except Exception as error:
             if self._set:
                 raise ItemStopped("the item was stopped during its provider call") from error
@@ -75,7 +109,7 @@ class ItemStop:
             with self._lock:
                 self._sockets.clear()
 
-    def _register(self, sock: socket.socket) -> None:
+    def watch_socket(self, sock: socket.socket) -> None:
         with self._lock:
             if not self._set:
                 self._sockets.add(sock)
@@ -112,11 +146,12 @@ class _Stream(httpcore.NetworkStream):
         self._inner = inner
 
     def _touch(self) -> None:
-        stop: ItemStop | None = getattr(_current, "stop", None)
-        if stop is not None:
+        watchers = _watchers()
+        if watchers:
             sock = self._inner.get_extra_info("socket")
             if isinstance(sock, socket.socket):
-                stop._register(sock)
+                for watcher in watchers:
+                    watcher.watch_socket(sock)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         self._touch()

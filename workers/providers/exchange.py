@@ -19,6 +19,7 @@ import httpx
 from jobs.error_codes import ErrorCode
 from workers.audio import DEFAULT_MAX_DECODE_SAMPLES
 from workers.deadline import Deadline
+from workers.interrupt import watching
 from workers.providers.errors import (
     PermanentProviderError,
     ProviderTimeout,
@@ -86,14 +87,16 @@ def call(
         request = client.build_request(method, url, **kw)
         request.extensions = {
             **request.extensions,
-            "trace": deadline.trace,
+            "trace": deadline.trace,  # sockets this call opens, on any client
             "timeout": _clipped_timeouts(client.timeout, limit.deadline_s),
         }
-        response = client.send(request, stream=True)
-        try:
-            body = _read(response, limit, provider, deadline)
-        finally:
-            response.close()
+        # ... and, on the workers' interruptible transport, reused keep-alive sockets too.
+        with watching(deadline):
+            response = client.send(request, stream=True)
+            try:
+                body = _read(response, limit, provider, deadline)
+            finally:
+                response.close()
     except httpx.UnsupportedProtocol as exc:
         # A malformed base URL is configuration, not a blip: retrying cannot fix it.
         raise PermanentProviderError(
