@@ -97,11 +97,14 @@ def check_speech(
 
 
 def _is_white_noise(mono: np.ndarray) -> bool:
+    # Element-wise products summed, not np.dot: OpenBLAS runs a long dot product on threads
+    # of its own that spin while they wait, and with a worker's dozens of threads calling
+    # this at once they ate ~50 ms of CPU per item (bench/overhead.py).
     centred = mono.astype(np.float64) - float(mono.mean())
-    energy = float(np.dot(centred, centred))
+    energy = float(np.square(centred).sum())
     if centred.size < 2 or energy == 0.0:
         return False
-    correlation = float(np.dot(centred[:-1], centred[1:])) / energy
+    correlation = float(np.multiply(centred[:-1], centred[1:]).sum()) / energy
     rms = math.sqrt(energy / centred.size)
     return abs(correlation) < _NOISE_CORRELATION and rms > _NOISE_RMS
 
