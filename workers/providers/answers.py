@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,7 +31,7 @@ _PAUSE_S = 10.0
 # White noise has no correlation between neighbouring samples; speech (and silence) does.
 _NOISE_CORRELATION = 0.2
 _NOISE_RMS = 0.2
-_NOISE_WINDOW = 48_000
+_NOISE_WINDOW = 8_192  # frames: a third of a second at 24 kHz tells noise from speech
 # A transcript may not outlast its audio by more than this (providers round and pad).
 _TRANSCRIPT_SLACK = 1.25
 _TRANSCRIPT_PAD_S = 5.0
@@ -70,8 +71,9 @@ def check_speech(
     def bad(what: str) -> ProviderUnavailable:
         return bad_output(provider, what, request_id)
 
+    pcm = _pcm16_wav(audio)
     try:
-        info = probe(audio)
+        info = pcm.info if pcm else probe(audio)
     except UnsupportedAudio:
         raise bad("bytes that do not decode as audio") from None
     chars = len(text.strip())
@@ -80,6 +82,12 @@ def check_speech(
         raise bad(f"{info.duration_s:.0f} s of audio for {chars} characters of text")
     if info.duration_s < chars / _MAX_CHARS_PER_S - 1.0:
         raise bad(f"{info.duration_s:.2f} s of audio for {chars} characters of text")
+    if pcm:  # its samples are the bytes themselves: count and look at them, no decode
+        if pcm.held < pcm.info.frames * 0.99 or pcm.info.frames == 0:
+            raise bad(f"audio whose header claims {pcm.info.frames} frames but holds {pcm.held}")
+        if _is_white_noise(pcm.first_window()):
+            raise bad("random bytes (white noise) instead of speech")
+        return pcm.info
     frames, noise = 0, None
     try:
         for block in blocks(audio, max_samples):
@@ -94,6 +102,48 @@ def check_speech(
     if noise:
         raise bad("random bytes (white noise) instead of speech")
     return info
+
+
+@dataclass(frozen=True)
+class _Pcm16Wav:
+    """A plain 16-bit PCM WAV, read from its header: what most TTS answers are."""
+
+    data: bytes
+    offset: int  # where the samples start
+    info: AudioInfo  # frames: what the header claims (or what the bytes hold, if it does not)
+    held: int  # frames the bytes really hold
+
+    def first_window(self) -> np.ndarray:
+        end = self.offset + 2 * self.info.channels * min(self.held, _NOISE_WINDOW)
+        samples = np.frombuffer(self.data[self.offset : end], dtype="<i2")
+        frames: np.ndarray = samples.reshape(-1, self.info.channels).mean(axis=1) / 32768.0
+        return frames
+
+
+def _pcm16_wav(data: bytes) -> _Pcm16Wav | None:
+    """The WAV's layout if it is 16-bit PCM with a fmt chunk before its data, else None
+    (everything else is decoded by libsndfile)."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    offset, fmt = 12, None
+    while offset + 8 <= len(data):
+        chunk, size = data[offset : offset + 4], struct.unpack_from("<I", data, offset + 4)[0]
+        if chunk == b"fmt " and size >= 16 and offset + 24 <= len(data):
+            fmt = struct.unpack_from("<HHIIHH", data, offset + 8)
+        elif chunk == b"data":
+            if fmt is None:
+                return None
+            tag, channels, rate, _byte_rate, block_align, bits = fmt
+            if tag != 1 or bits != 16 or channels < 1 or rate < 1 or block_align != 2 * channels:
+                return None
+            start = offset + 8
+            held = (len(data) - start) // block_align
+            streamed = size == 0 or size >= 0x7FFF0000  # length unknown when it was sent
+            claimed = held if streamed else size // block_align
+            info = AudioInfo(claimed / rate, rate, channels, claimed)
+            return _Pcm16Wav(data, start, info, held)
+        offset += 8 + size + (size & 1)
+    return None
 
 
 def _is_white_noise(mono: np.ndarray) -> bool:
