@@ -15,7 +15,7 @@ from emulator.config import config_from_options
 from jobs.error_codes import ErrorCode
 from jobs.migrate import upgrade_to_head
 from jobs.service import create_api_key
-from jobs.settings import get_settings
+from jobs.settings import Settings, get_settings
 from speechbatch import processes
 from speechbatch.cli_jobs import register_job_commands
 from speechbatch.cli_view import register_view_commands
@@ -53,6 +53,13 @@ class Speechbatch(click.Group):
         )
 
 
+def require_broker(settings: Settings, why: str) -> str:
+    """The broker URL, or the one-sentence failure saying why this command needs it."""
+    if not settings.broker_url:
+        raise CliFailure(ErrorCode.BROKER_UNAVAILABLE, f"SPEECHBATCH_BROKER_URL is not set; {why}.")
+    return settings.broker_url
+
+
 @click.group(cls=Speechbatch)
 @click.version_option(package_name="speechbatch")
 def main() -> None:
@@ -65,11 +72,7 @@ def main() -> None:
 def api(host: str, port: int) -> None:
     """Serve the REST API."""
     settings = get_settings()
-    if not settings.broker_url:
-        raise CliFailure(
-            ErrorCode.BROKER_UNAVAILABLE,
-            "SPEECHBATCH_BROKER_URL is not set; the API hands work to workers through Redis.",
-        )
+    require_broker(settings, "the API hands work to workers through Redis")
     processes.run_api(settings, host=host, port=port)
 
 
@@ -96,8 +99,7 @@ def api(host: str, port: int) -> None:
 def worker(concurrency: int | None, name: str, events: bool) -> None:
     """Run a Celery worker that processes items."""
     settings = get_settings()
-    if not settings.broker_url:
-        raise click.UsageError("SPEECHBATCH_BROKER_URL is not set; workers need a Redis broker.")
+    require_broker(settings, "workers need a Redis broker")
     threads = processes.worker_threads(settings, concurrency)
     processes.run_worker(settings, threads=threads, name=name, events=events)
 
@@ -118,12 +120,7 @@ def worker(concurrency: int | None, name: str, events: bool) -> None:
 def worker_check(node: str | None, timeout: float) -> None:
     """Run a canary task on one worker: exit 0 if it ran within --timeout, else 1."""
     settings = get_settings()
-    if not settings.broker_url:
-        raise CliFailure(
-            ErrorCode.BROKER_UNAVAILABLE,
-            "SPEECHBATCH_BROKER_URL is not set; workers listen on Redis.",
-        )
-    publisher = CeleryPublisher(settings.broker_url)
+    publisher = CeleryPublisher(require_broker(settings, "workers listen on Redis"))
     try:
         result = check_worker(publisher.app, publisher.redis, node or default_node(), timeout)
     finally:
@@ -143,11 +140,7 @@ def worker_check(node: str | None, timeout: float) -> None:
 def beat(interval: float) -> None:
     """Run the sweeper: re-publish due and stale items, recover expired leases."""
     settings = get_settings()
-    if not settings.broker_url:
-        raise CliFailure(
-            ErrorCode.BROKER_UNAVAILABLE,
-            "SPEECHBATCH_BROKER_URL is not set; beat publishes to Redis.",
-        )
+    require_broker(settings, "beat publishes to Redis")
     processes.run_beat(settings, interval_s=interval)
 
 

@@ -8,9 +8,11 @@ into one sentence by `speechbatch.failures`, applied to every command by the gro
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,7 +57,34 @@ def concurrency_option(fn: F) -> F:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How `tts`/`stt` run their job: the options both commands share."""
+
+    out_dir: Path | None
+    no_wait: bool
+    idempotency_key: str | None
+    concurrency: int
+    as_json: bool
+
+
 def job_options(fn: F) -> F:
+    """The shared options; the command receives the run ones gathered as `run`."""
+
+    @functools.wraps(fn)
+    def gathered(
+        *args: Any,
+        out_dir: Path | None,
+        no_wait: bool,
+        idempotency_key: str | None,
+        concurrency: int,
+        as_json: bool,
+        **kwargs: Any,
+    ) -> Any:
+        run = RunOptions(out_dir, no_wait, idempotency_key, concurrency, as_json)
+        return fn(*args, run=run, **kwargs)
+
+    command: Any = gathered
     for option in reversed(
         [
             click.option("--provider", default="local", show_default=True),
@@ -79,29 +108,28 @@ def job_options(fn: F) -> F:
             json_option,
         ]
     ):
-        fn = option(fn)
-    return fn
+        command = option(command)
+    return command  # type: ignore[no-any-return]
 
 
-def _run(
-    body: dict[str, Any],
-    backend: Backend,
-    *,
-    out_dir: Path | None,
-    no_wait: bool,
-    idempotency_key: str | None,
-    as_json: bool,
-) -> int:
-    job = backend.submit(body, idempotency_key)
-    if no_wait:
+def _run(body: dict[str, Any], run: RunOptions) -> int:
+    """Submit `body` and follow it to its end (or hand it off with --no-wait); exit code."""
+    with connected(run.concurrency) as backend:
+        return _submit(body, backend, run)
+
+
+def _submit(body: dict[str, Any], backend: Backend, run: RunOptions) -> int:
+    job = backend.submit(body, run.idempotency_key)
+    if run.no_wait:
         backend.detach(job["id"])
-        if as_json:
+        if run.as_json:
             print_json(job)
         else:
             click.echo(job["id"])
         return EXIT_OK
     backend.start_work(job["id"], resume=False)
-    return _finish(backend, job["id"], out_dir or Path("out") / job["id"], as_json=as_json)
+    target = run.out_dir or Path("out") / job["id"]
+    return _finish(backend, job["id"], target, as_json=run.as_json)
 
 
 def _finish(
@@ -144,11 +172,7 @@ def tts(
     provider: str,
     model: str | None,
     language: str | None,
-    out_dir: Path | None,
-    no_wait: bool,
-    idempotency_key: str | None,
-    concurrency: int,
-    as_json: bool,
+    run: RunOptions,
 ) -> None:
     """Speak every line of SCRIPT (.txt, .csv with id,text[,voice], or .jsonl)."""
     items = read_script(script)
@@ -165,16 +189,7 @@ def tts(
         "options": options,
         "items": items,
     }
-    with connected(concurrency) as backend:
-        code = _run(
-            body,
-            backend,
-            out_dir=out_dir,
-            no_wait=no_wait,
-            idempotency_key=idempotency_key,
-            as_json=as_json,
-        )
-    sys.exit(code)
+    sys.exit(_run(body, run))
 
 
 @click.command()
@@ -192,11 +207,7 @@ def stt(
     provider: str,
     model: str | None,
     language: str | None,
-    out_dir: Path | None,
-    no_wait: bool,
-    idempotency_key: str | None,
-    concurrency: int,
-    as_json: bool,
+    run: RunOptions,
 ) -> None:
     """Transcribe audio files (paths or globs such as 'calls/*.wav')."""
     paths = expand_audio_paths(inputs)
@@ -204,7 +215,7 @@ def stt(
     options: dict[str, Any] = {"transcript_formats": [f.strip() for f in formats.split(",")]}
     if language:
         options["language"] = language
-    with connected(concurrency) as backend:
+    with connected(run.concurrency) as backend:  # uploads and job on one backend
         items = [
             {"id": item_id, "source": backend.upload(path)}
             for item_id, path in zip(ids, paths, strict=True)
@@ -216,14 +227,7 @@ def stt(
             "options": options,
             "items": items,
         }
-        code = _run(
-            body,
-            backend,
-            out_dir=out_dir,
-            no_wait=no_wait,
-            idempotency_key=idempotency_key,
-            as_json=as_json,
-        )
+        code = _submit(body, backend, run)
     sys.exit(code)
 
 
