@@ -9,6 +9,8 @@ exchange opens itself, on any client: the source fetcher, which never reuses a c
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import socket
 import threading
 import time
@@ -29,10 +31,8 @@ class Deadline:
         self._end = time.monotonic() + seconds
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
-        self._fired = False
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        self._fired = self._canceled = False
+        _ALARMS.add(self._end, self)
 
     @property
     def expired(self) -> bool:
@@ -61,13 +61,51 @@ class Deadline:
 
     def _expire(self) -> None:
         with self._lock:
+            if self._canceled:
+                return
             self._fired = True
             sockets = list(self._sockets)
         for sock in sockets:
             _shutdown(sock)
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        """The exchange is over: never shut its sockets (they may be back in the pool)."""
+        with self._lock:
+            self._canceled = True
+
+
+class _Alarms:
+    """One thread for every Deadline of the process, instead of a timer thread per call
+    (a provider call is the worker's hot path): it sleeps until the earliest end and expires
+    what is due. Canceled deadlines leave the heap when their time comes, so it holds at
+    most (calls per second x the longest deadline) entries."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition()
+        self._heap: list[tuple[float, int, Deadline]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, end: float, deadline: Deadline) -> None:
+        with self._ready:
+            heapq.heappush(self._heap, (end, next(self._order), deadline))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is deadline:  # a new earliest end: wake the sleeper
+                self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._ready.wait(wait)
+                _end, _n, due = heapq.heappop(self._heap)
+            due._expire()
+
+
+_ALARMS = _Alarms()
 
 
 def _shutdown(sock: socket.socket) -> None:
