@@ -12,12 +12,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.services import free_port
 
 CLI = str(Path(sys.executable).parent / "speechbatch")
 EMULATOR_KEY = "sk-emulator-e2e-0123456789"
@@ -144,3 +146,23 @@ class Stack:
     def stop(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
+
+
+@contextlib.contextmanager
+def api_process(database_url: str, redis_url: str, workdir: Path) -> Iterator[str]:
+    """A real `speechbatch api` on `database_url` (already migrated), the given Redis and a
+    local object folder under `workdir`; yields its base URL and stops it afterwards."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SPEECHBATCH_DATABASE_URL": database_url,
+        "SPEECHBATCH_BROKER_URL": redis_url,
+        "SPEECHBATCH_STORAGE_URL": f"file://{workdir / 'objects'}",
+    }
+    proc = Proc("api", [CLI, "api", "--port", str(port)], env, workdir)
+    url = f"http://127.0.0.1:{port}"
+    proc.start(ready=answers(f"{url}/healthz"))
+    try:
+        yield url
+    finally:
+        proc.stop()

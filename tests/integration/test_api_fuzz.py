@@ -9,7 +9,6 @@ was a 500 there).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,8 @@ from schemathesis.schemas import BaseSchema
 from jobs.migrate import upgrade_to_head
 from jobs.service import create_api_key
 from storage.db import make_engine, make_session_factory
-from tests.e2e.stack import CLI, Proc, answers
-from tests.services import create_database, drop_database, free_port
+from tests.e2e.stack import api_process
+from tests.services import create_database, drop_database
 
 pytestmark = pytest.mark.integration
 
@@ -64,26 +63,16 @@ def live_api(
     engine = make_engine(database_url)
     key = create_api_key(make_session_factory(engine), "fuzz")
     engine.dispose()
-    port = free_port()
-    env = {
-        **os.environ,
-        "SPEECHBATCH_DATABASE_URL": database_url,
-        "SPEECHBATCH_BROKER_URL": redis_url,
-        "SPEECHBATCH_STORAGE_URL": f"file://{Path(workdir) / 'objects'}",
-    }
-    proc = Proc("api", [CLI, "api", "--port", str(port)], env, workdir)
-    url = f"http://127.0.0.1:{port}"
     try:
-        proc.start(ready=answers(f"{url}/healthz"))
-        job = httpx.post(
-            f"{url}/v1/jobs",
-            json={"kind": "tts", "provider": "slng", "items": [{"id": "a", "text": "hi"}]},
-            headers={"Authorization": f"Bearer {key}"},
-        )
-        assert job.status_code == 202, job.text
-        yield LiveApi(url, key, job.json()["id"])
+        with api_process(database_url, redis_url, Path(workdir)) as url:
+            job = httpx.post(
+                f"{url}/v1/jobs",
+                json={"kind": "tts", "provider": "slng", "items": [{"id": "a", "text": "hi"}]},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            assert job.status_code == 202, job.text
+            yield LiveApi(url, key, job.json()["id"])
     finally:
-        proc.stop()
         drop_database(database_url)
 
 

@@ -7,7 +7,6 @@ deadline on uvicorn serving the same protocol with a short deadline, so no test 
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import threading
 import time
@@ -20,7 +19,7 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from jobs.api import BoundedHttpToolsProtocol
-from tests.e2e.stack import CLI, Proc, answers
+from tests.e2e.stack import api_process
 from tests.services import free_port
 
 pytestmark = pytest.mark.integration
@@ -29,20 +28,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def api_url(sqlite_url: str, redis_url: str, tmp_path: Path) -> Iterator[str]:
     """`speechbatch api` on SQLite, the test Redis and a local folder (no key needed)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "SPEECHBATCH_DATABASE_URL": sqlite_url,
-        "SPEECHBATCH_BROKER_URL": redis_url,
-        "SPEECHBATCH_STORAGE_URL": f"file://{tmp_path / 'objects'}",
-    }
-    proc = Proc("api", [CLI, "api", "--port", str(port)], env, tmp_path)
-    url = f"http://127.0.0.1:{port}"
-    proc.start(ready=answers(f"{url}/healthz"))
-    try:
+    with api_process(sqlite_url, redis_url, tmp_path) as url:
         yield url
-    finally:
-        proc.stop()
 
 
 def send_head(port: int, head: bytes, header_bytes: int) -> tuple[bytes, float]:
