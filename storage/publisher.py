@@ -11,6 +11,13 @@ Immediate messages for many items are written by `bulk_messages` + pipelined LPU
 spends ~360 µs of Python per `send_task`, so a 100k-item job took 36 s to publish. The
 messages are the ones kombu writes for this queue (Celery task protocol 2, JSON, base64
 body), each with its own task id and delivery tag; a test compares them field by field.
+
+A big batch goes as messages of up to `IDS_PER_MESSAGE` ids (`message_groups`): a worker
+spends about as much CPU taking one message off the broker as on an item's own claim and
+outcome (bench/overhead.py), so grouping divides that cost. Groups shrink toward the end of
+a batch, to single ids for its last `SPREAD`: a group is never bigger than the ids behind it
+divided by `SPREAD`, so while a thread works through its group one item after another, up
+to `SPREAD` other threads still find work, and the job does not end waiting on a few groups.
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ import redis
 from celery import Celery
 
 TASK_PROCESS_ITEM = "speechbatch.process_item"
+TASK_PROCESS_ITEMS = "speechbatch.process_items"  # several ids, run one after another
+IDS_PER_MESSAGE = 16
+SPREAD = 32
 QUEUE = "speechbatch"
 VISIBILITY_TIMEOUT_S = 3600
 # A countdown longer than the visibility timeout makes Redis redeliver the message again and
@@ -128,12 +138,31 @@ _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 BULK_BATCH = 2000
 
 
-def bulk_messages(ids: Sequence[int], *, reply_to: str, origin: str) -> list[str]:
-    """Celery protocol-2 messages for `process_item(id)`, as kombu's Redis channel stores them."""
+def message_groups(ids: Sequence[int]) -> list[list[int]]:
+    """`ids` in order, cut into the groups that travel as one message each: at most
+    IDS_PER_MESSAGE ids, and at most 1/SPREAD of the ids after the group."""
+    groups, at = [], 0
+    while at < len(ids):
+        size = max(1, min(IDS_PER_MESSAGE, (len(ids) - at) // (SPREAD + 1)))
+        groups.append(list(ids[at : at + size]))
+        at += size
+    return groups
+
+
+def task_call(group: Sequence[int]) -> tuple[str, list[Any]]:
+    """The task name and arguments that run `group`: `process_item(id)` for one id."""
+    if len(group) == 1:
+        return TASK_PROCESS_ITEM, [group[0]]
+    return TASK_PROCESS_ITEMS, [list(group)]
+
+
+def bulk_messages(groups: Sequence[Sequence[int]], *, reply_to: str, origin: str) -> list[str]:
+    """Celery protocol-2 messages running each group, as kombu's Redis channel stores them."""
     messages = []
-    for item_id in ids:
+    for group in groups:
         task_id = str(uuid.uuid4())
-        body = json.dumps([[item_id], {}, _EMBED]).encode()
+        task, args = task_call(group)
+        body = json.dumps([args, {}, _EMBED]).encode()
         messages.append(
             json.dumps(
                 {
@@ -142,7 +171,7 @@ def bulk_messages(ids: Sequence[int], *, reply_to: str, origin: str) -> list[str
                     "content-type": "application/json",
                     "headers": {
                         "lang": "py",
-                        "task": TASK_PROCESS_ITEM,
+                        "task": task,
                         "id": task_id,
                         "shadow": None,
                         "eta": None,
@@ -153,7 +182,7 @@ def bulk_messages(ids: Sequence[int], *, reply_to: str, origin: str) -> list[str
                         "timelimit": [None, None],
                         "root_id": task_id,
                         "parent_id": None,
-                        "argsrepr": f"[{item_id}]",
+                        "argsrepr": repr(args),
                         "kwargsrepr": "{}",
                         "origin": origin,
                         "ignore_result": None,
@@ -197,9 +226,10 @@ class CeleryPublisher:
         if countdown > 0 or len(ids) < 2:
             send_items(self.app, ids, countdown)
             return
-        for start in range(0, len(ids), BULK_BATCH):
+        groups = message_groups(ids)
+        for start in range(0, len(groups), BULK_BATCH):
             chunk = bulk_messages(
-                ids[start : start + BULK_BATCH], reply_to=self.reply_to, origin=self.origin
+                groups[start : start + BULK_BATCH], reply_to=self.reply_to, origin=self.origin
             )
             self.redis.lpush(QUEUE, *chunk)
 

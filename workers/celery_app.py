@@ -1,8 +1,9 @@
 """The Celery app for workers, and the thin tasks on it.
 
-A task takes an item id and calls the Celery-free pipeline; the pipeline never raises for
-provider or input problems, so Celery only retries what the broker itself loses (late ack
-+ reject-on-worker-lost redeliver a killed worker's message; the claim dedups).
+A task takes an item id (or a group of them, `process_items`) and calls the Celery-free
+pipeline; the pipeline never raises for provider or input problems, so Celery only retries
+what the broker itself loses (late ack + reject-on-worker-lost redeliver a killed worker's
+message; the claim dedups, and a group's finished items are skipped).
 
 Each worker also consumes its own direct queue (`worker_direct`), where `speechbatch
 worker-check` sends the canary task (`workers/canary.py`) that proves it still consumes, and
@@ -19,14 +20,19 @@ import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_shutdown
+from celery.signals import worker_shutdown, worker_shutting_down
 
 from jobs.catalog import provider_limits
 from jobs.settings import Settings, get_settings
-from storage.publisher import TASK_PROCESS_ITEM, CeleryPublisher, celery_config
+from storage.publisher import (
+    TASK_PROCESS_ITEM,
+    TASK_PROCESS_ITEMS,
+    CeleryPublisher,
+    celery_config,
+)
 from workers.canary import register_canary
 from workers.config import default_threads
-from workers.pipeline import run_item
+from workers.pipeline import run_item, run_items
 from workers.runtime import Runtime, build_runtime
 from workers.self_check import install_self_check
 
@@ -55,9 +61,20 @@ def create_worker_app(settings: Settings, *, threads: int) -> Celery:
                 holder.append(build_runtime(settings, publisher, threads=threads))
             return holder[0]
 
+    stopping = threading.Event()
+
     @app.task(name=TASK_PROCESS_ITEM, ignore_result=True)  # type: ignore[untyped-decorator]
     def process_item(item_id: int) -> str:
         return run_item(runtime(), int(item_id)).value
+
+    @app.task(name=TASK_PROCESS_ITEMS, ignore_result=True)  # type: ignore[untyped-decorator]
+    def process_items(item_ids: list[int]) -> int:
+        return len(run_items(runtime(), [int(item_id) for item_id in item_ids], stopping))
+
+    def shutting_down(**_: Any) -> None:
+        stopping.set()
+
+    worker_shutting_down.connect(shutting_down, weak=False)
 
     register_canary(app, settings.broker_url)
     install_self_check(app, settings.broker_url, interval_s=settings.worker_self_check_seconds)

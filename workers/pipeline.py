@@ -1,6 +1,7 @@
 """The Celery-free pipeline for one item: claim → call the provider → write → record.
 
-`run_item` is what the Celery task, local mode and the tests all call. The item is claimed
+`run_item` is what the Celery task, local mode and the tests all call (`run_items` for a
+message that carries a group of ids). The item is claimed
 through the ledger (a conditional UPDATE and a lease), each provider call runs under a
 throttle permit with in-call retries, the output goes to a deterministic key (a re-run
 overwrites, never duplicates), and `workers.outcomes` records how it ended.
@@ -9,8 +10,9 @@ overwrites, never duplicates), and `workers.outcomes` records how it ended.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TypeVar
 
@@ -46,7 +48,23 @@ from workers.transcript_files import transcript_files, write_all
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-__all__ = ["Outcome", "run_item"]
+__all__ = ["Outcome", "run_item", "run_items"]
+
+
+def run_items(rt: Runtime, item_ids: Sequence[int], stop: threading.Event) -> list[int]:
+    """Run a message's group of ids one after another, and return the ids handed back.
+
+    Once `stop` is set (a warm shutdown) the ids not yet started are published again, as
+    fresh messages, so the worker can exit after its current item instead of after the
+    whole group. A redelivered group is harmless: its finished items are skipped by the claim.
+    """
+    for done, item_id in enumerate(item_ids):
+        if stop.is_set():
+            rest = list(item_ids[done:])
+            rt.ledger.publish(rest)
+            return rest
+        run_item(rt, item_id)
+    return []
 
 
 def run_item(rt: Runtime, item_id: int) -> Outcome:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +27,7 @@ from tests.integration.helpers import migrated_ledger, published, tts_job
 from tests.services import free_port
 from workers.config import WorkerConfig
 from workers.leases import HeartbeatLeases
-from workers.pipeline import Outcome, run_item
+from workers.pipeline import Outcome, run_item, run_items
 from workers.providers.base import SpeechProvider, Synthesis, Transcript, Word
 from workers.providers.errors import AuthenticationFailed, ProviderUnavailable, RateLimited
 from workers.providers.registry import build_provider
@@ -106,6 +107,48 @@ def test_items_run_once_and_the_manifest_is_stored(
     ]
     lines = local_store.get_bytes(manifest_key("", job.tenant_id, job.id)).decode().splitlines()
     assert [json.loads(line)["status"] for line in lines] == ["succeeded", "succeeded"]
+
+
+class StopAfter:
+    """An offline engine that sets `stop` (as a warm shutdown would) after `calls` calls."""
+
+    name = "local"
+
+    def __init__(self, stop: threading.Event, calls: int) -> None:
+        self.engine = build_provider("local", client=None, base_url=None, api_key=None)
+        self.stop, self.left = stop, calls
+
+    def synthesize(self, text: str, **kwargs: Any) -> Synthesis:
+        self.left -= 1
+        if self.left == 0:
+            self.stop.set()
+        return self.engine.synthesize(text, **kwargs)
+
+    def transcribe(self, audio: Any, *, model: str, options: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
+
+
+def test_a_group_stopped_by_shutdown_hands_back_the_items_not_started(
+    database_url: str, local_store: LocalObjectStore
+) -> None:
+    """After a shutdown begins, a group finishes its current item and re-publishes the rest,
+    which stay queued; a redelivery of the whole group then runs only those."""
+    api, _ = submitted(database_url, [f"line {n}." for n in range(5)])
+    ids, stop = published(api).ids, threading.Event()
+    rt = runtime(database_url, local_store, StopAfter(stop, calls=2))
+    assert run_items(rt, ids, stop) == ids[2:]
+    assert published(rt.ledger).ids == ids[2:]
+    assert get_statuses(api, ids) == ["succeeded"] * 2 + ["queued"] * 3
+    assert run_items(runtime(database_url, local_store), ids, threading.Event()) == []
+    assert get_statuses(api, ids) == ["succeeded"] * 5
+    with api.db.sessions() as session:  # one provider call per item: none ran twice
+        calls = session.scalar(select(func.count()).where(Attempt.item_id.in_(ids)))
+    assert calls == 5
+
+
+def get_statuses(ledger: ItemLedger, ids: list[int]) -> list[str]:
+    with ledger.db.sessions() as session:
+        return [session.get(Item, i).status for i in ids]  # type: ignore[union-attr]
 
 
 def test_unknown_voice_fails_only_that_item(
