@@ -24,12 +24,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from emulator import slng
+from emulator import slng, smallest
 from emulator.config import ConfigError, EmulatorConfig
 from emulator.dials import Dials, Script
 
 # One module per vendor, each exposing PREFIX and routes(dials).
-VENDORS: tuple[ModuleType, ...] = (slng,)
+VENDORS: tuple[ModuleType, ...] = (slng, smallest)
 
 
 def create_app(config: EmulatorConfig) -> Starlette:

@@ -13,8 +13,9 @@ from typing import Any
 
 FAULT_KINDS = ("500", "503", "429", "timeout")
 # Answers that are 200s but not what was asked for (issue 9); see emulator/faults.py.
-TTS_ANSWER_FAULTS = ("html", "random", "lying_wav", "long_flac", "huge", "drip")
-STT_ANSWER_FAULTS = ("html", "nan", "negative", "unordered", "huge_transcript", "huge", "drip")
+TTS_ANSWER_FAULTS = ("html", "random", "lying_wav", "long_flac", "huge", "drip", "cut")
+_SPOILED_TIMES = ("nan", "negative", "unordered")
+STT_ANSWER_FAULTS = ("html", *_SPOILED_TIMES, "huge_transcript", "huge", "drip", "cut")
 ANSWER_FAULTS = tuple(dict.fromkeys(TTS_ANSWER_FAULTS + STT_ANSWER_FAULTS))
 
 # Fields `PATCH /_emulator/config` may change; limits, keys and the seed are fixed per process.
@@ -31,7 +32,12 @@ RUNTIME_FIELDS = frozenset(
         "answer_fault",
         "huge_bytes",
         "drip_interval_s",
+        "smallest_tts_concurrency",
+        "smallest_stt_per_minute",
     }
+)
+_INTEGERS = frozenset(
+    {"concurrency", "huge_bytes", "smallest_tts_concurrency", "smallest_stt_per_minute"}
 )
 
 
@@ -64,6 +70,11 @@ class EmulatorConfig:
     # Size of a "huge" answer (streamed, never held) and the pause between "drip" bytes.
     huge_bytes: int = 200 * 1024 * 1024
     drip_interval_s: float = 2.0
+    # Smallest's own per-key limits (providers.md §2.4-2.5), refused in Smallest's shapes:
+    # TTS requests in flight (the account-wide 1) and Pulse requests a minute per model;
+    # 0 lifts either, e.g. for a benchmark at another cap.
+    smallest_tts_concurrency: int = 1
+    smallest_stt_per_minute: int = 25
     # Empty means any non-empty Bearer token is accepted.
     api_keys: frozenset[str] = frozenset()
     max_text_chars: int = 2000
@@ -86,7 +97,7 @@ class EmulatorConfig:
                 ):
                     raise ConfigError("fault_kinds must be a list of strings")
                 clean[name] = tuple(value)
-            elif name in {"concurrency", "huge_bytes"}:
+            elif name in _INTEGERS:
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise ConfigError(f"{name} must be an integer")
                 clean[name] = value
@@ -146,7 +157,8 @@ def _check_runtime_values(config: EmulatorConfig) -> None:
         raise ValueError(f"unknown fault kinds {unknown}; known: {list(FAULT_KINDS)}")
     if config.answer_fault and config.answer_fault not in ANSWER_FAULTS:
         raise ValueError(f"unknown answer_fault {config.answer_fault!r}; known: {ANSWER_FAULTS}")
-    if config.huge_bytes < 0:
-        raise ValueError("huge_bytes must be >= 0")
+    for name in ("huge_bytes", "smallest_tts_concurrency", "smallest_stt_per_minute"):
+        if getattr(config, name) < 0:
+            raise ValueError(f"{name} must be >= 0")
     if config.fault_rate > 0 and not config.fault_kinds:
         raise ValueError("fault_rate > 0 needs at least one fault kind")

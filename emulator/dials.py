@@ -162,25 +162,35 @@ class Dials:
 
     # -- faults and latency ----------------------------------------------------------------
 
-    async def hold(self, path: str, text: str | None, receive: Receive) -> Fault | None:
-        """Pick this request's fault (tokens, then scripts, then chance) and wait its latency."""
-        extra_ms = 0.0
-        fault: Fault | None = None
-        if text is not None:
-            fault, extra_ms = self._token_fault(text)
+    async def hold(
+        self, path: str, text: str | None, receive: Receive, *, paced: bool = False
+    ) -> Fault | None:
+        """Pick this request's fault (tokens, then scripts, then chance) and wait its latency.
+
+        `paced` (a streamed answer) skips the wait: the route spreads `latency_s(text)` over
+        its chunks instead, so the stream ends when a whole answer would have arrived.
+        """
+        fault = self._token_fault(text) if text is not None else None
         fault = fault or self._scripted_fault(path) or self._random_fault()
         if fault is not None and fault.kind == "timeout":
             gone = await _sleep_unless_disconnected(self.config.timeout_s, receive)
             return Fault("timeout", CLIENT_GONE if gone else 504)
         if fault is not None:
             return fault
-        delay_ms = self.config.latency_ms + extra_ms
+        delay_s = 0.0 if paced else self.latency_s(text)
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        return None
+
+    def latency_s(self, text: str | None) -> float:
+        """This answer's latency: the dial, jittered, plus the text's `[[latency:MS]]`."""
+        delay_ms = self.config.latency_ms
+        if text is not None:
+            delay_ms += sum(int(n) for name, n in _TOKEN.findall(text) if name == "latency")
         if self.config.latency_jitter_ms:
             jitter = self.config.latency_jitter_ms
             delay_ms += self._rng.uniform(-jitter, jitter)
-        if delay_ms > 0:
-            await asyncio.sleep(delay_ms / 1000)
-        return None
+        return max(delay_ms, 0.0) / 1000
 
     def answer_fault(self, text: str | None, kinds: tuple[str, ...]) -> str | None:
         """How this answer misbehaves: the text's `[[answer:KIND]]`, else the configured one;
@@ -189,20 +199,17 @@ class Dials:
         kind = found.group(1) if found else self.config.answer_fault
         return kind if kind in kinds else None
 
-    def _token_fault(self, text: str) -> tuple[Fault | None, float]:
+    def _token_fault(self, text: str) -> Fault | None:
         fault: Fault | None = None
-        extra_ms = 0.0
         for name, number in _TOKEN.findall(text):
             value = int(number)
-            if name == "latency":
-                extra_ms += value
-            elif name == "status" and value >= 400 and fault is None:
+            if name == "status" and value >= 400 and fault is None:
                 fault = Fault("status-token", value, self._retry_after_for(value))
             elif name == "fail" and fault is None:
                 self._fail_token_seen[text] += 1
                 if self._fail_token_seen[text] <= value:
                     fault = Fault("fail-token", 503)
-        return fault, extra_ms
+        return fault
 
     def _scripted_fault(self, path: str) -> Fault | None:
         for script in self._scripts:

@@ -6,10 +6,12 @@ streamed from generators, so the emulator never holds what it sends.
 TTS (`tts_answer`): `html` (a gateway's error page), `random` (noise labelled as the route's
 media type), `lying_wav` (a WAV whose header claims ten times the frames it holds),
 `long_flac` (a ~1 MB FLAC that decodes to 2 h), `huge` (`huge_bytes` of audio, chunked, no
-length), `drip` (the real audio, one byte every `drip_interval_s`).
+length), `drip` (the real audio, one byte every `drip_interval_s`), `cut` (the first half of
+the real answer, then the connection is dropped: no terminating chunk, as when a proxy or the
+vendor dies mid-body; streamed answers such as SSE are cut with `cut_stream`).
 STT (`stt_answer`): `html`, `nan` and `negative` (the real transcript with NaN, or -1e300 and
 negative, times), `unordered` (word times going backwards), `huge_transcript` (a streamed
-transcript of a million words), `huge` and `drip`.
+transcript of a million words), `huge`, `drip` and `cut`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import io
 import json
 import random
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -35,7 +37,11 @@ _CHUNK = 64 * 1024
 HUGE_TRANSCRIPT_WORDS = 1_000_000
 
 
-def tts_answer(
+class StreamCut(ConnectionAbortedError):
+    """Raised inside a streamed body to make the server drop the connection mid-answer."""
+
+
+def tts_answer(  # noqa: PLR0911 - one return per fault kind
     kind: str, audio: bytes, media_type: str, *, huge_bytes: int, drip_interval_s: float
 ) -> Response:
     """The TTS answer `audio` spoiled as `kind` (one of config.TTS_ANSWER_FAULTS)."""
@@ -50,7 +56,9 @@ def tts_answer(
         return Response(long_flac(), media_type="audio/flac")
     if kind == "huge":
         return StreamingResponse(_huge_wav(huge_bytes), media_type="audio/wav")
-    return StreamingResponse(_drip(audio, drip_interval_s), media_type=media_type)
+    if kind == "cut":
+        return StreamingResponse(cut_stream([audio], len(audio) // 2), media_type=media_type)
+    return StreamingResponse(drip(audio, drip_interval_s), media_type=media_type)
 
 
 def stt_answer(
@@ -68,7 +76,10 @@ def stt_answer(
     body_bytes = json.dumps(result).encode()
     if kind == "huge":
         return StreamingResponse(_huge_json(huge_bytes), media_type="application/json")
-    return StreamingResponse(_drip(body_bytes, drip_interval_s), media_type="application/json")
+    if kind == "cut":
+        cut = cut_stream([body_bytes], len(body_bytes) // 2)
+        return StreamingResponse(cut, media_type="application/json")
+    return StreamingResponse(drip(body_bytes, drip_interval_s), media_type="application/json")
 
 
 def lying_wav(wav: bytes) -> bytes:
@@ -96,10 +107,36 @@ def long_flac(seconds: int = 7200, rate: int = 8000) -> bytes:
     return buffer.getvalue()
 
 
-async def _drip(body: bytes, interval_s: float) -> AsyncIterator[bytes]:
+async def drip(body: bytes, interval_s: float) -> AsyncIterator[bytes]:
+    """`body` one byte at a time, `interval_s` apart."""
     for n in range(len(body)):
         yield body[n : n + 1]
         await asyncio.sleep(interval_s)
+
+
+async def cut_stream(
+    chunks: Iterable[bytes] | AsyncIterable[bytes], keep: int
+) -> AsyncIterator[bytes]:
+    """The first `keep` bytes of `chunks`, then StreamCut: the server closes the connection
+    without ending the chunked body, so the client sees a body that breaks off."""
+    sent = 0
+
+    async def each() -> AsyncIterator[bytes]:
+        if isinstance(chunks, AsyncIterable):
+            async for chunk in chunks:
+                yield chunk
+        else:
+            for chunk in chunks:
+                yield chunk
+
+    async for chunk in each():
+        piece = chunk[: max(keep - sent, 0)]
+        if piece:
+            yield piece
+            sent += len(piece)
+        if sent >= keep:
+            break
+    raise StreamCut(f"the emulator cut the answer off after {sent} bytes")
 
 
 async def _huge_wav(total: int) -> AsyncIterator[bytes]:
@@ -152,7 +189,7 @@ def _wav_header(rate: int) -> bytes:
 
 
 def _spoiled_times(result: dict[str, Any], kind: str) -> dict[str, Any]:
-    """A copy of a Deepgram- or Whisper-shaped body with its times spoiled as `kind`."""
+    """A copy of a Deepgram-, Whisper- or Pulse-shaped body with its times spoiled as `kind`."""
     body: dict[str, Any] = json.loads(json.dumps(result))
     bad = {"nan": float("nan"), "negative": -1e300}.get(kind)
     metadata = body.get("metadata")
@@ -160,7 +197,10 @@ def _spoiled_times(result: dict[str, Any], kind: str) -> dict[str, Any]:
         metadata["duration"] = bad
     if "metadata" not in body and bad is not None:
         body["duration"] = bad
-    timed: list[dict[str, Any]] = list(body.get("segments") or [])
+    # Whisper's segments, Smallest Pulse's words and utterances, Deepgram's words (below).
+    timed: list[dict[str, Any]] = [
+        span for name in ("segments", "words", "utterances") for span in body.get(name) or []
+    ]
     for channel in (body.get("results") or {}).get("channels") or []:
         for alternative in channel.get("alternatives") or []:
             timed.extend(alternative.get("words") or [])

@@ -1,28 +1,26 @@
-"""SLNG's per-model HTTP routes (providers.md §1.3, §1.5), mounted under `/slng`.
+"""SLNG's HTTP routes (providers.md §1.3-§1.6), mounted under `/slng`.
 
-Each request goes: model lookup (404) → Bearer auth (401) → per-key rate limit (429) →
-per-key concurrency cap (429) → body read → `Dials.hold` (injected faults, latency) →
-validation and the real answer, which `EmulatorConfig.answer_fault` or a `[[answer:KIND]]`
-token may spoil into a misbehaving 200 (`emulator/faults.py`).
-Bodies and error shapes copy SLNG's: problem-style 401s on TTS, `{"error",...}` elsewhere,
-Deepgram-shaped nova transcripts and `{text, language, segments}` for Whisper. Every
-response carries `x-slng-request-id`.
+Per-model routes `/v1/tts|stt/{model}` and the bridges `/v1/bridges/unmute/tts|stt/{variant}`
+(whose variant keeps its `/` and `:`, sent literally or percent-encoded: both arrive decoded).
+Each request goes: model lookup (404) → Bearer auth (401, or the bridge's 403) → per-key rate
+limit (429) → per-key concurrency cap (429) → body read → `Dials.hold` (injected faults,
+latency) → validation and the real answer, which `EmulatorConfig.answer_fault` or a
+`[[answer:KIND]]` token may spoil into a misbehaving 200 (`emulator/faults.py`).
+What each model accepts and answers is in `slng_tts` and `slng_stt`; error shapes copy SLNG's:
+problem-style 401s on per-model TTS, `{"error",...}` elsewhere, `{"error","message",
+"statusCode"}` 403s on bridges. Every response carries `x-slng-request-id`.
 """
 
 from __future__ import annotations
 
-import binascii
+import base64
 import json
-from base64 import b64decode
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 from uuid import uuid4
 
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -30,16 +28,19 @@ from starlette.routing import BaseRoute, Route
 from emulator import audio, faults
 from emulator.config import STT_ANSWER_FAULTS, TTS_ANSWER_FAULTS
 from emulator.dials import Call, Dials, Fault, fingerprint, strip_tokens
+from emulator.slng_stt import (
+    BRIDGE_STT_MODELS,
+    MULTIPART_SLACK,
+    STT_MODELS,
+    SttModel,
+    Upload,
+    check_bridge_fields,
+    json_object,
+    read_stt_upload,
+)
+from emulator.slng_tts import BRIDGE_TTS_MODELS, TTS_MODELS, Refused, TtsModel, TtsRequest
 
 PREFIX = "/slng"
-
-AURA_MODELS = frozenset({"slng/deepgram/aura:2-en", "slng/deepgram/aura:2-es"})
-DEEPGRAM_AURA = "deepgram/aura:2"
-TTS_MODELS = AURA_MODELS | {DEEPGRAM_AURA}
-NOVA_VARIANTS = ("en", "es", "hi", "kn", "mr", "multi", "ta", "te")
-NOVA_MODELS = frozenset(f"slng/deepgram/nova:3-{v}" for v in NOVA_VARIANTS)
-WHISPER = "slng/openai/whisper:large-v3"
-STT_MODELS = NOVA_MODELS | {WHISPER}
 
 _FAULT_BODIES: dict[int, dict[str, Any]] = {
     429: {"error": "Too many requests", "status": 429},
@@ -47,13 +48,13 @@ _FAULT_BODIES: dict[int, dict[str, Any]] = {
     503: {"error": "Service unavailable", "status": 503},
     504: {"error": "Gateway timeout", "status": 504},
 }
-_MULTIPART_SLACK = 1024 * 1024  # form fields and boundaries around the audio part
 _TOO_BIG = "Audio file size exceeds maximum limit of 25MB"
-_ENCODINGS = ("linear16", "mp3", "opus", "flac", "aac", "mulaw", "alaw")
-_SAMPLE_RATES = (8000, 16000, 24000, 32000, 48000)
-_CONTAINERS = ("none", "wav", "ogg")
+# Faults that spoil the audio itself; Inworld carries the spoiled audio inside its JSON.
+_AUDIO_FAULTS = frozenset({"random", "lying_wav", "long_flac"})
+# Who refuses a missing or wrong key, and how (providers.md §8.2).
+PROBLEM_401, ERROR_401, BRIDGE_403 = "problem", "error", "bridge"
 
-Answer = Callable[[Request, Call], Awaitable[Response]]
+Answer = Callable[[Request, Call, Any], Awaitable[Response]]
 
 
 def routes(dials: Dials) -> list[BaseRoute]:
@@ -61,6 +62,8 @@ def routes(dials: Dials) -> list[BaseRoute]:
     return [
         Route("/v1/tts/{model:path}", api.tts, methods=["POST"]),
         Route("/v1/stt/{model:path}", api.stt, methods=["POST"]),
+        Route("/v1/bridges/unmute/tts/{model:path}", api.bridge_tts, methods=["POST"]),
+        Route("/v1/bridges/unmute/stt/{model:path}", api.bridge_stt, methods=["POST"]),
     ]
 
 
@@ -98,17 +101,25 @@ class SlngApi:
         self.speech_cache = audio.SpeechCache()
 
     async def tts(self, request: Request) -> Response:
-        return await self._exchange(request, TTS_MODELS, self._tts)
+        return await self._exchange(request, TTS_MODELS, PROBLEM_401, self._tts)
 
     async def stt(self, request: Request) -> Response:
-        return await self._exchange(request, STT_MODELS, self._stt)
+        return await self._exchange(request, STT_MODELS, ERROR_401, self._stt)
 
-    async def _exchange(self, request: Request, models: frozenset[str], answer: Answer) -> Response:
+    async def bridge_tts(self, request: Request) -> Response:
+        return await self._exchange(request, BRIDGE_TTS_MODELS, BRIDGE_403, self._tts)
+
+    async def bridge_stt(self, request: Request) -> Response:
+        return await self._exchange(request, BRIDGE_STT_MODELS, BRIDGE_403, self._stt)
+
+    async def _exchange(
+        self, request: Request, models: Mapping[str, Any], auth: str, answer: Answer
+    ) -> Response:
         model = request.path_params["model"]
         call = Call(request.method, request.url.path, model, str(uuid4()))
         status = 500
         try:
-            response = await self._guarded(request, call, models, answer)
+            response = await self._guarded(request, call, models, auth, answer)
             status = response.status_code
         finally:
             self.dials.record(call, status)
@@ -116,11 +127,12 @@ class SlngApi:
         return response
 
     async def _guarded(
-        self, request: Request, call: Call, models: frozenset[str], answer: Answer
+        self, request: Request, call: Call, models: Mapping[str, Any], auth: str, answer: Answer
     ) -> Response:
-        if call.model not in models:
+        spec = models.get(call.model or "")
+        if spec is None:
             return error(404, {"error": "Model not found"})
-        key, auth_error = self._authenticate(request, problem_style=models is TTS_MODELS)
+        key, auth_error = self._authenticate(request, auth)
         if auth_error is not None:
             return auth_error
         call.key_fingerprint = fingerprint(key)
@@ -132,13 +144,11 @@ class SlngApi:
             call.fault = "cap"
             return fault_response(Fault("cap", 429, self.dials.config.retry_after_s))
         try:
-            return await answer(request, call)
+            return await answer(request, call, spec)
         finally:
             self.dials.release(key)
 
-    def _authenticate(
-        self, request: Request, *, problem_style: bool
-    ) -> tuple[str, Response | None]:
+    def _authenticate(self, request: Request, style: str) -> tuple[str, Response | None]:
         header = request.headers.get("authorization")
         scheme, _, key = (header or "").partition(" ")
         key = key.strip()
@@ -146,7 +156,10 @@ class SlngApi:
         if header and scheme.lower() == "bearer" and key and (not allowed or key in allowed):
             return key, None
         detail = "No Authorization Header" if not header else "Invalid API key"
-        if problem_style:
+        if style == BRIDGE_403:
+            body = {"error": "Forbidden", "message": "Missing or invalid Bearer token"}
+            return "", error(403, {**body, "statusCode": 403})
+        if style == PROBLEM_401:
             return "", error(401, {"title": "Unauthorized", "status": 401, "detail": detail})
         return "", error(401, {"error": "Unauthorized", "status": 401, "details": detail})
 
@@ -159,9 +172,9 @@ class SlngApi:
 
     # -- TTS -------------------------------------------------------------------------------
 
-    async def _tts(self, request: Request, call: Call) -> Response:
-        body = _json_object(await request.body())
-        text = body.get("text") if body is not None else None
+    async def _tts(self, request: Request, call: Call, spec: TtsModel) -> Response:
+        body = json_object(await request.body())
+        text = body.get("text", body.get("prompt")) if body is not None else None
         text = text if isinstance(text, str) else None
         call.text_chars = len(text) if text is not None else None
         held = await self._hold(request, call, text)
@@ -169,23 +182,30 @@ class SlngApi:
             return held
         if body is None:
             return error(400, {"error": "Invalid JSON body"})
-        parsed = parse_tts_body(body, family="aura" if call.model in AURA_MODELS else "deepgram")
-        if not isinstance(parsed, TtsRequest):
-            return error(400, parsed)
+        try:
+            parsed = spec.parse(body)
+            content, media_type = await self._render(call, parsed)
+        except Refused as refused:
+            return error(refused.status, refused.body)
+        answer = self._json_answer if spec.json_answer else self._tts_answer
+        return answer(call, parsed.text, content, media_type)
+
+    async def _render(self, call: Call, parsed: TtsRequest) -> tuple[bytes, str]:
+        """The audio for `parsed`; Refused (an upstream-style 400) when it cannot be made."""
         limit = self.dials.config.max_text_chars
         if len(parsed.text) > limit:
             message = f"Text length {len(parsed.text)} exceeds the maximum of {limit} characters."
-            return self._tts_upstream_error(call, message)
-        duration = round(audio.speech_duration(strip_tokens(parsed.text)), 3)
-        cache_key = (duration, parsed.encoding, parsed.sample_rate, parsed.container)
+            raise _upstream_error(call, message)
+        spoken = audio.speech_duration(strip_tokens(parsed.text)) / parsed.speed
+        cache_key = (round(spoken, 3), parsed.encoding, parsed.sample_rate, parsed.container)
         rendered = self.speech_cache.get(cache_key)
         if rendered is None:
             try:
                 rendered = await run_in_threadpool(audio.render_speech, *cache_key)
             except audio.UnsupportedAudio as exc:
-                return self._tts_upstream_error(call, str(exc))
+                raise _upstream_error(call, str(exc)) from None
             self.speech_cache.put(cache_key, rendered)
-        return self._tts_answer(call, parsed.text, *rendered)
+        return rendered
 
     def _tts_answer(self, call: Call, text: str, content: bytes, media_type: str) -> Response:
         """The audio, unless a `[[answer:KIND]]` token or `answer_fault` spoils it."""
@@ -193,29 +213,36 @@ class SlngApi:
         if spoiled is None:
             return Response(content, media_type=media_type)
         call.fault = f"answer:{spoiled}"
+        return self._spoil(spoiled, content, media_type)
+
+    def _json_answer(self, call: Call, text: str, content: bytes, media_type: str) -> Response:
+        """Inworld's JSON: the audio in base64 (spoiled inside, or the whole answer spoiled)."""
+        spoiled = self.dials.answer_fault(text, TTS_ANSWER_FAULTS)
+        if spoiled is not None:
+            call.fault = f"answer:{spoiled}"
+        if spoiled in _AUDIO_FAULTS:
+            content = bytes(self._spoil(spoiled, content, media_type).body)
+        usage = {"processedCharactersCount": len(text), "modelId": "inworld-tts-1.5-max"}
+        answer = {"audioContent": base64.b64encode(content).decode(), "usage": usage}
+        if spoiled is None or spoiled in _AUDIO_FAULTS:
+            return JSONResponse(answer)
+        return self._spoil(spoiled, json.dumps(answer).encode(), "application/json")
+
+    def _spoil(self, kind: str, content: bytes, media_type: str) -> Response:
         config = self.dials.config
         return faults.tts_answer(
-            spoiled,
+            kind,
             content,
             media_type,
             huge_bytes=config.huge_bytes,
             drip_interval_s=config.drip_interval_s,
         )
 
-    @staticmethod
-    def _tts_upstream_error(call: Call, message: str) -> JSONResponse:
-        details = {
-            "err_code": "INVALID_QUERY_PARAMETER",
-            "err_msg": message,
-            "request_id": call.request_id,
-        }
-        return error(400, {"error": "TTS service error", "details": json.dumps(details)})
-
     # -- STT -------------------------------------------------------------------------------
 
-    async def _stt(self, request: Request, call: Call) -> Response:
+    async def _stt(self, request: Request, call: Call, spec: SttModel) -> Response:
         limit = self.dials.config.max_audio_bytes
-        if int(request.headers.get("content-length") or 0) > 2 * limit + _MULTIPART_SLACK:
+        if int(request.headers.get("content-length") or 0) > 2 * limit + MULTIPART_SLACK:
             upload = Upload(problem=_TOO_BIG)  # even base64 of a legal file is smaller
         else:
             upload = await read_stt_upload(request, limit)
@@ -230,15 +257,13 @@ class SlngApi:
         if upload.problem is not None:
             status = 413 if upload.problem == _TOO_BIG else 400
             return error(status, {"error": upload.problem})
+        bad_field = check_bridge_fields(upload.options) if spec.check_fields else None
+        if bad_field is not None:
+            return error(400, {"error": "Invalid request", "status": 400, "details": bad_field})
         digest, duration = await run_in_threadpool(_inspect, upload.data or b"")
-        if duration is None and call.model == WHISPER:
-            return error(500, {"error": "Failed to process audio file"})
         if duration is None:
-            return error(400, {"error": "Failed to process audio file", "status": 400})
-        if call.model == WHISPER:
-            result = _whisper_result(digest, duration, upload.options)
-        else:
-            result = _nova_result(call, digest, duration, upload.options)
+            return error(*spec.undecodable)
+        result = spec.result(call, digest, duration, upload.options)
         spoiled = self.dials.answer_fault(None, STT_ANSWER_FAULTS)
         if spoiled is not None:
             call.fault = f"answer:{spoiled}"
@@ -252,50 +277,14 @@ class SlngApi:
         return JSONResponse(result)
 
 
-@dataclass(frozen=True)
-class TtsRequest:
-    text: str
-    encoding: str
-    sample_rate: int
-    container: str
-
-
-def parse_tts_body(body: dict[str, Any], *, family: str) -> TtsRequest | dict[str, Any]:
-    """The request, or a zod-style 400 body naming every bad field.
-
-    `family` is "aura" (SLNG-hosted: voice in `model`, required) or "deepgram" (third-party:
-    optional `voice`). SLNG's documented defaults (mp3 in a wav container) are a combination
-    Deepgram rejects, so a missing encoding means linear16 here, which every client can decode.
-    """
-    problems: dict[str, list[str]] = {}
-    text = body.get("text")
-    if not isinstance(text, str) or not text:
-        problems["text"] = ["Required" if text in (None, "") else "Expected string"]
-    voice_field = "model" if family == "aura" else "voice"
-    voice = body.get(voice_field)
-    if family == "aura" and not voice:
-        problems["model"] = ["Required"]
-    elif voice is not None and not isinstance(voice, str):
-        problems[voice_field] = ["Expected string"]
-    encoding = body.get("encoding") or "linear16"
-    if encoding not in _ENCODINGS:
-        problems["encoding"] = [f"Invalid enum value. Expected {_choices(_ENCODINGS)}"]
-    sample_rate = body.get("sample_rate") or 24000
-    if sample_rate not in _SAMPLE_RATES or isinstance(sample_rate, bool):
-        problems["sample_rate"] = [f"Invalid enum value. Expected {_choices(_SAMPLE_RATES)}"]
-    default_container = "wav" if family == "aura" else "none"
-    container = body.get("container") or default_container
-    if container not in _CONTAINERS:
-        problems["container"] = [f"Invalid enum value. Expected {_choices(_CONTAINERS)}"]
-    if problems:
-        first = next(iter(problems))
-        verb = "is required" if problems[first] == ["Required"] else "is invalid"
-        return {"error": f"{first.replace('_', ' ').capitalize()} {verb}", "fieldErrors": problems}
-    return TtsRequest(str(text), str(encoding), int(sample_rate), str(container))
-
-
-def _choices(values: tuple[object, ...]) -> str:
-    return " | ".join(repr(v) for v in values)
+def _upstream_error(call: Call, message: str) -> Refused:
+    """Aura's 400 for a request its upstream (Deepgram) refused: details is Deepgram's JSON."""
+    details = {
+        "err_code": "INVALID_QUERY_PARAMETER",
+        "err_msg": message,
+        "request_id": call.request_id,
+    }
+    return Refused(400, {"error": "TTS service error", "details": json.dumps(details)})
 
 
 def _phrase(status: int) -> str:
@@ -305,84 +294,5 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
-def _json_object(raw: bytes) -> dict[str, Any] | None:
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
-
-
 def _inspect(data: bytes) -> tuple[str, float | None]:
     return audio.audio_digest(data), audio.probe_duration(data)
-
-
-@dataclass(frozen=True)
-class Upload:
-    """An STT body: the audio, the other fields as strings, or why it could not be read."""
-
-    data: bytes | None = None
-    options: dict[str, str] = field(default_factory=dict)
-    problem: str | None = None
-
-
-async def read_stt_upload(request: Request, limit: int) -> Upload:
-    """The audio from a multipart (`audio` part), JSON (base64 `audio`) or raw-audio body."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        return await _read_multipart(request, limit)
-    if not content_type.startswith("application/json"):
-        return Upload(await request.body())
-    body = _json_object(await request.body())
-    if body is None:
-        return Upload(problem="Invalid JSON body")
-    options = {k: str(v) for k, v in body.items() if k != "audio" and v is not None}
-    field_value = body.get("audio")
-    if "url" in body and field_value is None:
-        return Upload(options=options, problem="Audio URLs are not supported by the emulator")
-    data = _decode_base64(field_value) if isinstance(field_value, str) else None
-    return Upload(data, options)
-
-
-async def _read_multipart(request: Request, limit: int) -> Upload:
-    try:
-        form = await request.form(max_part_size=limit + _MULTIPART_SLACK)
-    except HTTPException:
-        return Upload(problem="Invalid multipart body")
-    try:
-        options = {k: v for k, v in form.items() if isinstance(v, str) and k != "audio"}
-        field_value = form.get("audio")
-        if isinstance(field_value, UploadFile):
-            return Upload(await field_value.read(), options)
-        data = _decode_base64(field_value) if isinstance(field_value, str) else None
-        return Upload(data, options)
-    finally:
-        await form.close()
-
-
-def _decode_base64(text: str) -> bytes:
-    try:
-        return b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return text.encode()  # not base64: let the decoder reject it as "not audio"
-
-
-def _truthy(options: dict[str, str], name: str) -> bool:
-    return options.get(name, "").lower() in {"true", "1", "yes"}
-
-
-def _nova_result(call: Call, digest: str, duration: float, options: dict[str, str]) -> Any:
-    variant = (call.model or "").rsplit("-", 1)[-1]
-    return audio.deepgram_transcript(
-        request_id=call.request_id,
-        model=call.model or "",
-        digest=digest,
-        duration_s=duration,
-        language="en" if variant == "multi" else variant,
-        punctuate=_truthy(options, "punctuate") or _truthy(options, "smart_format"),
-        report_language=variant == "multi" or _truthy(options, "detect_language"),
-    )
-
-
-def _whisper_result(digest: str, duration: float, options: dict[str, str]) -> Any:
-    return audio.whisper_transcript(digest, duration, options.get("language") or "en")

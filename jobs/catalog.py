@@ -29,6 +29,13 @@ class ProviderSpec:
     # In-flight requests allowed per credential, and requests/s (None: no documented rate).
     max_concurrency: int = 1
     max_rps: float | None = None
+    # How each kind can reach the vendor (`options.transport`), the first being what `auto`
+    # picks. Every adapter so far speaks plain HTTP, hence the default.
+    transports: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {"tts": ("http",), "stt": ("http",)}
+    )
+    # Model ids the vendor retired → the model to use instead (refused at submit).
+    retired_models: dict[str, str] = field(default_factory=dict)
 
     def models(self, kind: str) -> tuple[str, ...]:
         return self.tts_models if kind == "tts" else self.stt_models
@@ -39,27 +46,121 @@ class ProviderSpec:
     def text_limit(self, model: str) -> int:
         return self.max_chars_by_model.get(model, self.max_chars)
 
+    def pick_transport(self, kind: str, asked: str | None) -> str | None:
+        """The transport a call of `kind` uses for `options.transport` = `asked` (None or
+        "auto": the vendor's best), or None when the vendor does not offer it."""
+        offered = self.transports.get(kind, ())
+        if asked in (None, "auto"):
+            return offered[0] if offered else None
+        return asked if asked in offered else None
+
+    def transport_refusal(self, kind: str, asked: str | None) -> str | None:
+        """Why `options.transport` = `asked` cannot serve `kind` here, naming what can; None
+        when it can (`auto` always can: it is the adapter's own choice)."""
+        if asked in (None, "auto") or self.pick_transport(kind, asked) is not None:
+            return None
+        offered = self.transports.get(kind, ())
+        offers = f"offers {', '.join(offered)} (or auto)" if offered else "offers none"
+        return (
+            f"options.transport {asked!r} is not available for {kind.upper()} on {self.name}, "
+            f"which {offers}."
+        )
+
 
 SLNG_DEEPGRAM_STT_VARIANTS = ("en", "es", "hi", "kn", "mr", "multi", "ta", "te")
+SLNG_RIME_ARCANA_VARIANTS = ("3-en", "3-hi", "ar", "de", "en", "es", "fr")
+# SLNG's per-model TTS routes with a documented body (providers.md §1.3).
+SLNG_TTS_MODELS = (
+    "slng/deepgram/aura:2-en",
+    "slng/deepgram/aura:2-es",
+    "deepgram/aura:2",
+    *(f"slng/rime/arcana:{v}" for v in SLNG_RIME_ARCANA_VARIANTS),
+    "slng/rime/coda:0-id",
+    "slng/canopylabs/orpheus:en",
+    "slng/inworld/max:1.5",
+)
+SLNG_STT_MODELS = (
+    *(f"slng/deepgram/nova:3-{v}" for v in SLNG_DEEPGRAM_STT_VARIANTS),
+    "slng/openai/whisper:large-v3",
+)
+# The bridge ("Unmute") routes take one body for every model; speechbatch names them
+# `unmute/<model_variant>` so that an id picks one route (providers.md §1.2, §1.4, §1.6).
+SLNG_BRIDGE_TTS_VARIANTS = (
+    "cartesia/sonic:3",
+    "deepgram/aura:2",
+    "elevenlabs/eleven-flash:2",
+    "elevenlabs/eleven-flash:2.5",
+    "elevenlabs/eleven-multilingual:2",
+    "elevenlabs/eleven:3",
+    "kugelaudio/kugel:1",
+    "kugelaudio/kugel:1-turbo",
+    "kugelaudio/kugel:2",
+    "murf/murftts:falcon",
+    "sarvam/bulbul:v3",
+    "slng/canopylabs/orpheus:en",
+    "slng/deepgram/aura:2-en",
+    "slng/deepgram/aura:2-es",
+    *(f"slng/rime/arcana:{v}" for v in SLNG_RIME_ARCANA_VARIANTS),
+    "slng/rime/coda:0-id",
+    "soniox/tts-rt:v1",
+)
+SLNG_BRIDGE_STT_VARIANTS = (
+    "deepgram/nova:2",
+    "deepgram/nova:3",
+    "deepgram/nova:3-medical",
+    "reson8/reson8stt:v1",
+    *(f"slng/deepgram/nova:3-{v}" for v in SLNG_DEEPGRAM_STT_VARIANTS),
+    "slng/openai/whisper:large-v3",
+    "soniox/speech-ai:rt-v4",
+    "sarvam/saaras:v3",
+)
 
 PROVIDERS: dict[str, ProviderSpec] = {
     "slng": ProviderSpec(
         name="slng",
-        tts_models=("slng/deepgram/aura:2-en", "slng/deepgram/aura:2-es", "deepgram/aura:2"),
-        stt_models=(
-            *(f"slng/deepgram/nova:3-{v}" for v in SLNG_DEEPGRAM_STT_VARIANTS),
-            "slng/openai/whisper:large-v3",
-        ),
+        tts_models=(*SLNG_TTS_MODELS, *(f"unmute/{v}" for v in SLNG_BRIDGE_TTS_VARIANTS)),
+        stt_models=(*SLNG_STT_MODELS, *(f"unmute/{v}" for v in SLNG_BRIDGE_STT_VARIANTS)),
         default_tts_model="slng/deepgram/aura:2-en",
         default_stt_model="slng/deepgram/nova:3-en",
         default_voice="aura-2-thalia-en",
         # Deepgram Aura-2 (behind SLNG) accepts about 2,000 characters; 1,000 is the safe figure.
         max_chars=1000,
+        # Limits SLNG documents per upstream (providers.md §1.10).
+        max_chars_by_model={
+            "slng/inworld/max:1.5": 2000,
+            "unmute/soniox/tts-rt:v1": 5000,
+        },
         # UNCONFIRMED: SLNG documents no HTTP concurrency or rate limit (providers.md §1.10).
         # 16 in flight is a conservative guess below what its upstreams allow (Deepgram TTS
         # 15 per project is the tightest, but SLNG pools upstream keys); 429s adapt it down.
         max_concurrency=16,
         max_rps=None,
+    ),
+    "smallest": ProviderSpec(
+        name="smallest",
+        tts_models=("lightning_v3.1", "lightning_v3.1_pro"),
+        stt_models=("pulse", "pulse-pro"),
+        default_tts_model="lightning_v3.1",
+        default_stt_model="pulse",
+        default_voice="magnus",
+        # Lightning's model card gives 250 characters a request (best near 140); whether more
+        # is refused or only degraded is UNCONFIRMED (providers.md §2.2), so refuse it here.
+        max_chars=250,
+        # One TTS request in flight per account (providers.md §2.5) and 25 Pulse requests a
+        # minute (§2.4). The shared throttle keys limits by provider, not by kind, so both
+        # apply to both kinds: TTS is held to 25 a minute too (lift it with
+        # SPEECHBATCH_PROVIDER_LIMITS=smallest=1 where a key does only TTS).
+        max_concurrency=1,
+        max_rps=25 / 60,
+        # `auto` is HTTP: an item is stored only once its whole audio is in, so SSE's earlier
+        # first chunk buys a batch nothing and costs base64 (+33 %) and frame parsing. Not
+        # yet measured (issue 10's bench); the WebSocket is not built yet.
+        transports={"tts": ("http", "stream"), "stt": ("http",)},
+        retired_models={
+            "lightning": "lightning_v3.1",
+            "lightning-v2": "lightning_v3.1",
+            "lightning-large": "lightning_v3.1",
+        },
     ),
     "local": ProviderSpec(
         name="local",
@@ -70,6 +171,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
         default_voice="en-us",
         max_chars=5000,
         needs_api_key=False,
+        transports={"tts": (), "stt": ()},  # in-process engines: nothing to choose
         # espeak-ng and pocketsphinx run inside the worker and are CPU-bound: 2 at a time keeps
         # a core free for the worker itself. No credential, so throttle it per host.
         max_concurrency=2,

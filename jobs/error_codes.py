@@ -35,6 +35,7 @@ class ErrorCode(StrEnum):
     DUPLICATE_ITEM_ID = "duplicate_item_id"  # two items with one id
     UNKNOWN_PROVIDER = "unknown_provider"  # not a provider speechbatch knows
     UNKNOWN_MODEL = "unknown_model"  # not a model of that provider (or kind)
+    MODEL_DEPRECATED = "model_deprecated"  # retired by the vendor; the message names the successor
     UNKNOWN_VOICE = "unknown_voice"  # not a voice of that model
     UNSUPPORTED_LANGUAGE = "unsupported_language"  # the model does not speak it
     INVALID_OPTION = "invalid_option"  # an option value the provider cannot take

@@ -17,6 +17,8 @@ from jobs.error_codes import ErrorCode
 
 AudioFormat = Literal["wav", "flac", "mp3", "ogg", "opus"]
 TranscriptFormat = Literal["json", "txt", "srt", "vtt"]
+# How a call reaches the vendor; which ones a vendor offers is `ProviderSpec.transports`.
+Transport = Literal["auto", "http", "stream", "websocket"]
 ALL_TRANSCRIPT_FORMATS: tuple[TranscriptFormat, ...] = ("json", "txt", "srt", "vtt")
 # What `GET .../items/{item}/output?format=` may ask for: an audio or a transcript format.
 OutputFormat = Literal["wav", "flac", "mp3", "ogg", "opus", "json", "txt", "srt", "vtt"]
@@ -55,6 +57,7 @@ class JobOptions(Strict):
         min_length=1,
         max_length=len(ALL_TRANSCRIPT_FORMATS),
     )
+    transport: Transport = "auto"
 
 
 class ItemIn(Strict):

@@ -6,6 +6,7 @@ Lower layers never call `get_settings()`; they take explicit arguments.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +15,9 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobs.catalog import parse_limit_overrides
+
+# A cloud region name (eu-north-1, asia-south1): it goes into a header, so nothing else.
+_REGION = re.compile(r"[a-z]{2,12}(-[a-z]{2,12})*-?[0-9]{1,2}")
 
 
 def default_home() -> Path:
@@ -54,6 +58,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
 
     slng_base_url: str = "https://api.slng.ai"
+    # Sent as SLNG's `X-Region-Override` header (e.g. eu-north-1); unset lets SLNG choose.
+    slng_region: str | None = None
     smallest_base_url: str = "https://api.smallest.ai"
     deepgram_base_url: str = "https://api.deepgram.com"
     openai_base_url: str = "https://api.openai.com"
@@ -98,6 +104,14 @@ class Settings(BaseSettings):
     source_timeout_seconds: float = 300.0
     # Per-credential call limits over the catalog's: "slng=16/50,deepgram=15" (concurrency[/rps]).
     provider_limits: str = ""
+
+    @field_validator("slng_region")
+    @classmethod
+    def _region_is_a_name(cls, value: str | None) -> str | None:
+        value = (value or "").strip()
+        if value and not _REGION.fullmatch(value):
+            raise ValueError(f"{value!r} is not a region name such as eu-north-1")
+        return value or None
 
     @field_validator("provider_limits")
     @classmethod

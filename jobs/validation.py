@@ -105,6 +105,12 @@ def validate_job(body: JobCreate, *, max_items: int, allow: Allowlist = ()) -> V
             ErrorCode.UNKNOWN_PROVIDER,
             f"Provider {body.provider!r} is not supported (known: {', '.join(sorted(PROVIDERS))}).",
         )
+    replacement = spec.retired_models.get(body.model or "")
+    if replacement is not None:
+        raise invalid(
+            ErrorCode.MODEL_DEPRECATED,
+            f"Model {body.model!r} of {spec.name} is retired; use {replacement!r} instead.",
+        )
     model = body.model or spec.default_model(body.kind)
     if model is None or model not in spec.models(body.kind):
         known = ", ".join(spec.models(body.kind)) or "none"
@@ -113,6 +119,9 @@ def validate_job(body: JobCreate, *, max_items: int, allow: Allowlist = ()) -> V
             f"Model {body.model!r} is not a {body.kind.upper()} model of {spec.name} "
             f"(known: {known}).",
         )
+    refused = spec.transport_refusal(body.kind, body.options.transport)
+    if refused is not None:
+        raise invalid(ErrorCode.INVALID_OPTION, refused)
     if not body.items:
         raise invalid(ErrorCode.NO_ITEMS, "The job has no items; send at least one.")
     if len(body.items) > max_items:

@@ -144,9 +144,16 @@ def provider_rows() -> list[dict[str, Any]]:
                 "needs_api_key": spec.needs_api_key,
                 "max_concurrency": limits[name].max_concurrency,
                 "max_rps": limits[name].max_rps,
+                "tts_transports": list(spec.transports.get("tts", ())),
+                "stt_transports": list(spec.transports.get("stt", ())),
             }
         )
     return rows
+
+
+def rate(per_second: float) -> str:
+    """A request rate as people say it: per second when at least one, else per minute."""
+    return f", {per_second:g}/s" if per_second >= 1 else f", {per_second * 60:.0f}/min"
 
 
 @click.command()
@@ -157,17 +164,22 @@ def providers(as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
-    table = _table("provider", "kind", "models (default first)", "default voice", "limit")
+    table = _table(
+        "provider", "kind", "models (default first)", "default voice", "transports", "limit"
+    )
     for row in rows:
         limit = f"{row['max_concurrency']} in flight" + (
-            f", {row['max_rps']:g}/s" if row["max_rps"] else ""
+            rate(row["max_rps"]) if row["max_rps"] else ""
         )
         for kind in ("tts", "stt"):
             models = row[f"{kind}_models"]
             default = row[f"default_{kind}_model"]
             ordered = [default, *(m for m in models if m != default)] if default else models
             voice = row["default_voice"] if kind == "tts" else "-"
-            table.add_row(row["name"], kind, "\n".join(ordered) or "-", voice or "-", limit)
+            transports = ", ".join(row[f"{kind}_transports"]) or "-"
+            table.add_row(
+                row["name"], kind, "\n".join(ordered) or "-", voice or "-", transports, limit
+            )
     _stdout().print(table)
 
 

@@ -12,12 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from tests.services import free_port
 
@@ -115,6 +117,13 @@ class Stack:
             base_url=self.api_url, timeout=30.0, headers={"Authorization": f"Bearer {self.api_key}"}
         )
 
+    def upload(self, filename: str, data: bytes) -> str:
+        """POST /v1/uploads one recording; its `source` for an STT item."""
+        with self.client() as client:
+            response = client.post("/v1/uploads", files={"file": (filename, data)})
+        assert response.status_code == 201, response.text
+        return str(response.json()["source"])
+
     def emulator(self) -> httpx.Client:
         return httpx.Client(base_url=self.emulator_url, timeout=30.0)
 
@@ -166,3 +175,63 @@ def api_process(database_url: str, redis_url: str, workdir: Path) -> Iterator[st
         yield url
     finally:
         proc.stop()
+
+
+@contextlib.contextmanager
+def running_stack(
+    database_url: str,
+    redis_url: str,
+    s3_endpoint_url: str,
+    s3_client: Any,
+    workdir: Path,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Stack]:
+    """Emulator, API, one worker (8 threads) and beat over the given database, an emptied
+    Redis and a new bucket, every vendor pointed at the emulator; stopped on exit."""
+    bucket = f"e2e-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=bucket)
+    redis.Redis.from_url(redis_url).flushdb()
+    api_port, emulator_port = free_port(), free_port()
+    emulator_url = f"http://127.0.0.1:{emulator_port}"
+    env = {
+        **os.environ,
+        "SPEECHBATCH_DATABASE_URL": database_url,
+        "SPEECHBATCH_BROKER_URL": redis_url,
+        "SPEECHBATCH_STORAGE_URL": f"s3://{bucket}/out",
+        "SPEECHBATCH_S3_ENDPOINT_URL": s3_endpoint_url,
+        "SPEECHBATCH_SLNG_BASE_URL": f"{emulator_url}/slng",
+        "SLNG_API_KEY": EMULATOR_KEY,
+        "SPEECHBATCH_SMALLEST_BASE_URL": f"{emulator_url}/smallest",
+        "SMALLEST_API_KEY": EMULATOR_KEY,
+        "EMULATOR_API_KEYS": EMULATOR_KEY,
+        "SPEECHBATCH_PROVIDER_TIMEOUT_SECONDS": "3",
+        "SPEECHBATCH_LEASE_SECONDS": "30",
+        **(extra_env or {}),
+    }
+    env.pop("SPEECHBATCH_API_URL", None)
+    stack = Stack(
+        env=env, workdir=workdir, api_url=f"http://127.0.0.1:{api_port}", emulator_url=emulator_url
+    )
+    try:
+        stack.spawn(
+            "emulator",
+            "emulator",
+            "--port",
+            str(emulator_port),
+            "--seed",
+            "7",
+            ready=answers(f"{stack.emulator_url}/_emulator/health"),
+        )
+        migrated = stack.run_cli("migrate")
+        assert migrated.returncode == 0, migrated.stderr
+        created = stack.run_cli("keys", "create", "--tenant", "e2e")
+        assert created.returncode == 0, created.stderr
+        stack.api_key = created.stdout.strip()
+        stack.spawn(
+            "api", "api", "--port", str(api_port), ready=answers(f"{stack.api_url}/healthz")
+        )
+        stack.spawn("worker", "worker", "--concurrency", "8")
+        stack.spawn("beat", "beat", "--interval", "1")
+        yield stack
+    finally:
+        stack.stop()

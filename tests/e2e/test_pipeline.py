@@ -73,13 +73,9 @@ def test_50_line_tts_job_succeeds_with_decodable_audio(stack: Stack) -> None:
 
 def test_10_file_stt_job_writes_parseable_transcripts(stack: Stack) -> None:
     """Ten uploaded recordings come back as JSON transcripts plus SRT/VTT/TXT renderings."""
-    with stack.client() as client:
-        sources = []
-        for n in range(10):
-            files = {"file": (f"call-{n}.wav", tone_wav(1.0 + n * 0.2, 220 + 40 * n))}
-            response = client.post("/v1/uploads", files=files)
-            assert response.status_code == 201, response.text
-            sources.append(response.json()["source"])
+    sources = [
+        stack.upload(f"call-{n}.wav", tone_wav(1.0 + n * 0.2, 220 + 40 * n)) for n in range(10)
+    ]
     body = {
         "kind": "stt",
         "provider": "slng",

@@ -28,7 +28,8 @@ from workers.providers.errors import (
     UnsupportedAudio,
 )
 from workers.providers.registry import build_provider
-from workers.providers.slng import SlngProvider, tts_sample_rate
+from workers.providers.slng import SlngProvider
+from workers.providers.slng_models import tts_sample_rate
 
 KEY = "zpka_test_secret_key_123"
 BASE = "http://127.0.0.1:9100/slng"
@@ -207,7 +208,7 @@ def test_empty_text_fails_before_any_request(text: str) -> None:
 def test_unknown_models_fail_before_any_request() -> None:
     """Models missing from the catalog raise unknown_model for TTS and STT alike."""
     with pytest.raises(InvalidInput) as tts:
-        speak(never_called, model="slng/rime/arcana:3-en")
+        speak(never_called, model="slng/rime/arcana:9-xx")
     with pytest.raises(InvalidInput) as stt:
         listen(never_called, model=AURA_EN)
     assert tts.value.code == stt.value.code == "unknown_model"
@@ -587,11 +588,14 @@ def test_whisper_shaped_answer_is_parsed() -> None:
 
 
 def test_minimal_whisper_answer() -> None:
-    """The documented minimal `{text, language}` answer parses with no segments or duration."""
-    result = listen(
-        lambda r: httpx.Response(200, json={"text": "hi", "language": "en"}), model=WHISPER
-    )
-    assert (result.text, result.segments, result.duration_s) == ("hi", [], None)
+    """The minimal `{text, language}` answer parses with no segments; its duration is the
+    recording's own when the header tells it, else None."""
+    answer = httpx.Response(200, json={"text": "hi", "language": "en"})
+    result = listen(lambda r: answer, model=WHISPER)
+    assert (result.text, result.segments, result.duration_s) == ("hi", [], 0.1)
+    webm = AudioInput(data=b"\x1a\x45\xdf\xa3" + bytes(64), filename="a.webm", content_type="")
+    unknown = provider(lambda r: answer).transcribe(webm, model=WHISPER, options={})
+    assert unknown.duration_s is None
 
 
 @pytest.mark.parametrize(

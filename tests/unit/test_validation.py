@@ -55,7 +55,7 @@ def test_unknown_provider_names_the_ones_that_exist() -> None:
     """Asking for a provider that does not exist lists the valid names in the message."""
     with pytest.raises(ApiError) as caught:
         validate_job(body(provider="acme"), max_items=10)
-    assert "(known: local, slng)" in caught.value.message
+    assert "(known: local, slng, smallest)" in caught.value.message
 
 
 def test_too_many_items_is_a_413() -> None:
@@ -87,3 +87,70 @@ def test_per_item_voice_is_kept() -> None:
     """A CSV's per-line voice travels with the item."""
     valid = validate_job(body(items=[{"text": "x", "voice": "aura-2-orion-en"}]), max_items=10)
     assert valid.items[0].voice == "aura-2-orion-en"
+
+
+# --- options.transport and retired models --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "kind", "transport"),
+    [
+        ("slng", "tts", "http"),
+        ("slng", "stt", "http"),
+        ("smallest", "tts", "http"),
+        ("smallest", "tts", "stream"),
+        ("smallest", "stt", "http"),
+        ("smallest", "stt", "auto"),
+    ],
+)
+def test_transports_a_vendor_offers_are_accepted(provider: str, kind: str, transport: str) -> None:
+    """Each transport the catalog lists for a vendor and kind passes and is kept in the options."""
+    items = [{"text": "hi"}] if kind == "tts" else [{"source": "upload://" + "a" * 32 + "/a.wav"}]
+    job = body(provider=provider, kind=kind, items=items, options={"transport": transport})
+    assert validate_job(job, max_items=10).options["transport"] == transport
+
+
+def test_transport_defaults_to_auto() -> None:
+    """A job that names no transport is stored with `auto`, resolved by the adapter per call."""
+    assert validate_job(body(), max_items=10).options["transport"] == "auto"
+
+
+@pytest.mark.parametrize(
+    ("provider", "kind", "transport", "offered"),
+    [
+        ("smallest", "stt", "stream", "which offers http (or auto)"),
+        ("smallest", "tts", "websocket", "which offers http, stream (or auto)"),
+        ("slng", "tts", "stream", "which offers http (or auto)"),
+    ],
+)
+def test_a_transport_the_vendor_lacks_is_a_422_naming_what_it_offers(
+    provider: str, kind: str, transport: str, offered: str
+) -> None:
+    """Asking a vendor for a transport it does not offer for that kind is invalid_option, and
+    the message lists the transports it does offer."""
+    items = [{"text": "hi"}] if kind == "tts" else [{"source": "upload://" + "a" * 32 + "/a.wav"}]
+    job = body(provider=provider, kind=kind, items=items, options={"transport": transport})
+    with pytest.raises(ApiError) as caught:
+        validate_job(job, max_items=10)
+    assert (caught.value.status, caught.value.code) == (422, "invalid_option")
+    assert f"options.transport {transport!r}" in caught.value.message
+    assert offered in caught.value.message
+
+
+def test_an_unknown_transport_is_refused_by_the_schema() -> None:
+    """A transport name outside auto/http/stream/websocket never reaches the catalog check."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="'auto', 'http', 'stream' or 'websocket'"):
+        body(options={"transport": "carrier-pigeon"})
+
+
+def test_smallest_defaults_and_a_retired_model() -> None:
+    """Smallest gets Lightning v3.1 and magnus by default; a retired model is model_deprecated
+    naming its successor, before any item is queued."""
+    valid = validate_job(body(provider="smallest"), max_items=10)
+    assert (valid.model, valid.voice) == ("lightning_v3.1", "magnus")
+    with pytest.raises(ApiError) as caught:
+        validate_job(body(provider="smallest", model="lightning-v2"), max_items=10)
+    assert (caught.value.status, caught.value.code) == (422, "model_deprecated")
+    assert "'lightning_v3.1'" in caught.value.message

@@ -177,12 +177,18 @@ def _wav_claimed_frames(data: bytes) -> int | None:
     return None
 
 
-def audio_seconds(data: bytes) -> float | None:
-    """How long a recording lasts by its header; None when libsndfile cannot tell."""
+def audio_info(data: bytes) -> AudioInfo | None:
+    """A recording's header facts (length, rate); None when libsndfile cannot read them."""
     try:
-        return probe(data).duration_s
+        return probe(data)
     except UnsupportedAudio:
         return None
+
+
+def audio_seconds(data: bytes) -> float | None:
+    """How long a recording lasts by its header; None when libsndfile cannot tell."""
+    info = audio_info(data)
+    return info.duration_s if info is not None else None
 
 
 def check_transcript(

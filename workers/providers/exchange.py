@@ -5,12 +5,14 @@ kept an item running (its lease renewed) for hours. Here every call gets a wall-
 `Deadline` sized to its request (`Bounds.tts_deadline_s`, `Bounds.stt_deadline_s`, never
 above SPEECHBATCH_PROVIDER_TIMEOUT_SECONDS) that shuts the socket down when it passes, and
 the body is read in chunks into a buffer cut off at the kind's size cap, so a 200 MiB answer
-costs at most the cap. Failures become the provider error tree; messages name the host and
-the failure, never headers, query strings or the API key.
+costs at most the cap. A streamed answer (SSE) can be handed to a `sink` chunk by chunk as it
+arrives, under the same deadline and cap. Failures become the provider error tree; messages
+name the host and the failure, never headers, query strings or the API key.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,8 @@ from workers.providers.http import redact
 
 # An error body is only quoted (clipped to a sentence): no need to read more of it.
 _MAX_ERROR_BODY = 64 * 1024
+# A recording whose length its header does not tell is timed as if it were 32 kbit/s.
+_FALLBACK_BYTES_PER_S = 4000
 # Headers that describe the wire encoding, not the decoded body we hand on.
 _WIRE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
@@ -56,6 +60,20 @@ class Bounds:
         """Seconds one STT call on `audio_s` seconds of audio may take."""
         return min(self.timeout_s, self.stt_base_s + self.stt_per_audio_s * max(audio_s, 0.0))
 
+    def tts_limit(self, chars: int) -> Limit:
+        """The caps of one TTS call on `chars` characters."""
+        return Limit(
+            self.tts_deadline_s(chars), self.max_tts_bytes, "SPEECHBATCH_MAX_TTS_RESPONSE_BYTES"
+        )
+
+    def stt_limit(self, audio_s: float | None, size: int) -> Limit:
+        """The caps of one STT call on a recording of `audio_s` seconds (None: its header
+        could not be read, as for m4a or webm; then judged by its `size` at 32 kbit/s)."""
+        seconds = audio_s if audio_s is not None else size / _FALLBACK_BYTES_PER_S
+        return Limit(
+            self.stt_deadline_s(seconds), self.max_stt_bytes, "SPEECHBATCH_MAX_STT_RESPONSE_BYTES"
+        )
+
 
 @dataclass(frozen=True)
 class Limit:
@@ -74,12 +92,15 @@ def call(
     limit: Limit,
     provider: str = "The provider",
     secret: str | None = None,
+    sink: Callable[[bytes], None] | None = None,
     **kw: Any,
 ) -> httpx.Response:
     """`client.request(...)` under `limit`, as a Response whose body is already read.
 
     `secret` (the API key) is redacted from every message. Raises ProviderTimeout when the
     deadline passes, PermanentProviderError(provider_response_too_large) over the size cap.
+    With `sink`, a 2xx body goes to it chunk by chunk instead (the Response's body is then
+    empty); whatever the sink raises ends the call and reaches the caller as it is.
     """
     where = _safe_location(url)
     deadline = Deadline(limit.deadline_s)
@@ -94,7 +115,7 @@ def call(
         with watching(deadline):
             response = client.send(request, stream=True)
             try:
-                body = _read(response, limit, provider, deadline)
+                body = _read(response, limit, provider, deadline, sink)
             finally:
                 response.close()
     except httpx.UnsupportedProtocol as exc:
@@ -120,23 +141,34 @@ def call(
     return httpx.Response(response.status_code, headers=headers, content=body, request=request)
 
 
-def _read(response: httpx.Response, limit: Limit, provider: str, deadline: Deadline) -> bytes:
-    """The body in chunks, stopping at the cap (a quoted error body: at 64 KiB)."""
+def _read(
+    response: httpx.Response,
+    limit: Limit,
+    provider: str,
+    deadline: Deadline,
+    sink: Callable[[bytes], None] | None,
+) -> bytes:
+    """The body in chunks, stopping at the cap (a quoted error body: at 64 KiB); a 2xx body
+    goes to `sink` when there is one."""
     cap = limit.max_bytes if response.is_success else min(limit.max_bytes, _MAX_ERROR_BODY)
     declared = response.headers.get("content-length", "")
     if response.is_success and declared.isdigit() and int(declared) > cap:
         raise _too_large(provider, limit)
-    body = bytearray()
+    body, seen = bytearray(), 0
     for chunk in response.iter_bytes():  # decoded, so a gzip bomb is cut at the cap too
         if deadline.expired:
             raise httpx.ReadTimeout("the call's deadline passed")
-        room = cap - len(body)
+        room = cap - seen
         if len(chunk) > room:
             if response.is_success:
                 raise _too_large(provider, limit)
             body += chunk[:room]
             break
-        body += chunk
+        seen += len(chunk)
+        if sink is not None and response.is_success:
+            sink(chunk)
+        else:
+            body += chunk
     return bytes(body)
 
 

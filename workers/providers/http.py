@@ -160,6 +160,12 @@ _BY_STATUS: dict[int, tuple[type[ProviderError], ErrorCode | None, str]] = {
     402: (QuotaExceeded, None, "Add credit to the provider account, then retry."),
     408: (ProviderTimeout, None, "The provider timed out; " + _RETRY_LATER),
     415: (UnsupportedAudio, None, "Convert the audio to WAV, FLAC or MP3 and resubmit."),
+    # Gone: Smallest's retired models and routes (MODEL_DEPRECATED, providers.md §2.1).
+    410: (
+        InvalidInput,
+        ErrorCode.MODEL_DEPRECATED,
+        "The model is retired; resubmit with the replacement the provider names.",
+    ),
 }
 _SERVER_ERROR = (ProviderUnavailable, None, "The provider is failing; " + _RETRY_LATER)
 _UNEXPECTED = (ProviderUnavailable, None, "This status was not expected; " + _RETRY_LATER)

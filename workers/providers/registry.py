@@ -20,9 +20,10 @@ from workers.providers.errors import AuthenticationFailed, InvalidInput
 from workers.providers.exchange import Bounds
 from workers.providers.local import LocalProvider
 from workers.providers.slng import SlngProvider
+from workers.providers.smallest import SmallestProvider
 from workers.throttle import credential_fingerprint
 
-KNOWN_PROVIDERS = ("slng", "local")
+KNOWN_PROVIDERS = ("slng", "smallest", "local")
 
 
 def build_provider(
@@ -32,27 +33,41 @@ def build_provider(
     base_url: str | None,
     api_key: str | None,
     bounds: Bounds | None = None,
+    region: str | None = None,
 ) -> SpeechProvider:
     """The adapter for `name`; hosted ones need the worker's shared client, base URL and key.
 
-    `bounds` caps each call's time, answer size and decoding (the defaults when None).
+    `bounds` caps each call's time, answer size and decoding (the defaults when None);
+    `region` is the vendor region to ask for (SLNG's X-Region-Override), None for any.
     """
     if name == "local":
         return LocalProvider(bounds=bounds)
     if name == "slng":
-        if client is None or not base_url:
-            # A wiring bug in the caller, not something a user can fix in a job body.
-            raise ValueError("the slng provider needs an httpx.Client and a base_url")
-        if not api_key or not api_key.strip():
-            raise AuthenticationFailed(
-                "No SLNG API key is configured; set SLNG_API_KEY for the workers and retry.",
-                code=ErrorCode.MISSING_API_KEY,
-            )
-        return SlngProvider(client, base_url=base_url, api_key=api_key.strip(), bounds=bounds)
+        client, base_url, key = _hosted(name, "SLNG", client, base_url, api_key)
+        return SlngProvider(client, base_url=base_url, api_key=key, bounds=bounds, region=region)
+    if name == "smallest":
+        client, base_url, key = _hosted(name, "Smallest AI", client, base_url, api_key)
+        return SmallestProvider(client, base_url=base_url, api_key=key, bounds=bounds)
     raise InvalidInput(
         f"Unknown provider {name!r}; use one of: {', '.join(KNOWN_PROVIDERS)}.",
         code=ErrorCode.UNKNOWN_PROVIDER,
     )
+
+
+def _hosted(
+    name: str, vendor: str, client: httpx.Client | None, base_url: str | None, api_key: str | None
+) -> tuple[httpx.Client, str, str]:
+    """A hosted adapter's client, base URL and (stripped) key, or why it cannot be built."""
+    if client is None or not base_url:
+        # A wiring bug in the caller, not something a user can fix in a job body.
+        raise ValueError(f"the {name} provider needs an httpx.Client and a base_url")
+    if not api_key or not api_key.strip():
+        setting = f"{name.upper()}_API_KEY"
+        raise AuthenticationFailed(
+            f"No {vendor} API key is configured; set {setting} for the workers and retry.",
+            code=ErrorCode.MISSING_API_KEY,
+        )
+    return client, base_url, api_key.strip()
 
 
 class Providers(Protocol):
@@ -73,8 +88,10 @@ class ProviderRegistry:
         base_urls: dict[str, str],
         api_keys: dict[str, str | None],
         bounds: Bounds | None = None,
+        regions: dict[str, str | None] | None = None,
     ) -> None:
         self.client = client
+        self._regions = regions or {}
         self.bounds = bounds or Bounds()
         self._base_urls, self._api_keys = base_urls, api_keys
         self._built: dict[str, SpeechProvider] = {}
@@ -94,6 +111,7 @@ class ProviderRegistry:
                 max_stt_bytes=settings.max_stt_response_bytes,
                 max_decode_samples=settings.max_decode_samples,
             ),
+            regions={"slng": settings.slng_region},
         )
 
     def get(self, name: str) -> SpeechProvider:
@@ -105,6 +123,7 @@ class ProviderRegistry:
                     base_url=self._base_urls.get(name),
                     api_key=self._api_keys.get(name),
                     bounds=self.bounds,
+                    region=self._regions.get(name),
                 )
             return self._built[name]
 

@@ -1,14 +1,18 @@
-"""SLNG gateway adapter: per-model TTS `POST /v1/tts/{model}` and STT `POST /v1/stt/{model}`.
+"""SLNG gateway adapter: per-model routes (`/v1/tts|stt/{model}`) and bridges (`unmute/...`).
 
-Request and response shapes follow providers.md §1.3 and §1.5. SLNG does not document the
-codec of TTS answers, so the audio is recognised by its magic bytes, and bytes that match no
-container are taken to be the raw linear16 PCM we asked for and wrapped in a WAV header.
-STT answers come Deepgram-shaped (nova) or Whisper-shaped; both become one `Transcript`.
+Request and response shapes follow providers.md §1.3-§1.6; which body a model takes and
+where its answer keeps the audio come from the table in `slng_models`. SLNG does not
+document the codec of TTS answers, so the audio is recognised by its magic bytes, and bytes
+that match no container are taken to be raw linear16 PCM (at the rate asked for, else 24 kHz)
+and wrapped in a WAV header. STT answers come Deepgram-shaped (nova), Whisper-shaped or
+bridge-shaped; all become one `Transcript`. `X-Region-Override` is sent on every call when a
+region is configured (SPEECHBATCH_SLNG_REGION, providers.md §1.1).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -20,13 +24,7 @@ from jobs.error_codes import ErrorCode
 from jobs.media import sniff_audio
 from workers.audio import pcm16_to_wav
 from workers.providers import exchange, http
-from workers.providers.answers import (
-    audio_seconds,
-    bad_output,
-    check_content_type,
-    check_speech,
-    check_transcript,
-)
+from workers.providers.answers import audio_info, bad_output, check_speech, check_transcript
 from workers.providers.base import AudioInput, Synthesis, Transcript
 from workers.providers.errors import (
     InvalidInput,
@@ -35,23 +33,22 @@ from workers.providers.errors import (
     UnsupportedAudio,
 )
 from workers.providers.exchange import Bounds, Limit
-from workers.providers.transcripts import (
-    as_str,
-    clip,
-    json_object,
-    parse_deepgram,
-    parse_whisper,
+from workers.providers.slng_models import (
+    ANSWER_PARSERS,
+    pick_voice,
+    stt_route,
+    tts_call,
+    tts_route,
 )
+from workers.providers.transcripts import as_str, clip, json_object
 
-TTS_SAMPLE_RATES = (8000, 16000, 24000, 32000, 48000)
-DEFAULT_TTS_SAMPLE_RATE = 24000
-# The catalog's default voice is English; Spanish Aura needs a Spanish one.
-_DEFAULT_VOICES = {"slng/deepgram/aura:2-es": "aura-2-celeste-es"}
-# Third-party Deepgram route: Deepgram's own body and a raw PCM answer (providers.md §1.3).
-_DEEPGRAM_HOSTED = "deepgram/aura:2"
 _KEY_NAME = "SLNG_API_KEY"
 # Deadline input for a recording whose header libsndfile cannot read (m4a, webm): 32 kbit/s.
 _FALLBACK_BYTES_PER_S = 4000
+# Rime answers some invalid requests (a bad speaker) with a 500 whose body names the upstream's
+# 400 (providers.md §1.3): retrying those cannot help.
+_UPSTREAM_STATUS = re.compile(r"\b(4\d\d) Bad Request\b")
+_RETRIED_4XX = frozenset({408, 409, 429})
 
 
 class SlngProvider:
@@ -60,46 +57,43 @@ class SlngProvider:
     name = "slng"
 
     def __init__(
-        self, client: httpx.Client, *, base_url: str, api_key: str, bounds: Bounds | None = None
+        self,
+        client: httpx.Client,
+        *,
+        base_url: str,
+        api_key: str,
+        bounds: Bounds | None = None,
+        region: str | None = None,
     ) -> None:
         self._client = client
         self._base = base_url.rstrip("/")
         self._key = api_key
         self._spec = PROVIDERS["slng"]
         self._bounds = bounds or Bounds()
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+        if region:
+            self._headers["X-Region-Override"] = region
 
     def synthesize(
         self, text: str, *, model: str, voice: str | None, options: Mapping[str, Any]
     ) -> Synthesis:
-        if model not in self._spec.tts_models:
-            raise http.unknown_model("SLNG", model, self._spec.tts_models)
+        route = tts_route(model, self._spec.tts_models)
         http.check_tts_text(text, limit=self._spec.text_limit(model), model=model)
-        rate = tts_sample_rate(options)
-        chosen = voice or _DEFAULT_VOICES.get(model) or self._spec.default_voice
-        body: dict[str, Any]
-        if model == _DEEPGRAM_HOSTED:
-            body = {"text": text, "voice": chosen, "encoding": "linear16", "sample_rate": rate}
-        else:
-            # Aura calls its voices "model"; encoding and container are sent explicitly
-            # because the documented defaults (mp3 in wav) contradict each other.
-            body = {
-                "text": text,
-                "model": chosen,
-                "encoding": "linear16",
-                "container": "wav",
-                "sample_rate": rate,
-            }
+        chosen = pick_voice(route, voice, self._spec.default_voice)
+        call = tts_call(text, chosen, options, route.family)
         limit = Limit(
             self._bounds.tts_deadline_s(len(text)),
             self._bounds.max_tts_bytes,
             "SPEECHBATCH_MAX_TTS_RESPONSE_BYTES",
         )
         response = self._post(
-            f"/v1/tts/{model}", limit=limit, json=body, headers={"Accept": "audio/*"}
+            route.path,
+            limit=limit,
+            json=route.family.body(call),
+            headers={"Accept": route.family.accept},
         )
         request_id = response.headers.get("x-slng-request-id")
-        audio = response.content
-        if not audio:
+        if not response.content:
             raise ProviderUnavailable(
                 f"SLNG answered HTTP {response.status_code} with no audio; "
                 "retrying later may help.",
@@ -107,23 +101,25 @@ class SlngProvider:
                 status_code=response.status_code,
                 request_id=request_id,
             )
-        payload = json_object(audio)
-        if payload is not None:
+        audio = route.family.audio(response, request_id)
+        if audio is None:
+            payload = json_object(response.content)
+            if payload is None:
+                raise bad_output("SLNG", "a body holding no audio", request_id)
             raise InvalidInput(
                 f"SLNG answered with an error instead of audio: {self._reason(payload)}. "
                 "Check the voice and options for this model.",
                 status_code=response.status_code,
                 request_id=request_id or as_str(payload.get("slng_request_id")),
             )
-        declared = response.headers.get("content-type", "")
-        check_content_type(declared, audio, "SLNG", request_id)
         content_type = sniff_audio(audio[:16])
+        declared = response.headers.get("content-type", "")
         if content_type == "audio/mpeg" and not audio.startswith(b"ID3") and "mpeg" not in declared:
             # A bare MPEG frame sync is only 11 bits: PCM starting with a small negative
             # sample (0xFFFF = -1) matches it, so without ID3 the header must agree.
             content_type = None
         if content_type is None:
-            audio, content_type = pcm16_to_wav(audio, rate), "audio/wav"
+            audio, content_type = pcm16_to_wav(audio, call.sample_rate), "audio/wav"
         check_speech(
             audio,
             text=text,
@@ -141,14 +137,12 @@ class SlngProvider:
     def transcribe(
         self, audio: AudioInput, *, model: str, options: Mapping[str, Any]
     ) -> Transcript:
-        if model not in self._spec.stt_models:
-            raise http.unknown_model("SLNG", model, self._spec.stt_models)
+        route = stt_route(model, self._spec.stt_models)
         if not audio.data:
             raise UnsupportedAudio(
                 "The audio is empty (0 bytes); upload the recording again.",
                 code=ErrorCode.EMPTY_AUDIO,
             )
-        form = {"language": str(options["language"])} if options.get("language") else {}
         files = {
             "audio": (
                 audio.filename or "audio",
@@ -156,7 +150,8 @@ class SlngProvider:
                 audio.content_type or "application/octet-stream",
             )
         }
-        known_s = audio_seconds(audio.data)
+        info = audio_info(audio.data)
+        known_s = info.duration_s if info is not None else None
         limit = Limit(
             self._bounds.stt_deadline_s(
                 known_s if known_s is not None else len(audio.data) / _FALLBACK_BYTES_PER_S
@@ -164,7 +159,8 @@ class SlngProvider:
             self._bounds.max_stt_bytes,
             "SPEECHBATCH_MAX_STT_RESPONSE_BYTES",
         )
-        response = self._post(f"/v1/stt/{model}", limit=limit, data=form, files=files)
+        form = route.family.form(options, audio.data, info)
+        response = self._post(route.path, limit=limit, data=form, files=files)
         request_id = response.headers.get("x-slng-request-id")
         if response.content.lstrip()[:1] == b"<":
             raise bad_output("SLNG", "markup (an HTML page) instead of a transcript", request_id)
@@ -174,7 +170,8 @@ class SlngProvider:
             body = None
         parsed = None
         if isinstance(body, dict):
-            parsed = parse_deepgram(body, model, options) or parse_whisper(body, model, options)
+            parsers = (route.family.parse, *(p for p in ANSWER_PARSERS if p != route.family.parse))
+            parsed = next((t for p in parsers if (t := p(body, model, options))), None)
         if parsed is None:
             raise ProviderUnavailable(
                 "SLNG answered with a transcript in a shape speechbatch does not know "
@@ -186,13 +183,15 @@ class SlngProvider:
             )
         if parsed.request_id is None and request_id is not None:
             parsed = replace(parsed, request_id=request_id)
+        if parsed.duration_s is None and known_s is not None:
+            # Whisper's minimal and the bridge's answers carry no timing: the recording's
+            # own length keeps SRT/VTT cues spanning the audio.
+            parsed = replace(parsed, duration_s=round(known_s, 3))
         return check_transcript(parsed, audio_s=known_s, request_id=parsed.request_id)
 
     def _post(
         self, path: str, *, limit: Limit, headers: dict[str, str] | None = None, **kw: Any
     ) -> httpx.Response:
-        # `path` keeps the model's "/" and ":" as they are: httpx leaves both unescaped.
-        merged = {"Authorization": f"Bearer {self._key}", **(headers or {})}
         response = exchange.call(
             self._client,
             "POST",
@@ -200,7 +199,7 @@ class SlngProvider:
             limit=limit,
             provider="SLNG",
             secret=self._key,
-            headers=merged,
+            headers={**self._headers, **(headers or {})},
             **kw,
         )
         if not response.is_success:
@@ -216,6 +215,13 @@ class SlngProvider:
         request_id = response.headers.get("x-slng-request-id")
         if request_id is None and isinstance(body, dict):
             request_id = as_str(body.get("slng_request_id"))
+        if response.status_code >= 500 and _upstream_refused(body):
+            return InvalidInput(
+                f"SLNG answered HTTP {response.status_code}: {reason}. The model refused the "
+                "request as invalid; fix the voice or options, retrying will not help.",
+                status_code=response.status_code,
+                request_id=request_id,
+            )
         return http.error_from_response(
             response,
             vendor_message=reason,
@@ -250,15 +256,13 @@ class SlngProvider:
         return http.redact(text, self._key)
 
 
-def tts_sample_rate(options: Mapping[str, Any]) -> int:
-    """options.sample_rate moved up to the next rate Aura offers (24 kHz when absent)."""
-    raw = options.get("sample_rate")
-    if raw is None:
-        return DEFAULT_TTS_SAMPLE_RATE
-    try:
-        wanted = int(raw)
-    except (TypeError, ValueError):
-        raise InvalidInput(
-            f"sample_rate must be a whole number of Hz, got {raw!r}.", code=ErrorCode.INVALID_OPTION
-        ) from None
-    return next((r for r in TTS_SAMPLE_RATES if r >= wanted), TTS_SAMPLE_RATES[-1])
+def _upstream_refused(body: object) -> bool:
+    """True when a 5xx body says the upstream refused the request as invalid (a 4xx)."""
+    if not isinstance(body, Mapping):
+        return False
+    status = body.get("status")
+    details = body.get("details")
+    if not isinstance(status, int) or isinstance(status, bool):
+        found = _UPSTREAM_STATUS.search(details) if isinstance(details, str) else None
+        status = int(found.group(1)) if found else None
+    return status is not None and 400 <= status <= 499 and status not in _RETRIED_4XX

@@ -1,9 +1,10 @@
 """Provider STT answers normalised to the one transcript schema (`Transcript`).
 
-Deepgram-shaped (`results.channels[0].alternatives[0]`) and Whisper-shaped (`text`,
-`segments`) bodies, as SLNG relays them; every field is checked for its type, so a body of
-the wrong shape gives None (the caller reports `unexpected_response`), never a half-read
-transcript recorded as success.
+Deepgram-shaped (`results.channels[0].alternatives[0]`), Whisper-shaped (`text`,
+`segments`) and SLNG-bridge-shaped (`{"type": "transcription", "alternatives": [...]}`)
+bodies, as SLNG relays them; every field is checked for its type, so a body of the wrong
+shape gives None (the caller reports `unexpected_response`), never a half-read transcript
+recorded as success.
 """
 
 from __future__ import annotations
@@ -93,6 +94,21 @@ def parse_whisper(
     )
 
 
+def parse_bridge(
+    body: Mapping[str, Any], model: str, options: Mapping[str, Any], provider: str = "slng"
+) -> Transcript | None:
+    """A bridge answer (`type: transcription`, `alternatives[0].transcript`), or None.
+
+    It is a Whisper answer without timing (providers.md §1.6), so it is read as one.
+    """
+    alternatives = body.get("alternatives")
+    if body.get("type", "transcription") != "transcription" or not isinstance(alternatives, list):
+        return None
+    best = alternatives[0] if alternatives and isinstance(alternatives[0], Mapping) else {}
+    untimed = {k: body.get(k) for k in ("language", "slng_request_id")}
+    return parse_whisper(untimed | {"text": best.get("transcript", "")}, model, options, provider)
+
+
 def deepgram_word(raw: object) -> Word | None:
     if not isinstance(raw, Mapping):
         return None
@@ -110,12 +126,12 @@ def deepgram_word(raw: object) -> Word | None:
 
 
 def language_of(options: Mapping[str, Any], model: str) -> str | None:
-    """The language asked for, else the one a model variant implies (`nova:3-es` → es)."""
+    """The language asked for, else the one a model variant implies (`nova:3-es` → es),
+    on a per-model route or a bridge to one (`unmute/slng/deepgram/nova:3-es`)."""
     if options.get("language"):
         return str(options["language"])
-    prefix = "slng/deepgram/nova:3-"
-    variant = model.removeprefix(prefix) if model.startswith(prefix) else None
-    return variant if variant and variant != "multi" else None
+    _, found, variant = model.partition("slng/deepgram/nova:3-")
+    return variant if found and variant and variant != "multi" else None
 
 
 def speaker_of(raw: Mapping[str, Any]) -> str | None:

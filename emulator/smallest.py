@@ -1,0 +1,273 @@
+"""Smallest AI's Waves API (providers.md §2), mounted under `/smallest`.
+
+Lightning TTS: `POST /waves/v1/tts` answers audio (a WAV for `Accept: audio/wav`, else the
+default `output_format`, raw PCM); `POST /waves/v1/tts/live` sends the same audio as SSE
+frames (`event: audio` / `data: {"audio": base64, "done": false, "status": "206"}`, then
+`data: {"status": "200", "done": true}`), paced so the stream ends when the latency dial says a
+whole answer would. The deprecated `/waves/v1/lightning-v3.1/{get_speech,stream}` still work;
+the retired `lightning-v2` and `lightning-large` routes and model names answer 410
+MODEL_DEPRECATED naming the replacement. Pulse STT (`emulator/smallest_pulse.py`) is
+`POST /waves/v1/stt/?model=&language=`.
+
+Each request goes: Bearer auth (401) → the shared dials' rate limit and cap → Smallest's own
+limit (`smallest_tts_concurrency` TTS requests in flight per key; 429 in Smallest's shape) →
+body → `Dials.hold` (faults, latency) → validation and the answer, which an answer fault may
+spoil (`emulator/faults.py`; an SSE stream may be `cut` mid-body). Slots are held until a
+streamed body is over. Every response carries `X-Request-Id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from emulator import audio, faults
+from emulator.config import TTS_ANSWER_FAULTS
+from emulator.dials import Call, Dials, strip_tokens
+from emulator.smallest_pulse import PulseApi
+from emulator.smallest_wire import Gate, Refused, json_object, refusal, release_after
+
+PREFIX = "/smallest"
+
+TTS_MODELS = ("lightning_v3.1", "lightning_v3.1_pro")
+RETIRED_MODELS = frozenset(
+    {"lightning", "lightning-v2", "lightning_v2", "lightning-large", "lightning_large"}
+)
+SAMPLE_RATES = (8000, 16000, 24000, 44100)
+# output_format → (encoding, container) as `audio.render_speech` names them.
+FORMATS = {
+    "pcm": ("linear16", "none"),
+    "wav": ("linear16", "wav"),
+    "mp3": ("mp3", "none"),
+    "ulaw": ("mulaw", "none"),
+    "alaw": ("alaw", "none"),
+}
+_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_FRAME_S = 0.25  # audio per SSE frame
+# Answer faults that apply to an SSE stream; the others (lying_wav, long_flac) leave it alone.
+SSE_FAULTS = ("html", "random", "huge", "drip", "cut")
+DONE_FRAME = b'data: {"status": "200", "done": true}\n\n'
+
+
+def routes(dials: Dials) -> list[BaseRoute]:
+    tts, pulse = SmallestApi(dials), PulseApi(dials)
+    v31 = "lightning_v3.1"
+    return [
+        Route("/waves/v1/tts", partial(tts.speak, stream=False), methods=["POST"]),
+        Route("/waves/v1/tts/live", partial(tts.speak, stream=True), methods=["POST"]),
+        Route(
+            "/waves/v1/lightning-v3.1/get_speech",
+            partial(tts.speak, stream=False, path_model=v31),
+            methods=["POST"],
+        ),
+        Route(
+            "/waves/v1/lightning-v3.1/stream",
+            partial(tts.speak, stream=True, path_model=v31),
+            methods=["POST"],
+        ),
+        Route("/waves/v1/lightning-v2/{rest:path}", tts.retired, methods=["GET", "POST"]),
+        Route("/waves/v1/lightning-large/{rest:path}", tts.retired, methods=["GET", "POST"]),
+        Route("/waves/v1/stt/", partial(pulse.listen, legacy=False), methods=["POST"]),
+        Route("/waves/v1/stt", partial(pulse.listen, legacy=False), methods=["POST"]),
+        Route("/waves/v1/pulse/get_text", partial(pulse.listen, legacy=True), methods=["POST"]),
+    ]
+
+
+@dataclass(frozen=True)
+class TtsRequest:
+    text: str
+    voice_id: str
+    model: str
+    sample_rate: int
+    speed: float
+    output_format: str
+    ids: dict[str, str]  # the client's session_id / request_id, echoed as X-External-* headers
+
+
+def parse_tts(  # noqa: PLR0911 - one refusal per field
+    body: dict[str, Any], *, accept: str, path_model: str | None
+) -> TtsRequest | Refused:
+    """The request, or its refusal: 400 naming the first bad field, 410 for a retired model."""
+
+    def bad(message: str, status: int = 400) -> Refused:
+        return Refused(status, message)
+
+    text, voice = body.get("text"), body.get("voice_id")
+    if not isinstance(text, str) or not text.strip():
+        return bad("The 'text' field is required.")
+    if not isinstance(voice, str) or not voice:
+        return bad("The 'voice_id' field is required.")
+    model = path_model or body.get("model") or TTS_MODELS[0]
+    if model in RETIRED_MODELS:
+        return bad("retired", 410)
+    if model not in TTS_MODELS:
+        return bad(f"The 'model' field must be one of {', '.join(TTS_MODELS)}.")
+    rate = body.get("sample_rate", 44100)
+    if isinstance(rate, bool) or rate not in SAMPLE_RATES:
+        return bad(f"The 'sample_rate' field must be one of {SAMPLE_RATES}.")
+    speed = body.get("speed", 1.0)
+    if isinstance(speed, bool) or not isinstance(speed, int | float) or not 0.5 <= speed <= 2:
+        return bad("The 'speed' field must be a number from 0.5 to 2.")
+    fmt = body.get("output_format") or ("wav" if "audio/wav" in accept else "pcm")
+    if fmt not in FORMATS:
+        return bad(f"The 'output_format' field must be one of {', '.join(FORMATS)}.")
+    ids = {name: body[name] for name in ("session_id", "request_id") if name in body}
+    if not all(isinstance(v, str) and _ID.match(v) for v in ids.values()):
+        return bad("session_id and request_id take at most 128 of A-Z a-z 0-9 _ . -")
+    echoed: dict[str, str] = {name: str(value) for name, value in ids.items()}
+    return TtsRequest(text, voice, str(model), int(rate), float(speed), str(fmt), echoed)
+
+
+class SmallestApi:
+    """The Lightning TTS handlers; one instance per app, sharing the process's `Dials`."""
+
+    def __init__(self, dials: Dials) -> None:
+        self.dials = dials
+        self.gate = Gate(dials, "tts")
+        self.speech_cache = audio.SpeechCache()
+        self._in_flight: Counter[str] = Counter()
+
+    async def retired(self, request: Request) -> Response:
+        return await self.gate.exchange(request, None, self._retired)
+
+    async def _retired(self, request: Request, call: Call, key: str) -> Response:
+        return refusal(410, "tts", call)
+
+    async def speak(
+        self, request: Request, *, stream: bool, path_model: str | None = None
+    ) -> Response:
+        answer = partial(self._one_at_a_time, stream=stream, path_model=path_model)
+        return await self.gate.exchange(request, path_model, answer)
+
+    async def _one_at_a_time(
+        self, request: Request, call: Call, key: str, *, stream: bool, path_model: str | None
+    ) -> Response:
+        """Smallest's account-wide TTS concurrency: over it, 429 (providers.md §2.5)."""
+        cap = self.dials.config.smallest_tts_concurrency
+        if cap and self._in_flight[key] >= cap:
+            call.fault = "cap"
+            message = f"Too many concurrent requests: this plan allows {cap} at a time."
+            return refusal(429, "tts", call, message, self.dials.config.retry_after_s)
+        self._in_flight[key] += 1
+        try:
+            response = await self._speak(request, call, stream=stream, path_model=path_model)
+        except BaseException:
+            self._free(key)
+            raise
+        return release_after(response, partial(self._free, key))
+
+    def _free(self, key: str) -> None:
+        self._in_flight[key] -= 1
+        if self._in_flight[key] <= 0:
+            del self._in_flight[key]
+
+    async def _speak(
+        self, request: Request, call: Call, *, stream: bool, path_model: str | None
+    ) -> Response:
+        body = json_object(await request.body())
+        text = body.get("text") if body is not None else None
+        text = text if isinstance(text, str) else None
+        call.text_chars = len(text) if text is not None else None
+        fault = await self.dials.hold(call.path, text, request.receive, paced=stream)
+        if fault is not None:
+            call.fault = fault.kind
+            return refusal(fault.status, "tts", call, None, fault.retry_after)
+        if body is None:
+            return refusal(400, "tts", call, "The request body must be a JSON object.")
+        parsed = parse_tts(body, accept=request.headers.get("accept", ""), path_model=path_model)
+        if isinstance(parsed, Refused):
+            return refusal(parsed.status, "tts", call, parsed.message)
+        call.model = parsed.model
+        limit = self.dials.config.max_text_chars
+        if len(parsed.text) > limit:
+            message = f"The 'text' field has {len(parsed.text)} characters, over {limit}."
+            return refusal(400, "tts", call, message)
+        content, media_type = await self._render(parsed)
+        spoiled = self.dials.answer_fault(parsed.text, TTS_ANSWER_FAULTS)
+        config = self.dials.config
+        if stream:
+            kind = spoiled if spoiled in SSE_FAULTS else None
+            response = self._sse(content, parsed.sample_rate, kind, self.dials.latency_s(text))
+        elif spoiled is not None:
+            response = faults.tts_answer(
+                spoiled,
+                content,
+                media_type,
+                huge_bytes=config.huge_bytes,
+                drip_interval_s=config.drip_interval_s,
+            )
+        else:
+            response = Response(content, media_type=media_type)
+        if spoiled is not None and (not stream or spoiled in SSE_FAULTS):
+            call.fault = f"answer:{spoiled}"
+        response.headers["X-Session-Id"] = call.request_id
+        for name, value in parsed.ids.items():
+            response.headers[f"X-External-{name.replace('_id', '').title()}-Id"] = value
+        return response
+
+    async def _render(self, parsed: TtsRequest) -> tuple[bytes, str]:
+        seconds = audio.speech_duration(strip_tokens(parsed.text)) / parsed.speed
+        encoding, container = FORMATS[parsed.output_format]
+        cache_key = (round(seconds, 3), encoding, parsed.sample_rate, container)
+        rendered = self.speech_cache.get(cache_key)
+        if rendered is None:
+            rendered = await run_in_threadpool(audio.render_speech, *cache_key)
+            self.speech_cache.put(cache_key, rendered)
+        return rendered
+
+    def _sse(self, content: bytes, rate: int, kind: str | None, latency_s: float) -> Response:
+        """The audio as SSE frames, spoiled as `kind` (one of SSE_FAULTS) when given."""
+        if kind == "html":
+            return faults.tts_answer("html", content, "", huge_bytes=0, drip_interval_s=0)
+        step = max(2, int(rate * 2 * _FRAME_S))
+        chunks = [content[i : i + step] for i in range(0, len(content), step)]
+        if kind == "random":
+            chunks = [random.Random(len(c)).randbytes(len(c)) for c in chunks]
+        frames = [audio_frame(chunk) for chunk in chunks] + [DONE_FRAME]
+        body: AsyncIterator[bytes]
+        if kind == "huge":
+            body = _huge_frames(self.dials.config.huge_bytes)
+        elif kind == "drip":
+            body = faults.drip(b"".join(frames), self.dials.config.drip_interval_s)
+        elif kind == "cut":
+            body = faults.cut_stream(frames, sum(len(f) for f in frames) // 2)
+        else:
+            body = _paced(frames, latency_s)
+        return StreamingResponse(
+            body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+
+def audio_frame(chunk: bytes) -> bytes:
+    data = {"audio": base64.b64encode(chunk).decode(), "done": False, "status": "206"}
+    return b"event: audio\ndata: " + json.dumps(data).encode() + b"\n\n"
+
+
+async def _paced(frames: list[bytes], total_s: float) -> AsyncIterator[bytes]:
+    """The audio frames spread evenly over `total_s`, the last followed by the terminator."""
+    pause = total_s / max(len(frames) - 1, 1)
+    for frame in frames[:-1]:
+        if pause > 0:
+            await asyncio.sleep(pause)
+        yield frame
+    yield frames[-1]
+
+
+async def _huge_frames(total: int) -> AsyncIterator[bytes]:
+    frame = audio_frame(bytes(48 * 1024))
+    for _ in range(max(total // len(frame), 1)):
+        yield frame
+    yield DONE_FRAME
