@@ -5,7 +5,8 @@ Admin endpoints (no auth; the emulator only ever listens on loopback):
     GET    /_emulator/health     200 {"ok": true}
     GET    /_emulator/requests   the request log (oldest first, at most 100k entries)
     DELETE /_emulator/requests   clear the log, the counters and `[[fail:N]]` progress
-    GET    /_emulator/stats      {in_flight, max_in_flight, max_in_flight_by_key, total, by_status}
+    GET    /_emulator/stats      {in_flight, max_in_flight, max_in_flight_by_key, total, by_status,
+                                  ws: {open, max_open, opened, opened_by_vendor}}
     POST   /_emulator/script     {"fail_next": N, "status": 503, "retry_after": null,
                                   "path_contains": null} queues N forced failures
     GET    /_emulator/script     the queued scripts;  DELETE clears them
@@ -24,12 +25,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from emulator import slng, smallest
+from emulator import slng, slng_batch, smallest
 from emulator.config import ConfigError, EmulatorConfig
 from emulator.dials import Dials, Script
 
 # One module per vendor, each exposing PREFIX and routes(dials).
-VENDORS: tuple[ModuleType, ...] = (slng, smallest)
+VENDORS: tuple[ModuleType, ...] = (slng, smallest, slng_batch)
 
 
 def create_app(config: EmulatorConfig) -> Starlette:

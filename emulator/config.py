@@ -32,13 +32,20 @@ RUNTIME_FIELDS = frozenset(
         "answer_fault",
         "huge_bytes",
         "drip_interval_s",
+        "batch_seconds_per_audio_second",
         "smallest_tts_concurrency",
         "smallest_stt_per_minute",
+        *("ws_audio", "ws_drop_every", "slng_ws_sessions", "smallest_ws_connections"),
+        *("slng_ws_idle_s", "smallest_ws_idle_s"),
     }
 )
 _INTEGERS = frozenset(
     {"concurrency", "huge_bytes", "smallest_tts_concurrency", "smallest_stt_per_minute"}
+    | {"ws_drop_every", "slng_ws_sessions", "smallest_ws_connections"}
 )
+# How SLNG's WebSocket TTS sends audio: both framings exist in the wild (providers.md §1.8);
+# "route" sends raw binary frames on the bridges and base64 `audio_chunk` on per-model routes.
+WS_AUDIO_FRAMINGS = ("route", "base64", "binary")
 
 
 class ConfigError(ValueError):
@@ -70,11 +77,23 @@ class EmulatorConfig:
     # Size of a "huge" answer (streamed, never held) and the pause between "drip" bytes.
     huge_bytes: int = 200 * 1024 * 1024
     drip_interval_s: float = 2.0
+    # How long an SLNG batch job runs per second of its audio (0: DONE at once).
+    batch_seconds_per_audio_second: float = 0.0
     # Smallest's own per-key limits (providers.md §2.4-2.5), refused in Smallest's shapes:
     # TTS requests in flight (the account-wide 1) and Pulse requests a minute per model;
     # 0 lifts either, e.g. for a benchmark at another cap.
     smallest_tts_concurrency: int = 1
     smallest_stt_per_minute: int = 25
+    # WebSocket sessions (emulator/slng_ws.py, emulator/smallest_ws.py): SLNG's audio framing
+    # (WS_AUDIO_FRAMINGS), every Nth utterance dropped mid-way (0: never), SLNG sessions open
+    # at once per key (0: unlimited; over it: `rate_limit`), Smallest's 5 connections per key
+    # (providers.md §2.5), and the idle time after which each vendor closes a silent session.
+    ws_audio: str = "route"
+    ws_drop_every: int = 0
+    slng_ws_sessions: int = 0
+    smallest_ws_connections: int = 5
+    slng_ws_idle_s: float = 120.0
+    smallest_ws_idle_s: float = 60.0
     # Empty means any non-empty Bearer token is accepted.
     api_keys: frozenset[str] = frozenset()
     max_text_chars: int = 2000
@@ -101,9 +120,9 @@ class EmulatorConfig:
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise ConfigError(f"{name} must be an integer")
                 clean[name] = value
-            elif name == "answer_fault":
+            elif name in {"answer_fault", "ws_audio"}:
                 if not isinstance(value, str):
-                    raise ConfigError("answer_fault must be a string")
+                    raise ConfigError(f"{name} must be a string")
                 clean[name] = value
             else:
                 if not isinstance(value, int | float) or isinstance(value, bool):
@@ -144,6 +163,9 @@ def _check_runtime_values(config: EmulatorConfig) -> None:
         "timeout_s": config.timeout_s,
         "rate_limit_rps": config.rate_limit_rps,
         "drip_interval_s": config.drip_interval_s,
+        "batch_seconds_per_audio_second": config.batch_seconds_per_audio_second,
+        "slng_ws_idle_s": config.slng_ws_idle_s,
+        "smallest_ws_idle_s": config.smallest_ws_idle_s,
     }
     for name, value in numbers.items():
         if not math.isfinite(value) or value < 0:
@@ -157,7 +179,12 @@ def _check_runtime_values(config: EmulatorConfig) -> None:
         raise ValueError(f"unknown fault kinds {unknown}; known: {list(FAULT_KINDS)}")
     if config.answer_fault and config.answer_fault not in ANSWER_FAULTS:
         raise ValueError(f"unknown answer_fault {config.answer_fault!r}; known: {ANSWER_FAULTS}")
-    for name in ("huge_bytes", "smallest_tts_concurrency", "smallest_stt_per_minute"):
+    if config.ws_audio not in WS_AUDIO_FRAMINGS:
+        raise ValueError(f"unknown ws_audio {config.ws_audio!r}; known: {WS_AUDIO_FRAMINGS}")
+    for name in (
+        *("huge_bytes", "smallest_tts_concurrency", "smallest_stt_per_minute"),
+        *("ws_drop_every", "slng_ws_sessions", "smallest_ws_connections"),
+    ):
         if getattr(config, name) < 0:
             raise ValueError(f"{name} must be >= 0")
     if config.fault_rate > 0 and not config.fault_kinds:

@@ -33,6 +33,7 @@ from typing import Any
 from starlette.types import Receive
 
 from emulator.config import EmulatorConfig
+from emulator.ws_gate import WsSessions
 
 MAX_RECORDS = 100_000
 CLIENT_GONE = 499  # nginx's code for "client closed the request"; only ever logged
@@ -110,6 +111,7 @@ class Dials:
         self._ids = itertools.count(1)
         self._records: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDS)
         self._fail_token_seen: Counter[str] = Counter()
+        self.ws = WsSessions()  # WebSocket sessions, counted apart from requests
         self._reset_counters()
 
     def _reset_counters(self) -> None:
@@ -278,12 +280,14 @@ class Dials:
             "total": self._total,
             "rate_limited": self._rate_limited,
             "by_status": {str(k): v for k, v in sorted(self._by_status.items())},
+            "ws": self.ws.stats(),
         }
 
     def reset(self) -> None:
         """Forget the log, the counters and `[[fail:N]]` progress; keep queued scripts."""
         self._records.clear()
         self._fail_token_seen.clear()
+        self.ws.reset()
         self._reset_counters()
 
 

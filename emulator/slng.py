@@ -23,7 +23,7 @@ from uuid import uuid4
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from emulator import audio, faults
 from emulator.config import STT_ANSWER_FAULTS, TTS_ANSWER_FAULTS
@@ -39,6 +39,8 @@ from emulator.slng_stt import (
     read_stt_upload,
 )
 from emulator.slng_tts import BRIDGE_TTS_MODELS, TTS_MODELS, Refused, TtsModel, TtsRequest
+from emulator.slng_ws import SlngTtsSession
+from emulator.slng_ws_stt import SlngSttSession
 
 PREFIX = "/slng"
 
@@ -64,6 +66,18 @@ def routes(dials: Dials) -> list[BaseRoute]:
         Route("/v1/stt/{model:path}", api.stt, methods=["POST"]),
         Route("/v1/bridges/unmute/tts/{model:path}", api.bridge_tts, methods=["POST"]),
         Route("/v1/bridges/unmute/stt/{model:path}", api.bridge_stt, methods=["POST"]),
+        *ws_routes(dials),
+    ]
+
+
+def ws_routes(dials: Dials) -> list[BaseRoute]:
+    """The same paths over WebSocket (`emulator/slng_ws.py`, `emulator/slng_ws_stt.py`)."""
+    tts, stt = SlngTtsSession(dials), SlngSttSession(dials)
+    return [
+        WebSocketRoute("/v1/tts/{model:path}", tts.per_model),
+        WebSocketRoute("/v1/bridges/unmute/tts/{model:path}", tts.bridge),
+        WebSocketRoute("/v1/stt/{model:path}", stt.per_model),
+        WebSocketRoute("/v1/bridges/unmute/stt/{model:path}", stt.bridge),
     ]
 
 

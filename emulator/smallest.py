@@ -32,7 +32,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from emulator import audio, faults
 from emulator.config import TTS_ANSWER_FAULTS
@@ -63,9 +63,14 @@ DONE_FRAME = b'data: {"status": "200", "done": true}\n\n'
 
 
 def routes(dials: Dials) -> list[BaseRoute]:
+    # The WebSocket reads requests with this module's parse_tts, hence the late import.
+    from emulator.smallest_ws import SmallestTtsSession  # noqa: PLC0415
+
     tts, pulse = SmallestApi(dials), PulseApi(dials)
+    live = SmallestTtsSession(dials, tts.speech_cache)
     v31 = "lightning_v3.1"
     return [
+        WebSocketRoute("/waves/v1/tts/live", live.live),
         Route("/waves/v1/tts", partial(tts.speak, stream=False), methods=["POST"]),
         Route("/waves/v1/tts/live", partial(tts.speak, stream=True), methods=["POST"]),
         Route(

@@ -79,6 +79,11 @@ SLNG_TTS_MODELS = (
     "slng/canopylabs/orpheus:en",
     "slng/inworld/max:1.5",
 )
+# SLNG's batch API (api.batch.slng.ai, providers.md §1.7): submitted, then polled.
+SLNG_BATCH_STT_MODEL = "slng/speechmatics/batch:15.0.0"
+# The synchronous STT routes' documented upload limit (Whisper 25 MB, providers.md §1.10);
+# a larger recording goes to the batch API (SPEECHBATCH_SLNG_BATCH_OVER_BYTES).
+SLNG_SYNC_STT_MAX_BYTES = 25 * 1024 * 1024
 SLNG_STT_MODELS = (
     *(f"slng/deepgram/nova:3-{v}" for v in SLNG_DEEPGRAM_STT_VARIANTS),
     "slng/openai/whisper:large-v3",
@@ -119,7 +124,11 @@ PROVIDERS: dict[str, ProviderSpec] = {
     "slng": ProviderSpec(
         name="slng",
         tts_models=(*SLNG_TTS_MODELS, *(f"unmute/{v}" for v in SLNG_BRIDGE_TTS_VARIANTS)),
-        stt_models=(*SLNG_STT_MODELS, *(f"unmute/{v}" for v in SLNG_BRIDGE_STT_VARIANTS)),
+        stt_models=(
+            *SLNG_STT_MODELS,
+            *(f"unmute/{v}" for v in SLNG_BRIDGE_STT_VARIANTS),
+            SLNG_BATCH_STT_MODEL,
+        ),
         default_tts_model="slng/deepgram/aura:2-en",
         default_stt_model="slng/deepgram/nova:3-en",
         default_voice="aura-2-thalia-en",
@@ -135,6 +144,9 @@ PROVIDERS: dict[str, ProviderSpec] = {
         # 15 per project is the tightest, but SLNG pools upstream keys); 429s adapt it down.
         max_concurrency=16,
         max_rps=None,
+        # `auto` stays HTTP; WebSocket sessions (same paths, providers.md §1.8-§1.9) are
+        # pooled per worker and key, so a long job opens a handful instead of one per item.
+        transports={"tts": ("http", "websocket"), "stt": ("http", "websocket")},
     ),
     "smallest": ProviderSpec(
         name="smallest",
@@ -154,8 +166,9 @@ PROVIDERS: dict[str, ProviderSpec] = {
         max_rps=25 / 60,
         # `auto` is HTTP: an item is stored only once its whole audio is in, so SSE's earlier
         # first chunk buys a batch nothing and costs base64 (+33 %) and frame parsing. Not
-        # yet measured (issue 10's bench); the WebSocket is not built yet.
-        transports={"tts": ("http", "stream"), "stt": ("http",)},
+        # yet measured (issue 10's bench); the WebSocket (pooled sessions, one line per
+        # flush) is offered but not the default either, for the same reason.
+        transports={"tts": ("http", "stream", "websocket"), "stt": ("http",)},
         retired_models={
             "lightning": "lightning_v3.1",
             "lightning-v2": "lightning_v3.1",

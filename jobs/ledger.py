@@ -2,7 +2,7 @@
 
     queued ──claim──▶ running ──succeed──▶ succeeded
       ▲  │              │ ├──fail─────────▶ failed ──retry_failed──▶ queued
-      │  └─cancel_job─▶ │ ├──retry_later / hand_back / expire_leases──▶ queued
+      │  └─cancel_job─▶ │ ├──retry_later / hand_back / await_provider / expire_leases──▶ queued
       │   (canceled)    │ └──cancel_job──▶ canceled (the holder's claim dies with it)
       └─────────────────┘
 
@@ -15,50 +15,30 @@ statement or transaction as the move they belong to, so a repeat never duplicate
 
 Item ids are handed to the publisher only after the commit that made them visible; when the
 broker refuses them they are marked unpublished and the sweeper sends them later.
-Callers never pick SQL or a dialect: they call a method and get a typed answer.
+Callers never pick SQL or a dialect: they call a method and get a typed answer. How a move
+runs and how ids are published lives in `jobs.ledger_base`; the moves live here.
 """
 
 from __future__ import annotations
 
-import logging
 import secrets
-import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Connection
 
 from jobs import ledger_sql as sql
-from jobs import repository as repo
-from jobs.clock import utc_now
-from jobs.outages import ride_out
-from jobs.records import AttemptRecord, ClaimedItem, ItemError, ItemResult
+from jobs.ledger_base import LedgerBase
+from jobs.records import AttemptRecord, ClaimedItem, ItemError, ItemResult, ProviderJob
 from jobs.status import ItemStatus, JobStatus, check_item_transition
-from storage.db import Database
-from storage.publisher import MAX_COUNTDOWN_S, Publisher
+from storage.publisher import MAX_COUNTDOWN_S
 
-T = TypeVar("T")
-log = logging.getLogger(__name__)
 Q, R = ItemStatus.QUEUED, ItemStatus.RUNNING
 
 
-class ItemLedger:
+class ItemLedger(LedgerBase):
     """Every state change of an item and its job's counters, on one `Database`."""
-
-    def __init__(
-        self,
-        db: Database,
-        publisher: Publisher,
-        *,
-        outage_s: float = 20.0,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], datetime] = utc_now,
-    ) -> None:
-        self.db, self.publisher = db, publisher
-        self.clock = clock
-        self._patience: dict[str, Any] = {"outage_s": outage_s, "sleep": sleep}
 
     # --- a worker's moves -----------------------------------------------------------------
 
@@ -163,6 +143,19 @@ class ItemLedger:
         delay_s = min(delay_s, MAX_COUNTDOWN_S)
         return self._back_to_queue(item, attempts, delay_s, None, countdown=True)
 
+    def await_provider(
+        self,
+        item: ClaimedItem,
+        job: ProviderJob,
+        attempts: Sequence[AttemptRecord],
+        *,
+        delay_s: float,
+    ) -> bool:
+        """running → queued while the provider works on `job`, recorded on the item; no
+        attempt spent. Due in `delay_s`: published at once for 0, else by the sweeper once
+        due (no countdown message, no worker thread held). False if the claim was lost."""
+        return self._back_to_queue(item, attempts, delay_s, None, countdown=delay_s <= 0, job=job)
+
     def _back_to_queue(
         self,
         item: ClaimedItem,
@@ -171,6 +164,7 @@ class ItemLedger:
         error: ItemError | None,
         *,
         countdown: bool,
+        job: ProviderJob | None = None,
     ) -> bool:
         check_item_transition(R, Q)
         now = self.clock()
@@ -189,7 +183,11 @@ class ItemLedger:
                     return None
                 sql.shift(c, item.job_id, now, running=-1, canceled=1)
                 return ItemStatus.CANCELED
-            if not c.execute(sql.HAND_BACK if error is None else sql.REQUEUE, params).rowcount:
+            if job is not None:
+                statement, params["provider_job"] = sql.AWAIT_PROVIDER, job.to_json()
+            else:
+                statement = sql.HAND_BACK if error is None else sql.REQUEUE
+            if not c.execute(statement, params).rowcount:
                 return None
             sql.record(c, item.id, attempts)
             sql.shift(c, item.job_id, now, running=-1, queued=1)
@@ -264,38 +262,3 @@ class ItemLedger:
         ids = self._transaction(move)
         self.publish(ids)
         return ids
-
-    # --- publishing -----------------------------------------------------------------------
-
-    def publish(self, ids: Sequence[int], countdown: float = 0.0) -> None:
-        """Hand committed ids to the publisher in batches. A broker failure is logged, not
-        raised: the ids not yet sent are marked unpublished for the sweeper's next pass."""
-        start = 0
-        try:
-            for start in range(0, len(ids), sql.PUBLISH_BATCH):
-                self.publisher.publish(ids[start : start + sql.PUBLISH_BATCH], countdown)
-        except Exception:  # the broker may be down; the rows are safe and will be swept
-            log.warning("publishing %d item ids failed; the sweeper will", len(ids) - start)
-            self._transaction(lambda c: repo.mark_published(c, ids[start:], at=None))
-
-    def republish(self, ids: Sequence[int]) -> None:
-        """The sweeper's send: publish now and stamp when, so the next pass skips them."""
-        if ids:
-            self.publisher.publish(ids, 0.0)
-            now = self.clock()
-            self._transaction(lambda c: repo.mark_published(c, ids, at=now))
-
-    # --- riding out a lost connection -----------------------------------------------------
-
-    def _transaction(self, work: Callable[[Connection], T]) -> T:
-        return ride_out(lambda: _run(self.db.engine.begin(), work), **self._patience)
-
-    def _statement(self, work: Callable[[Connection], T]) -> T:
-        engine = self.db.autocommit
-        assert engine is not None  # callers check first: PostgreSQL only
-        return ride_out(lambda: _run(engine.connect(), work), **self._patience)
-
-
-def _run(connection: AbstractContextManager[Connection], work: Callable[[Connection], T]) -> T:
-    with connection as c:
-        return work(c)

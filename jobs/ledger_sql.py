@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     Connection,
     Float,
@@ -32,6 +33,7 @@ from sqlalchemy import (
     column,
     func,
     insert,
+    null,
     or_,
     select,
     true,
@@ -136,6 +138,7 @@ CLAIM = (
         ITEMS.c.source,
         ITEMS.c.voice.label("item_voice"),
         ITEMS.c.attempts,
+        ITEMS.c.provider_job,
     )
 )
 _CLAIMED = CLAIM.cte("moved")
@@ -143,6 +146,7 @@ CLAIM_AT_ONCE = counter_update(_CLAIMED.c.job_id).returning(
     *(_CLAIMED.c[name] for name in ("job_id", "seq", "external_id", "text", "source")),
     _CLAIMED.c.item_voice,
     _CLAIMED.c.attempts,
+    _CLAIMED.c.provider_job,
 )
 
 # --- leaving running: only the claim holder's token matches -----------------------------
@@ -176,6 +180,8 @@ REQUEUE = _leave("queued", "error_code", "error_message", "next_attempt_at", "pu
 HAND_BACK = _leave("queued", "next_attempt_at", "published_at").values(
     error_code=None, error_message=None, attempts=ITEMS.c.attempts - 1
 )
+# Waiting on a provider-side job is a hand-back that also records the job (SLNG batch).
+AWAIT_PROVIDER = HAND_BACK.values(provider_job=bindparam("provider_job", type_=JSON()))
 CANCEL_RUNNING = _leave("canceled", "finished_at")
 
 _SUCCEEDED = SUCCEED.returning(ITEMS.c.id, ITEMS.c.job_id).cte("moved")
@@ -260,7 +266,13 @@ CANCEL_RUNNING_ITEMS = job_items_moving(
     "running", "canceled", finished_at=NOW, lease_expires_at=None
 )
 RETRY_FAILED = job_items_moving(
-    "failed", "queued", attempts=0, next_attempt_at=None, published_at=NOW, finished_at=None
+    "failed",
+    "queued",
+    attempts=0,
+    next_attempt_at=None,
+    published_at=NOW,
+    finished_at=None,
+    provider_job=null(),  # a retried item submits afresh (under a new claim's job id)
 )
 FAILED_IDS = (
     select(ITEMS.c.id)

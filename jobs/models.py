@@ -189,6 +189,8 @@ class Item(Base):
     characters: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
+    # The provider-side job the item waits on between polls (SLNG batch): jobs.records.ProviderJob.
+    provider_job: Mapped[dict[str, Any] | None]
 
 
 class Attempt(Base):

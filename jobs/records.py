@@ -34,6 +34,7 @@ class ClaimedItem:
     voice: str | None
     options: dict[str, Any]
     output_prefix: str
+    provider_job: ProviderJob | None = None  # a provider-side job the item waits on
 
     @classmethod
     def from_rows(cls, item_id: int, token: str, item: Any, job: Any) -> ClaimedItem:
@@ -54,7 +55,33 @@ class ClaimedItem:
             voice=item.item_voice or job.voice,
             options=dict(job.options),
             output_prefix=job.output_prefix,
+            provider_job=ProviderJob.from_json(item.provider_job),
         )
+
+
+@dataclass(frozen=True)
+class ProviderJob:
+    """A job a provider runs for an item while the item waits queued (SLNG batch STT).
+
+    `id` is chosen by us and recorded *before* the submit (`submitted` False): a crash
+    between submit and the next record is then found by asking the provider for `id`.
+    """
+
+    id: str
+    since: datetime  # when the id was recorded: the start of the bounded wait
+    submitted: bool = False
+    polls: int = 0  # status polls so far (the next delay grows with them)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "since": self.since.isoformat()}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> ProviderJob | None:
+        """The job `to_json` stored, or None for no job (SQL or JSON null)."""
+        if not isinstance(raw, dict):
+            return None
+        since = datetime.fromisoformat(raw["since"])
+        return cls(str(raw["id"]), since, bool(raw.get("submitted")), int(raw.get("polls", 0)))
 
 
 @dataclass(frozen=True)

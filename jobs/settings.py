@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from jobs.catalog import parse_limit_overrides
+from jobs.catalog import SLNG_SYNC_STT_MAX_BYTES, parse_limit_overrides
 
 # A cloud region name (eu-north-1, asia-south1): it goes into a header, so nothing else.
 _REGION = re.compile(r"[a-z]{2,12}(-[a-z]{2,12})*-?[0-9]{1,2}")
@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     slng_base_url: str = "https://api.slng.ai"
     # Sent as SLNG's `X-Region-Override` header (e.g. eu-north-1); unset lets SLNG choose.
     slng_region: str | None = None
+    # SLNG's batch STT host (providers.md §1.7), same SLNG_API_KEY. A recording over
+    # `slng_batch_over_bytes` (or a job naming the batch model) is submitted there and polled;
+    # an item whose SLNG job has not finished after `slng_batch_max_wait_seconds` fails.
+    slng_batch_base_url: str = "https://api.batch.slng.ai"
+    slng_batch_over_bytes: int = Field(default=SLNG_SYNC_STT_MAX_BYTES, gt=0)
+    slng_batch_max_wait_seconds: float = Field(default=6 * 3600.0, gt=0)
     smallest_base_url: str = "https://api.smallest.ai"
     deepgram_base_url: str = "https://api.deepgram.com"
     openai_base_url: str = "https://api.openai.com"

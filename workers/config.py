@@ -9,10 +9,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from jobs.catalog import ProviderLimits, provider_limits
+from jobs.catalog import SLNG_SYNC_STT_MAX_BYTES, ProviderLimits, provider_limits
 from jobs.netpolicy import Allowlist, parse_allowlist
 from jobs.settings import Settings
 from workers.retry import RetryPolicy
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """When an SLNG STT item goes to the batch API, and how its job is polled."""
+
+    over_bytes: int = SLNG_SYNC_STT_MAX_BYTES  # recordings larger than this go to batch
+    first_poll_s: float = 5.0  # the first poll comes this long after the submit,
+    poll_cap_s: float = 60.0  # each later one twice as long after, up to this
+    max_wait_s: float = 6 * 3600.0  # then the item fails (provider_timeout)
+
+    def next_poll_s(self, polls: int) -> float:
+        """Seconds until the poll after `polls` polls: 5, 10, 20, 40, 60, 60, ..."""
+        return min(self.poll_cap_s, self.first_poll_s * 2.0 ** min(polls, 32))
 
 
 @dataclass(frozen=True)
@@ -26,6 +40,7 @@ class WorkerConfig:
     source_allow: Allowlist = ()
     max_source_bytes: int = 100 * 1024 * 1024
     source_timeout_s: float = 300.0
+    batch: BatchPolicy = field(default_factory=BatchPolicy)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerConfig:
@@ -38,6 +53,10 @@ class WorkerConfig:
             source_allow=parse_allowlist(settings.allow_private_networks),
             max_source_bytes=settings.max_source_bytes,
             source_timeout_s=settings.source_timeout_seconds,
+            batch=BatchPolicy(
+                over_bytes=settings.slng_batch_over_bytes,
+                max_wait_s=settings.slng_batch_max_wait_seconds,
+            ),
         )
 
     @property

@@ -19,7 +19,7 @@ from enum import StrEnum
 
 from jobs.error_codes import ErrorCode
 from jobs.manifest import write_manifest_if_finished
-from jobs.records import AttemptRecord, ClaimedItem, ItemError, ItemResult
+from jobs.records import AttemptRecord, ClaimedItem, ItemError, ItemResult, ProviderJob
 from jobs.status import JOB_TERMINAL, JobStatus
 from workers.providers.errors import ProviderError
 from workers.retry import next_delay
@@ -35,7 +35,8 @@ class Outcome(StrEnum):
     FAILED = "failed"
     RETRYING = "retrying"  # back in the queue with next_attempt_at
     LOST = "lost"  # our lease was taken over while we worked; the new holder decides
-    DEFERRED = "deferred"  # handed back without spending an attempt (limit full, storage down)
+    # handed back without spending an attempt (limit full, storage down, an SLNG batch job)
+    DEFERRED = "deferred"
 
 
 def item_fields(item: ClaimedItem, **more: object) -> dict[str, object]:
@@ -110,6 +111,14 @@ def hand_back(
     (`code` names it when it has one, e.g. the provider's rate limit)."""
     moved = rt.ledger.hand_back(item, attempts, delay_s=delay_s)
     return _ended(item, Outcome.DEFERRED if moved else Outcome.LOST, code)
+
+
+def await_provider(
+    rt: Runtime, item: ClaimedItem, attempts: Attempts, job: ProviderJob, delay_s: float
+) -> Outcome:
+    """Back to queued while the provider works on `job`, without spending an attempt."""
+    moved = rt.ledger.await_provider(item, job, attempts, delay_s=delay_s)
+    return _ended(item, Outcome.DEFERRED if moved else Outcome.LOST)
 
 
 def _after_final(rt: Runtime, item: ClaimedItem, job_status: JobStatus | None) -> None:

@@ -23,7 +23,7 @@ from jobs.status import JobKind
 from jobs.validation import HTTP_SOURCE
 from storage.keys import output_key, upload_key
 from storage.objects import ObjectNotFound, StorageUnavailable
-from workers import outcomes
+from workers import batch_stt, outcomes
 from workers.audio import convert
 from workers.canceled import end_stopped, remove_if_canceled
 from workers.fetch import fetch_source
@@ -95,6 +95,8 @@ def _work(rt: Runtime, item: ClaimedItem, stop: ItemStop) -> Outcome:  # noqa: P
                 written = _transcribe(rt, item, attempts)
     except ItemStopped:
         return end_stopped(rt, item)
+    except batch_stt.AwaitProvider as waiting:  # SLNG batch: the item waits in the database
+        return outcomes.await_provider(rt, item, attempts, waiting.job, waiting.delay_s)
     except ThrottleBusy:
         return outcomes.hand_back(rt, item, attempts, rt.rng.uniform(1.0, 3.0))
     except StorageUnavailable:
@@ -237,14 +239,30 @@ def _read_source(rt: Runtime, item: ClaimedItem) -> AudioInput:
 
 
 def _transcribe(rt: Runtime, item: ClaimedItem, attempts: list[AttemptRecord]) -> ItemResult:
-    audio = _read_source(rt, item)
-    provider = rt.providers.get(item.provider)
-    transcript: Transcript = _with_retries(
-        rt,
-        item,
-        attempts,
-        lambda: provider.transcribe(audio, model=item.model, options=item.options),
-    )
+    def by_batch(read: Callable[[], AudioInput]) -> Transcript:
+        return batch_stt.transcribe(
+            rt.batch,
+            item,
+            policy=rt.config.batch,
+            now=rt.ledger.clock(),
+            read=read,
+            calls=partial(_with_retries, rt, item, attempts),
+        )
+
+    if batch_stt.goes_to_batch(item):
+        transcript = by_batch(lambda: _read_source(rt, item))
+    else:
+        audio = _read_source(rt, item)
+        if batch_stt.too_big_for_sync(item, audio, rt.config.batch):
+            transcript = by_batch(lambda: audio)
+        else:
+            provider = rt.providers.get(item.provider)
+            transcript = _with_retries(
+                rt,
+                item,
+                attempts,
+                lambda: provider.transcribe(audio, model=item.model, options=item.options),
+            )
     stem = output_key(
         item.output_prefix, item.tenant_id, item.job_id, item.seq, item.external_id, "json"
     )

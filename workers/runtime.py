@@ -8,6 +8,7 @@ Each seam is a small interface with a real implementation and one for local mode
     throttle   workers.throttle.Throttle           ProviderThrottle (Redis) / UnlimitedThrottle
     budget     workers.retry_budget.RetryBudget    RedisRetryBudget / UnlimitedRetryBudget
     leases     workers.leases.Leases               HeartbeatLeases / NullLeases
+    batch      workers.batch_stt.BatchApi          SlngBatch / NoBatchApi (no SLNG key)
 
 Nothing is None as a mode switch and no behaviour is passed as a lambda. `build_runtime`
 wires the real ones from `Settings`; tests build a `Runtime` from whichever they need.
@@ -28,10 +29,12 @@ from storage.db import open_database
 from storage.objects import ObjectStore
 from storage.publisher import Publisher
 from storage.stores import open_object_store
+from workers.batch_stt import BatchApi, NoBatchApi
 from workers.config import WorkerConfig
 from workers.interrupt import interruptible_transport
 from workers.leases import HeartbeatLeases, Leases, NullLeases
 from workers.providers.registry import ProviderRegistry, Providers
+from workers.providers.slng_batch import SlngBatch
 from workers.retry_budget import RedisRetryBudget, RetryBudget, UnlimitedRetryBudget
 from workers.throttle import ProviderThrottle, Throttle, UnlimitedThrottle, redis_for_throttle
 
@@ -45,6 +48,7 @@ class Runtime:
     throttle: Throttle = field(default_factory=UnlimitedThrottle)
     budget: RetryBudget = field(default_factory=UnlimitedRetryBudget)
     leases: Leases = field(default_factory=NullLeases)
+    batch: BatchApi = field(default_factory=NoBatchApi)
     rng: random.Random = field(default_factory=random.Random)
     sleep: Callable[[float], None] = time.sleep
 
@@ -78,6 +82,14 @@ def build_runtime(settings: Settings, publisher: Publisher, *, threads: int) -> 
         # One permit per HTTP attempt; its lease only has to outlive one provider call.
         throttle = ProviderThrottle(shared, config.limits, lease_s=config.provider_timeout_s + 30)
         budget = RedisRetryBudget(shared)
+    providers = ProviderRegistry.from_settings(settings, client)
+    slng_key = settings.provider_api_key("slng")
+    batch: BatchApi = NoBatchApi()
+    if slng_key and slng_key.strip():
+        base_url = settings.provider_base_url("slng_batch")
+        batch = SlngBatch(
+            client, base_url=base_url, api_key=slng_key.strip(), bounds=providers.bounds
+        )
     return Runtime(
         config=config,
         ledger=ledger,
@@ -86,8 +98,9 @@ def build_runtime(settings: Settings, publisher: Publisher, *, threads: int) -> 
             endpoint_url=settings.s3_endpoint_url,
             public_endpoint_url=settings.s3_public_endpoint_url,
         ),
-        providers=ProviderRegistry.from_settings(settings, client),
+        providers=providers,
         throttle=throttle,
         budget=budget,
         leases=HeartbeatLeases(ledger, config.lease_s),
+        batch=batch,
     )

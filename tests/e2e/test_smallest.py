@@ -147,7 +147,7 @@ def test_20_file_pulse_job_writes_parseable_transcripts(stack: Stack) -> None:
     [
         ({"model": "lightning_v9"}, "unknown_model", "lightning_v3.1_pro"),
         ({"options": {"transport": "carrier-pigeon"}}, "invalid_request", "'websocket'"),
-        ({"options": {"transport": "websocket"}}, "invalid_option", "offers http, stream"),
+        ({"kind": "stt", "options": {"transport": "websocket"}}, "invalid_option", "offers http"),
         ({"kind": "stt", "options": {"transport": "stream"}}, "invalid_option", "offers http"),
         ({"model": "lightning-v2"}, "model_deprecated", "'lightning_v3.1'"),
     ],

@@ -274,11 +274,12 @@ def test_a_stream_over_the_size_cap_is_cut_off() -> None:
 
 
 def test_pre_flight_refusals_make_no_request() -> None:
-    """Unknown models, text over 250 characters and transports Smallest lacks fail at once."""
+    """Unknown models, text over 250 characters and transports Smallest lacks (websocket for
+    STT) fail at once."""
     cases: list[tuple[Callable[[], object], str]] = [
         (lambda: speak(never_called, model="lightning-v2"), "unknown_model"),
         (lambda: speak(never_called, text="a" * 251), "text_too_long"),
-        (lambda: speak(never_called, transport="websocket"), "invalid_option"),
+        (lambda: listen(never_called, transport="websocket"), "invalid_option"),
         (lambda: listen(never_called, model="lightning_v3.1"), "unknown_model"),
         (lambda: listen(never_called, transport="stream"), "invalid_option"),
         (lambda: listen(never_called, model="pulse-pro", language="de"), "unsupported_language"),

@@ -101,6 +101,9 @@ def test_per_item_voice_is_kept() -> None:
         ("smallest", "tts", "stream"),
         ("smallest", "stt", "http"),
         ("smallest", "stt", "auto"),
+        ("slng", "tts", "websocket"),
+        ("slng", "stt", "websocket"),
+        ("smallest", "tts", "websocket"),
     ],
 )
 def test_transports_a_vendor_offers_are_accepted(provider: str, kind: str, transport: str) -> None:
@@ -119,8 +122,9 @@ def test_transport_defaults_to_auto() -> None:
     ("provider", "kind", "transport", "offered"),
     [
         ("smallest", "stt", "stream", "which offers http (or auto)"),
-        ("smallest", "tts", "websocket", "which offers http, stream (or auto)"),
-        ("slng", "tts", "stream", "which offers http (or auto)"),
+        ("smallest", "stt", "websocket", "which offers http (or auto)"),
+        ("slng", "tts", "stream", "which offers http, websocket (or auto)"),
+        ("local", "tts", "websocket", "which offers none"),
     ],
 )
 def test_a_transport_the_vendor_lacks_is_a_422_naming_what_it_offers(

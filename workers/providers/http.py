@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from jobs.catalog import ProviderSpec
 from jobs.clock import utc_now
 from jobs.error_codes import ErrorCode
 from workers.providers.base import Segment, Word
@@ -247,6 +248,16 @@ def check_tts_text(text: str, *, limit: int, model: str) -> None:
             f"{model}; split the line into shorter items and resubmit.",
             code=ErrorCode.TEXT_TOO_LONG,
         )
+
+
+def transport_for(spec: ProviderSpec, kind: str, options: Mapping[str, Any]) -> str:
+    """The transport a call of `kind` uses for its `options.transport`; InvalidInput when the
+    vendor lacks it (checked at submit too; this catches a job stored before that check)."""
+    asked = options.get("transport")
+    refused = spec.transport_refusal(kind, asked)
+    if refused is not None:
+        raise InvalidInput(refused, code=ErrorCode.INVALID_OPTION)
+    return str(spec.pick_transport(kind, asked))
 
 
 def unknown_model(provider: str, model: str, known: Iterable[str]) -> InvalidInput:

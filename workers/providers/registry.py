@@ -137,4 +137,10 @@ class ProviderRegistry:
         return found
 
     def close(self) -> None:
+        with self._lock:
+            built = list(self._built.values())
+        for provider in built:
+            close_sessions = getattr(provider, "close", None)  # pooled WebSocket sessions
+            if callable(close_sessions):
+                close_sessions()
         self.client.close()

@@ -6,7 +6,9 @@ document the codec of TTS answers, so the audio is recognised by its magic bytes
 that match no container are taken to be raw linear16 PCM (at the rate asked for, else 24 kHz)
 and wrapped in a WAV header. STT answers come Deepgram-shaped (nova), Whisper-shaped or
 bridge-shaped; all become one `Transcript`. `X-Region-Override` is sent on every call when a
-region is configured (SPEECHBATCH_SLNG_REGION, providers.md §1.1).
+region is configured (SPEECHBATCH_SLNG_REGION, providers.md §1.1). With
+`options.transport: websocket` both directions go over pooled sessions (`slng_ws`), and the
+audio and transcripts pass the same answer checks.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from jobs.catalog import PROVIDERS
 from jobs.error_codes import ErrorCode
 from jobs.media import sniff_audio
 from workers.audio import pcm16_to_wav
-from workers.providers import exchange, http
+from workers.providers import exchange, http, slng_ws
 from workers.providers.answers import audio_info, bad_output, check_speech, check_transcript
 from workers.providers.base import AudioInput, Synthesis, Transcript
 from workers.providers.errors import (
@@ -35,16 +37,16 @@ from workers.providers.errors import (
 from workers.providers.exchange import Bounds, Limit
 from workers.providers.slng_models import (
     ANSWER_PARSERS,
+    BRIDGE_PREFIX,
     pick_voice,
     stt_route,
     tts_call,
     tts_route,
 )
 from workers.providers.transcripts import as_str, clip, json_object
+from workers.providers.ws_link import WsLink
 
 _KEY_NAME = "SLNG_API_KEY"
-# Deadline input for a recording whose header libsndfile cannot read (m4a, webm): 32 kbit/s.
-_FALLBACK_BYTES_PER_S = 4000
 # Rime answers some invalid requests (a bad speaker) with a 500 whose body names the upstream's
 # 400 (providers.md §1.3): retrying those cannot help.
 _UPSTREAM_STATUS = re.compile(r"\b(4\d\d) Bad Request\b")
@@ -64,6 +66,7 @@ class SlngProvider:
         api_key: str,
         bounds: Bounds | None = None,
         region: str | None = None,
+        ws_link: WsLink | None = None,
     ) -> None:
         self._client = client
         self._base = base_url.rstrip("/")
@@ -73,6 +76,9 @@ class SlngProvider:
         self._headers = {"Authorization": f"Bearer {api_key}"}
         if region:
             self._headers["X-Region-Override"] = region
+        link = ws_link or WsLink("SLNG", _KEY_NAME, api_key, idle_s=slng_ws.IDLE_S)
+        region_header = {k: v for k, v in self._headers.items() if k != "Authorization"}
+        self._ws = slng_ws.SlngWebSocket(link, base_url=self._base, headers=region_header)
 
     def synthesize(
         self, text: str, *, model: str, voice: str | None, options: Mapping[str, Any]
@@ -81,11 +87,13 @@ class SlngProvider:
         http.check_tts_text(text, limit=self._spec.text_limit(model), model=model)
         chosen = pick_voice(route, voice, self._spec.default_voice)
         call = tts_call(text, chosen, options, route.family)
-        limit = Limit(
-            self._bounds.tts_deadline_s(len(text)),
-            self._bounds.max_tts_bytes,
-            "SPEECHBATCH_MAX_TTS_RESPONSE_BYTES",
-        )
+        limit = self._bounds.tts_limit(len(text))
+        if http.transport_for(self._spec, "tts", options) == "websocket":
+            # Every WS route takes init's config: the rate asked for, not the family's table.
+            call = replace(call, sample_rate=slng_ws.ws_sample_rate(options))
+            variant = model.removeprefix(BRIDGE_PREFIX)
+            pcm, session_id = self._ws.synthesize(route.path, variant, call, options, limit)
+            return self._checked(pcm, text, call.sample_rate, session_id, "")
         response = self._post(
             route.path,
             limit=limit,
@@ -112,14 +120,34 @@ class SlngProvider:
                 status_code=response.status_code,
                 request_id=request_id or as_str(payload.get("slng_request_id")),
             )
-        content_type = sniff_audio(audio[:16])
         declared = response.headers.get("content-type", "")
+        return self._checked(
+            audio, text, call.sample_rate, request_id, declared, response.status_code
+        )
+
+    def _checked(
+        self,
+        audio: bytes,
+        text: str,
+        rate: int,
+        request_id: str | None,
+        declared: str,
+        status_code: int = 200,
+    ) -> Synthesis:
+        """`audio` as a Synthesis once it passes the answer checks (raw PCM wrapped in a WAV)."""
+        if not audio:
+            raise ProviderUnavailable(
+                "SLNG sent no audio; retrying later may help.",
+                code=ErrorCode.EMPTY_RESPONSE,
+                request_id=request_id,
+            )
+        content_type = sniff_audio(audio[:16])
         if content_type == "audio/mpeg" and not audio.startswith(b"ID3") and "mpeg" not in declared:
             # A bare MPEG frame sync is only 11 bits: PCM starting with a small negative
             # sample (0xFFFF = -1) matches it, so without ID3 the header must agree.
             content_type = None
         if content_type is None:
-            audio, content_type = pcm16_to_wav(audio, call.sample_rate), "audio/wav"
+            audio, content_type = pcm16_to_wav(audio, rate), "audio/wav"
         check_speech(
             audio,
             text=text,
@@ -128,10 +156,7 @@ class SlngProvider:
             request_id=request_id,
         )
         return Synthesis(
-            audio=audio,
-            content_type=content_type,
-            request_id=request_id,
-            status_code=response.status_code,
+            audio=audio, content_type=content_type, request_id=request_id, status_code=status_code
         )
 
     def transcribe(
@@ -152,13 +177,11 @@ class SlngProvider:
         }
         info = audio_info(audio.data)
         known_s = info.duration_s if info is not None else None
-        limit = Limit(
-            self._bounds.stt_deadline_s(
-                known_s if known_s is not None else len(audio.data) / _FALLBACK_BYTES_PER_S
-            ),
-            self._bounds.max_stt_bytes,
-            "SPEECHBATCH_MAX_STT_RESPONSE_BYTES",
-        )
+        limit = self._bounds.stt_limit(known_s, len(audio.data))
+        if http.transport_for(self._spec, "stt", options) == "websocket":
+            max_samples = self._bounds.max_decode_samples
+            heard = self._ws.transcribe(route.path, model, audio.data, options, limit, max_samples)
+            return check_transcript(heard, audio_s=heard.duration_s, request_id=heard.request_id)
         form = route.family.form(options, audio.data, info)
         response = self._post(route.path, limit=limit, data=form, files=files)
         request_id = response.headers.get("x-slng-request-id")
@@ -188,6 +211,10 @@ class SlngProvider:
             # own length keeps SRT/VTT cues spanning the audio.
             parsed = replace(parsed, duration_s=round(known_s, 3))
         return check_transcript(parsed, audio_s=known_s, request_id=parsed.request_id)
+
+    def close(self) -> None:
+        """Close the pooled WebSocket sessions (worker shutdown)."""
+        self._ws.link.close()
 
     def _post(
         self, path: str, *, limit: Limit, headers: dict[str, str] | None = None, **kw: Any

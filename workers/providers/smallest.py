@@ -1,9 +1,10 @@
-"""Smallest AI (Waves) adapter: Lightning TTS over HTTP or SSE, Pulse STT over HTTP.
+"""Smallest AI (Waves) adapter: Lightning TTS over HTTP, SSE or WebSocket, Pulse STT over HTTP.
 
 Shapes follow providers.md §2. TTS posts `{text, voice_id, model, sample_rate, speed,
 language?, output_format}`: to `/waves/v1/tts` with `Accept: audio/wav` (`options.transport`
 http, what `auto` picks), or to `/waves/v1/tts/live` (stream), whose SSE frames of base64 PCM
-are assembled as they arrive (`sse.AudioFrames`); a stream that ends without its `done: true`
+are assembled as they arrive (`sse.AudioFrames`), or over the pooled WebSocket session of
+`smallest_ws` (websocket); a stream that ends without its `done: true`
 frame, or breaks off, is a transient failure, never audio. Raw PCM, which Lightning sends by
 default and may send when the WAV is not honoured, is wrapped in a WAV header. Pulse gets the
 recording's bytes with `model`, `language`, `word_timestamps` and (pulse) `diarize` as query
@@ -24,7 +25,7 @@ import httpx
 from jobs.catalog import PROVIDERS
 from jobs.error_codes import ErrorCode
 from workers.audio import pcm16_to_wav
-from workers.providers import exchange, http
+from workers.providers import exchange, http, smallest_ws
 from workers.providers.answers import (
     audio_seconds,
     bad_output,
@@ -49,6 +50,7 @@ from workers.providers.transcripts import (
     json_object,
     speaker_of,
 )
+from workers.providers.ws_link import WsLink
 
 SAMPLE_RATES = (8000, 16000, 24000, 44100)
 DEFAULT_SAMPLE_RATE = 44100  # Lightning's own default (providers.md §2.2)
@@ -64,11 +66,19 @@ class SmallestProvider:
     _spec = PROVIDERS["smallest"]
 
     def __init__(
-        self, client: httpx.Client, *, base_url: str, api_key: str, bounds: Bounds | None = None
+        self,
+        client: httpx.Client,
+        *,
+        base_url: str,
+        api_key: str,
+        bounds: Bounds | None = None,
+        ws_link: WsLink | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._key = api_key
         self._bounds = bounds or Bounds()
+        link = ws_link or WsLink(_PROVIDER, _KEY_NAME, api_key, idle_s=smallest_ws.IDLE_S)
+        self._ws = smallest_ws.SmallestWebSocket(link, base_url=self._base)
         # Every call goes through the exchange's deadline and size cap, the key redacted.
         self._call = partial(exchange.call, client, "POST", provider=_PROVIDER, secret=api_key)
 
@@ -87,30 +97,36 @@ class SmallestProvider:
             "model": model,
             "sample_rate": rate,
             "speed": float(options.get("speed") or 1.0),
-            # SSE frames carry raw PCM (providers.md §2.3); over HTTP ask for the WAV.
-            "output_format": "pcm" if transport == "stream" else "wav",
+            # SSE and WS frames carry raw PCM (providers.md §2.3); over HTTP ask for the WAV.
+            "output_format": "wav" if transport == "http" else "pcm",
         }
         if options.get("language"):
             body["language"] = language_code(options)
         limit = self._bounds.tts_limit(len(text))
-        if transport == "stream":
+        request_id: str | None = None
+        status_code = 200
+        if transport == "websocket":
+            audio, request_id = self._ws.synthesize(body, limit)
+        elif transport == "stream":
             response, audio = self._stream(body, limit)
         else:
             response = self._post(
                 _ROUTES["http"], limit=limit, json=body, headers={"Accept": "audio/wav"}
             )
             audio = response.content
-        request_id = response.headers.get("x-request-id")
+        if transport != "websocket":
+            request_id = response.headers.get("x-request-id")
+            status_code = response.status_code
         if transport == "http":
             check_content_type(
                 response.headers.get("content-type", ""), audio, _PROVIDER, request_id
             )
         if not audio:
             raise ProviderUnavailable(
-                f"{_PROVIDER} answered HTTP {response.status_code} with no audio; "
+                f"{_PROVIDER} answered {_answer(transport, status_code)} with no audio; "
                 "retrying later may help.",
                 code=ErrorCode.EMPTY_RESPONSE,
-                status_code=response.status_code,
+                status_code=status_code,
                 request_id=request_id,
             )
         if audio[:4] != b"RIFF":  # anything else we asked for is headerless 16-bit PCM
@@ -123,11 +139,12 @@ class SmallestProvider:
             request_id=request_id,
         )
         return Synthesis(
-            audio=audio,
-            content_type="audio/wav",
-            request_id=request_id,
-            status_code=response.status_code,
+            audio=audio, content_type="audio/wav", request_id=request_id, status_code=status_code
         )
+
+    def close(self) -> None:
+        """Close the pooled WebSocket sessions (worker shutdown)."""
+        self._ws.link.close()
 
     def _stream(self, body: dict[str, Any], limit: Limit) -> tuple[httpx.Response, bytes]:
         """The SSE answer and its assembled audio, or the error an incomplete stream is."""
@@ -198,11 +215,7 @@ class SmallestProvider:
         return check_transcript(parsed, audio_s=known_s, request_id=parsed.request_id)
 
     def _transport(self, kind: str, options: Mapping[str, Any]) -> str:
-        asked = options.get("transport")
-        refused = self._spec.transport_refusal(kind, asked)
-        if refused is not None:  # checked at submit; a job stored before that check
-            raise InvalidInput(refused, code=ErrorCode.INVALID_OPTION)
-        return str(self._spec.pick_transport(kind, asked))
+        return http.transport_for(self._spec, kind, options)
 
     def _post(
         self, path: str, *, limit: Limit, headers: dict[str, str], **kw: Any
@@ -228,6 +241,10 @@ class SmallestProvider:
             request_id=response.headers.get("x-request-id") or as_str(body.get("request_id")),
             key_name=_KEY_NAME,
         )
+
+
+def _answer(transport: str, status_code: int) -> str:
+    return "over its WebSocket" if transport == "websocket" else f"HTTP {status_code}"
 
 
 def language_code(options: Mapping[str, Any]) -> str:
