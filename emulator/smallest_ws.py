@@ -10,7 +10,8 @@ request says `flush: true` or `continue: false`, then answered with
 then close" and "up to 5 connections" fit together is UNCONFIRMED; this is our reading).
 Errors are `{status: "error", error: {message, code}}`: over `smallest_ws_connections` open
 per key (5) the extra connection gets one and is closed; a request while another connection of
-the key is being answered gets a 429 one (only 1 processing, §2.5). After
+the key is being answered gets a 429 one (only 1 processing, §2.5: the account's TTS
+concurrency, the `smallest_tts_concurrency` dial HTTP uses too). After
 `smallest_ws_idle_s` (60, or `?timeout=`) of silence: `{"status": "error", "message":
 "Connection timed out after 60 seconds of inactivity"}` and a close.
 """
@@ -100,8 +101,8 @@ class SmallestTtsSession:
             buffered.clear()
             if isinstance(parsed, Refused):
                 await self._error(websocket, call, parsed.message, parsed.status)
-            elif self._processing[key]:
-                message = "Another request is being processed: this plan allows 1 at a time."
+            elif 0 < (cap := self.dials.config.smallest_tts_concurrency) <= self._processing[key]:
+                message = f"Another request is being processed: this plan allows {cap} at a time."
                 await self._error(websocket, call, message, 429)
             else:
                 self._processing[key] += 1
