@@ -29,6 +29,10 @@ class ProviderSpec:
     # In-flight requests allowed per credential, and requests/s (None: no documented rate).
     max_concurrency: int = 1
     max_rps: float | None = None
+    # A kind whose calls have limits of their own (another product of the vendor), as
+    # (max_concurrency, max_rps): its calls count against the limits named
+    # `limits_name(provider, kind)` instead of the provider's.
+    kind_limits: dict[str, tuple[int, float | None]] = field(default_factory=dict)
     # How each kind can reach the vendor (`options.transport`), the first being what `auto`
     # picks. Every adapter so far speaks plain HTTP, hence the default.
     transports: dict[str, tuple[str, ...]] = field(
@@ -158,16 +162,15 @@ PROVIDERS: dict[str, ProviderSpec] = {
         # Lightning's model card gives 250 characters a request (best near 140); whether more
         # is refused or only degraded is UNCONFIRMED (providers.md §2.2), so refuse it here.
         max_chars=250,
-        # One TTS request in flight per account (providers.md §2.5) and 25 Pulse requests a
-        # minute (§2.4). The shared throttle keys limits by provider, not by kind, so both
-        # apply to both kinds: TTS is held to 25 a minute too (lift it with
-        # SPEECHBATCH_PROVIDER_LIMITS=smallest=1 where a key does only TTS).
+        # One TTS request in flight per account (providers.md §2.5); Pulse is limited to 25
+        # requests a minute (§2.4) and documents no concurrency: 4 in flight is our choice.
         max_concurrency=1,
-        max_rps=25 / 60,
+        max_rps=None,
+        kind_limits={"stt": (4, 25 / 60)},
         # `auto` is HTTP: an item is stored only once its whole audio is in, so SSE's earlier
-        # first chunk buys a batch nothing and costs base64 (+33 %) and frame parsing. Not
-        # yet measured (issue 10's bench); the WebSocket (pooled sessions, one line per
-        # flush) is offered but not the default either, for the same reason.
+        # first chunk buys a batch nothing and costs base64 (+33 %) and frame parsing.
+        # bench/transports.py: http 0.96 x C/L, SSE 0.90-0.93, WebSocket 0.97 (within noise
+        # of HTTP, with far fewer sockets), so neither streaming transport is the default yet.
         transports={"tts": ("http", "stream", "websocket"), "stt": ("http",)},
         retired_models={
             "lightning": "lightning_v3.1",
@@ -229,12 +232,23 @@ def parse_limit_overrides(text: str) -> dict[str, ProviderLimits]:
     return parsed
 
 
+def limits_name(provider: str, kind: str) -> str:
+    """Whose limits a `kind` call to `provider` counts against: `provider`, or
+    `provider-kind` when the catalog gives that kind limits of its own (e.g. `smallest-stt`)."""
+    spec = PROVIDERS.get(provider)
+    return f"{provider}-{kind}" if spec is not None and kind in spec.kind_limits else provider
+
+
 def provider_limits(overrides: str = "") -> dict[str, ProviderLimits]:
-    """The catalog's limits per provider with `SPEECHBATCH_PROVIDER_LIMITS` applied on top.
+    """The catalog's limits per provider (and per `provider-kind` where a kind has its own)
+    with `SPEECHBATCH_PROVIDER_LIMITS` applied on top.
 
     Overrides may name providers the catalog does not list yet; they are added as given.
     """
     limits = {
         name: ProviderLimits(spec.max_concurrency, spec.max_rps) for name, spec in PROVIDERS.items()
     }
+    for name, spec in PROVIDERS.items():
+        for kind, (concurrency, rps) in spec.kind_limits.items():
+            limits[limits_name(name, kind)] = ProviderLimits(concurrency, rps)
     return limits | parse_limit_overrides(overrides)

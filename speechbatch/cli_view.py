@@ -15,7 +15,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from jobs.catalog import PROVIDERS, provider_limits
+from jobs.catalog import PROVIDERS, limits_name, provider_limits
 from jobs.settings import get_settings
 from speechbatch.cli_jobs import connected, json_option, print_json
 from speechbatch.client import Backend
@@ -144,6 +144,7 @@ def provider_rows() -> list[dict[str, Any]]:
                 "needs_api_key": spec.needs_api_key,
                 "max_concurrency": limits[name].max_concurrency,
                 "max_rps": limits[name].max_rps,
+                "limits": {kind: vars(limits[limits_name(name, kind)]) for kind in ("tts", "stt")},
                 "tts_transports": list(spec.transports.get("tts", ())),
                 "stt_transports": list(spec.transports.get("stt", ())),
             }
@@ -168,10 +169,11 @@ def providers(as_json: bool) -> None:
         "provider", "kind", "models (default first)", "default voice", "transports", "limit"
     )
     for row in rows:
-        limit = f"{row['max_concurrency']} in flight" + (
-            rate(row["max_rps"]) if row["max_rps"] else ""
-        )
         for kind in ("tts", "stt"):
+            own = row["limits"][kind]
+            limit = f"{own['max_concurrency']} in flight" + (
+                rate(own["max_rps"]) if own["max_rps"] else ""
+            )
             models = row[f"{kind}_models"]
             default = row[f"default_{kind}_model"]
             ordered = [default, *(m for m in models if m != default)] if default else models

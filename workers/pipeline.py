@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TypeVar
 
+from jobs.catalog import limits_name
 from jobs.error_codes import ErrorCode
 from jobs.media import AudioRejected, check_audio
 from jobs.records import AttemptRecord, ClaimedItem, ItemError, ItemResult
@@ -165,7 +166,7 @@ def _with_retries(
 ) -> T:
     """`call` with in-call retries, each HTTP attempt under one permit of the provider's
     shared limits, released (with how it went, for the adaptive limit) before any backoff."""
-    credential = (item.provider, rt.providers.fingerprint(item.provider))
+    credential = (limits_name(item.provider, item.kind), rt.providers.fingerprint(item.provider))
     wait_s = rt.config.throttle_wait_s
 
     def limited() -> T:

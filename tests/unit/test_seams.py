@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs.catalog import ProviderLimits, provider_limits
+from jobs.catalog import ProviderLimits, limits_name, provider_limits
 from storage.publisher import InMemoryPublisher
 from workers.config import default_threads
 
@@ -28,3 +28,15 @@ def test_default_worker_threads_cover_the_provider_cap_with_headroom() -> None:
     assert default_threads(provider_limits()) == 24  # SLNG's catalog cap of 16
     assert default_threads(provider_limits("slng=4")) == 8
     assert default_threads({"slng": ProviderLimits(40), "local": ProviderLimits(100)}) == 60
+
+
+def test_a_kind_with_limits_of_its_own_counts_against_them() -> None:
+    """Smallest's Pulse STT is limited apart from its TTS (25 a minute vs 1 in flight), so an
+    STT call takes `smallest-stt`'s permits and a TTS call the provider's; both can be set."""
+    assert limits_name("smallest", "stt") == "smallest-stt"
+    assert limits_name("smallest", "tts") == "smallest"
+    assert limits_name("slng", "stt") == "slng"
+    limits = provider_limits()
+    assert limits["smallest"] == ProviderLimits(1, None)
+    assert limits["smallest-stt"] == ProviderLimits(4, 25 / 60)
+    assert provider_limits("smallest-stt=2/1")["smallest-stt"] == ProviderLimits(2, 1.0)
