@@ -38,6 +38,17 @@ def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
         return subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT)
 
 
+def stop(*procs: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM each started process in turn, SIGKILL one that has not exited after 15 s."""
+    for proc in procs:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 def wait_http(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -141,13 +152,7 @@ def main() -> None:
             f"429s {rejected}"
         )
     finally:
-        for proc in (worker, emulator):
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop(worker, emulator)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import httpx
 
 from bench.asyncio_reference import reference_rate
 from bench.overhead import CpuMeter
-from bench.throughput import CLI, KEY, start, wait_http
+from bench.throughput import CLI, KEY, start, stop, wait_http
 from jobs.ledger import ItemLedger
 from jobs.migrate import upgrade_to_head
 from jobs.schemas import JobCreate
@@ -115,10 +115,7 @@ def main() -> None:
                 f"{stats['by_status'].get('429', 0)}; CPU ms/item {meter.per_item(args.items)}"
             )
     finally:
-        for proc in (worker, emulator):
-            if proc is not None:
-                proc.terminate()
-                proc.wait(30)
+        stop(worker, emulator)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import random
 import re
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,6 +248,17 @@ class Dials:
         self._scripts.clear()
 
     # -- the request log -------------------------------------------------------------------
+
+    async def logged(self, call: Call, answer: Awaitable[Any]) -> Any:
+        """Await `answer` (a route's response) and log `call` with its status; 500 when the
+        answer raised, so a crash in the emulator shows in the log too."""
+        status = 500
+        try:
+            response = await answer
+            status = response.status_code
+        finally:
+            self.record(call, status)
+        return response
 
     def record(self, call: Call, status: int) -> None:
         self._total += 1

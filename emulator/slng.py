@@ -131,12 +131,9 @@ class SlngApi:
     ) -> Response:
         model = request.path_params["model"]
         call = Call(request.method, request.url.path, model, str(uuid4()))
-        status = 500
-        try:
-            response = await self._guarded(request, call, models, auth, answer)
-            status = response.status_code
-        finally:
-            self.dials.record(call, status)
+        response: Response = await self.dials.logged(
+            call, self._guarded(request, call, models, auth, answer)
+        )
         response.headers["x-slng-request-id"] = call.request_id
         return response
 

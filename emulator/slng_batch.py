@@ -116,12 +116,7 @@ class BatchApi:
 
     async def _logged(self, request: Request, answer: Callable[[Request, Call], Any]) -> Response:
         call = Call(request.method, request.url.path, MODEL, str(uuid4()))
-        status = 500
-        try:
-            response: Response = await self._guarded(request, call, answer)
-            status = response.status_code
-        finally:
-            self.dials.record(call, status)
+        response: Response = await self.dials.logged(call, self._guarded(request, call, answer))
         response.headers["x-slng-request-id"] = call.request_id
         return response
 

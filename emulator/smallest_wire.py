@@ -144,12 +144,7 @@ class Gate:
 
     async def exchange(self, request: Request, model: str | None, answer: Answer) -> Response:
         call = Call(request.method, request.url.path, model, uuid4().hex)
-        status = 500
-        try:
-            response = await self._admitted(request, call, answer)
-            status = response.status_code
-        finally:
-            self.dials.record(call, status)
+        response: Response = await self.dials.logged(call, self._admitted(request, call, answer))
         response.headers["X-Request-Id"] = call.request_id
         return response
 
