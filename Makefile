@@ -43,6 +43,7 @@ bench: test-deps      ## every benchmark; services are started for each as neede
 	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.throughput --items 2000 --latency-ms 200 --cap 16
 	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.overhead
 	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.transports
+	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.streaming
 	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.bulk_submit
 	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.ratelimit
 

@@ -2,7 +2,8 @@
 
 For slng (http, websocket) and smallest (http, stream, websocket) in turn, one job of N short
 lines goes through the API's ledger, Redis, one default `speechbatch worker` and S3, against
-the emulator answering each line after L (a streamed answer spreads its chunks over L).
+the emulator answering each line after L (a streamed answer sends its first chunk after
+TTFB and paces the rest to end at L).
 Prints items/s as a ratio to the ceiling C/L and to the plain asyncio script measured in the
 same run, the connections the emulator saw opened (WebSocket sessions; HTTP keep-alive
 connections are not counted by the emulator), and the worker's CPU per item.
@@ -61,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--latency-ms", type=float, default=200.0)
+    parser.add_argument("--ttfb-ms", type=float, default=100.0)
     parser.add_argument("--cap", type=int, default=16)
     args = parser.parse_args()
     ceiling = args.cap / (args.latency_ms / 1000)
@@ -80,8 +82,9 @@ def main() -> None:
     os.environ.update(env)
     settings = Settings()
     upgrade_to_head(settings.database_url)
+    timing = ["--latency-ms", str(args.latency_ms), "--ttfb-ms", str(args.ttfb_ms)]
     emulator = start(
-        [CLI, "emulator", "--port", str(port), "--latency-ms", str(args.latency_ms)],
+        [CLI, "emulator", "--port", str(port), *timing],
         env,
         logs / "emulator.log",
     )
@@ -99,7 +102,10 @@ def main() -> None:
         )
         tenant = ensure_tenant(ledger.db.sessions, "transports").id
         time.sleep(3)  # connected before the first clock starts
-        print(f"transports: N={args.items} L={args.latency_ms:.0f}ms C={args.cap}, one worker")
+        print(
+            f"transports: N={args.items} TTFB={args.ttfb_ms:.0f}ms L={args.latency_ms:.0f}ms "
+            f"C={args.cap}, one worker"
+        )
         print(f"  ceiling C/L {ceiling:.1f} items/s; asyncio script (slng http) {reference:.1f}")
         for provider, transport in RUNS:
             httpx.delete(f"{base}/_emulator/requests").raise_for_status()

@@ -10,9 +10,11 @@ Deepgram- and Whisper-shaped renderings live here because several vendors answer
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,9 @@ _CONTAINED = {
 SELF_CONTAINED = {"flac": "none", "mp3": "none", "opus": "ogg"}
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 _CACHE_BYTES = 256 * 1024 * 1024
+# The envelope (0.4 s) and the pitch's wobble (1/0.7 s) both repeat every 10 s, and over it
+# the carrier makes whole cycles (180 Hz x 10 s; the wobble sums to zero), so the tone does too.
+_PERIOD_S = 10
 
 _SENTENCES = {
     "en": (
@@ -108,23 +113,35 @@ def render_speech(
     fmt, subtype, media_type = audio_format(encoding, container)
     if subtype == "OPUS" and sample_rate not in OPUS_RATES:
         sample_rate = 48000  # Opus cannot carry other rates; Deepgram's Opus is 48 kHz anyway
-    samples = _tone(duration_s, sample_rate)
     buffer = io.BytesIO()
-    if fmt == "RAW":
-        sf.write(buffer, samples, sample_rate, format="RAW", subtype=subtype, endian="LITTLE")
-    else:
-        sf.write(buffer, samples, sample_rate, format=fmt, subtype=subtype)
+    endian = "LITTLE" if fmt == "RAW" else "FILE"
+    with sf.SoundFile(buffer, "w", sample_rate, 1, subtype, endian, fmt) as out:
+        for block in _tone(round(duration_s * sample_rate), sample_rate):
+            out.write(block)
     return buffer.getvalue(), media_type
 
 
-def _tone(duration_s: float, sample_rate: int) -> np.ndarray:
-    t = np.arange(round(duration_s * sample_rate), dtype=np.float32) / sample_rate
+def _tone(frames: int, sample_rate: int) -> Iterator[np.ndarray]:
+    """`frames` samples of the tone, one period at a time, so a ten-minute answer costs one
+    period's work and memory (a whole-array render of 10 min at 44.1 kHz peaked near 700 MB)."""
+    period = _tone_period(sample_rate)
+    for start in range(0, frames, len(period)):
+        yield period[: frames - start]
+
+
+@functools.lru_cache(maxsize=8)
+def _tone_period(sample_rate: int) -> np.ndarray:
+    """One `_PERIOD_S` of the tone; read-only, since every render shares it."""
+    t = np.arange(_PERIOD_S * sample_rate, dtype=np.float64) / sample_rate
     # Bursts of ~0.3 s separated by short gaps, so the audio looks like words to a VAD.
     phase = np.mod(t, 0.4) / 0.3
     envelope = np.where(phase < 1.0, np.sin(np.pi * np.minimum(phase, 1.0)), 0.0)
     pitch = 180.0 + 40.0 * np.sin(2 * np.pi * 0.7 * t)
-    wave = np.sin(2 * np.pi * np.cumsum(pitch) / sample_rate)
-    return (0.1 * envelope * wave).astype(np.float32)
+    samples = (0.1 * envelope * np.sin(2 * np.pi * np.cumsum(pitch) / sample_rate)).astype(
+        np.float32
+    )
+    samples.flags.writeable = False
+    return samples
 
 
 def probe_duration(data: bytes) -> float | None:

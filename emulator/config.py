@@ -23,6 +23,7 @@ RUNTIME_FIELDS = frozenset(
     {
         "latency_ms",
         "latency_jitter_ms",
+        *("ttfb_ms", "realtime_factor"),
         "concurrency",
         "rate_limit_rps",
         "fault_rate",
@@ -56,8 +57,15 @@ class ConfigError(ValueError):
 class EmulatorConfig:
     """How the emulator behaves; the defaults answer every request at once and correctly."""
 
+    # A plain answer waits latency_ms (jittered by up to latency_jitter_ms either way) and is
+    # sent whole. A streamed TTS answer (Smallest SSE and WS, SLNG WS; emulator/pacing.py)
+    # sends its first chunk at ttfb_ms (same jitter) and its last at latency_ms, and, when
+    # realtime_factor > 0, no faster than that many audio seconds per second (0: no limit);
+    # a plain TTS answer then also waits until all of its audio could have been made.
     latency_ms: float = 0
     latency_jitter_ms: float = 0
+    ttfb_ms: float = 0
+    realtime_factor: float = 0
     # In-flight requests allowed per API key; 0 means unlimited.
     concurrency: int = 0
     # Requests/s allowed per API key (a token bucket holding one second's worth, at least 1,
@@ -159,6 +167,8 @@ def _check_runtime_values(config: EmulatorConfig) -> None:
     numbers = {
         "latency_ms": config.latency_ms,
         "latency_jitter_ms": config.latency_jitter_ms,
+        "ttfb_ms": config.ttfb_ms,
+        "realtime_factor": config.realtime_factor,
         "retry_after_s": config.retry_after_s,
         "timeout_s": config.timeout_s,
         "rate_limit_rps": config.rate_limit_rps,

@@ -33,6 +33,7 @@ from typing import Any
 from starlette.types import Receive
 
 from emulator.config import EmulatorConfig
+from emulator.pacing import StreamTiming
 from emulator.ws_gate import WsSessions
 
 MAX_RECORDS = 100_000
@@ -169,8 +170,9 @@ class Dials:
     ) -> Fault | None:
         """Pick this request's fault (tokens, then scripts, then chance) and wait its latency.
 
-        `paced` (a streamed answer) skips the wait: the route spreads `latency_s(text)` over
-        its chunks instead, so the stream ends when a whole answer would have arrived.
+        `paced` (a streamed answer) skips the wait: the route paces its chunks by
+        `stream_timing(text)` instead (emulator/pacing.py), so the stream ends when a whole
+        answer would have arrived.
         """
         fault = self._token_fault(text) if text is not None else None
         fault = fault or self._scripted_fault(path) or self._random_fault()
@@ -184,15 +186,38 @@ class Dials:
             await asyncio.sleep(delay_s)
         return None
 
+    async def generated(self, call: Call, audio_s: float) -> None:
+        """Hold a whole (not streamed) TTS answer until the vendor could have made all of it:
+        `audio_s / realtime_factor` after the request began (nothing when the dial is 0)."""
+        rtf = self.config.realtime_factor
+        if rtf > 0:
+            left = call.started_clock + audio_s / rtf - time.perf_counter()
+            if left > 0:
+                await asyncio.sleep(left)
+
     def latency_s(self, text: str | None) -> float:
         """This answer's latency: the dial, jittered, plus the text's `[[latency:MS]]`."""
+        return max(self._latency_ms(text) + self._jitter_ms(), 0.0) / 1000
+
+    def stream_timing(self, text: str | None) -> StreamTiming:
+        """A streamed answer's first-chunk and total times, jittered by one draw, so the
+        answer shifts as a whole (ttfb past the total just sends everything at ttfb)."""
+        jitter_ms = self._jitter_ms()
+        return StreamTiming(
+            ttfb_s=max(self.config.ttfb_ms + jitter_ms, 0.0) / 1000,
+            total_s=max(self._latency_ms(text) + jitter_ms, 0.0) / 1000,
+            realtime_factor=self.config.realtime_factor,
+        )
+
+    def _latency_ms(self, text: str | None) -> float:
         delay_ms = self.config.latency_ms
         if text is not None:
             delay_ms += sum(int(n) for name, n in _TOKEN.findall(text) if name == "latency")
-        if self.config.latency_jitter_ms:
-            jitter = self.config.latency_jitter_ms
-            delay_ms += self._rng.uniform(-jitter, jitter)
-        return max(delay_ms, 0.0) / 1000
+        return delay_ms
+
+    def _jitter_ms(self) -> float:
+        jitter = self.config.latency_jitter_ms
+        return self._rng.uniform(-jitter, jitter) if jitter else 0.0
 
     def answer_fault(self, text: str | None, kinds: tuple[str, ...]) -> str | None:
         """How this answer misbehaves: the text's `[[answer:KIND]]`, else the configured one;

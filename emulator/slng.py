@@ -198,6 +198,9 @@ class SlngApi:
             content, media_type = await self._render(call, parsed)
         except Refused as refused:
             return error(refused.status, refused.body)
+        await self.dials.generated(
+            call, audio.speech_duration(strip_tokens(parsed.text)) / parsed.speed
+        )
         answer = self._json_answer if spec.json_answer else self._tts_answer
         return answer(call, parsed.text, content, media_type)
 

@@ -5,7 +5,9 @@
 `init` first (`voice`, `config{sample_rate, encoding, language, speed}`) → `ready{session_id}`;
 `text` (buffered; `flush: true` speaks it), `flush`, `clear` → `cleared`, `keepalive`,
 `close`. Each utterance answers `segment_start`, its audio, `segment_end`, `flushed` and
-`audio_end{duration}`; audio comes as base64 `audio_chunk{data, sequence}` or as raw binary
+`audio_end{duration}`, paced as Smallest's streams are (the first chunk at `ttfb_ms`, the last
+with `flushed` and `audio_end` at the latency, no faster than `realtime_factor`;
+emulator/pacing.py); audio comes as base64 `audio_chunk{data, sequence}` or as raw binary
 frames (`ws_audio`: by default binary on the bridges, base64 on per-model routes). Rime models
 close with 1000 right after `audio_end`, as upstream Rime does. Anything before `init` is
 answered `error{code: config_error}` and ignored. Over `slng_ws_sessions` open sessions per
@@ -18,14 +20,16 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import aclosing
 from typing import Any
 from uuid import uuid4
 
 from starlette.concurrency import run_in_threadpool
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from emulator import audio
+from emulator import audio, pacing
 from emulator.dials import Call, Dials, fingerprint, strip_tokens
 from emulator.slng_tts import BRIDGE_TTS_MODELS, TTS_MODELS
 from emulator.ws_gate import (
@@ -50,7 +54,6 @@ WS_ENCODINGS = {
     "mulaw": ("mulaw", "none"),
     "alaw": ("alaw", "none"),
 }
-_CHUNK_S = 0.25  # audio per message
 
 
 def error_code(status: int) -> str:
@@ -88,6 +91,8 @@ async def run_session(
         await talk(call)
     except IdleTimeout:
         await websocket.close(NORMAL, "idle timeout")
+    except WebSocketDisconnect:
+        pass  # the client left mid-answer (a paced stream is long): not the emulator's error
     finally:
         dials.ws.closed(VENDOR, key)
         dials.record(call, 101)
@@ -190,12 +195,12 @@ class SlngTtsSession:
         sequence: list[int],
     ) -> bool:
         """One utterance; False when the session is over afterwards (dropped, or Rime's close)."""
-        send = websocket.send_text
+        send, started = websocket.send_text, time.perf_counter()
         if not text.strip():
             await send(json.dumps({"type": "flushed"}))
             return True
         call.text_chars = (call.text_chars or 0) + len(text)
-        fault = await self.dials.hold(call.path, text, never_disconnects)
+        fault = await self.dials.hold(call.path, text, never_disconnects, paced=True)
         if fault is not None:
             call.fault = fault.kind
             await send_error(websocket, error_code(fault.status), f"Injected {fault.status} fault.")
@@ -207,24 +212,25 @@ class SlngTtsSession:
         if rendered is None:
             rendered = await run_in_threadpool(audio.render_speech, *cache_key)
             self.speech_cache.put(cache_key, rendered)
-        content = rendered[0]
-        step = max(2, int(init["sample_rate"] * 2 * _CHUNK_S))
-        chunks = [content[i : i + step] for i in range(0, len(content), step)]
+        chunks = pacing.chunked(rendered[0], init["sample_rate"])
         dropped = self.dials.ws.drop_due(self.dials.config.ws_drop_every)
         segment = f"seg_{sequence[0] + 1:03d}"
         await send(json.dumps({"type": "segment_start", "segment_id": segment}))
-        for n, chunk in enumerate(chunks):
-            if dropped and n >= max(1, len(chunks) // 2):
-                call.fault = "dropped"
-                await websocket.close(INTERNAL, "upstream connection lost")
-                return False
-            sequence[0] += 1
-            if framing == "binary":
-                await websocket.send_bytes(chunk)
-            else:
-                data = base64.b64encode(chunk).decode()
-                sent = {"type": "audio_chunk", "data": data, "sequence": sequence[0]}
-                await send(json.dumps(sent))
+        timing = self.dials.stream_timing(text)
+        numbered = list(enumerate(chunks))
+        async with aclosing(pacing.paced(numbered, seconds, timing, started=started)) as paced:
+            async for n, chunk in paced:
+                if dropped and n >= max(1, len(chunks) // 2):
+                    call.fault = "dropped"
+                    await websocket.close(INTERNAL, "upstream connection lost")
+                    return False
+                sequence[0] += 1
+                if framing == "binary":
+                    await websocket.send_bytes(bytes(chunk))
+                else:
+                    data = base64.b64encode(chunk).decode()
+                    sent = {"type": "audio_chunk", "data": data, "sequence": sequence[0]}
+                    await send(json.dumps(sent))
         await send(json.dumps({"type": "segment_end", "segment_id": segment}))
         await send(json.dumps({"type": "flushed"}))
         await send(json.dumps({"type": "audio_end", "duration": round(seconds, 3)}))

@@ -3,8 +3,9 @@
 Lightning TTS: `POST /waves/v1/tts` answers audio (a WAV for `Accept: audio/wav`, else the
 default `output_format`, raw PCM); `POST /waves/v1/tts/live` sends the same audio as SSE
 frames (`event: audio` / `data: {"audio": base64, "done": false, "status": "206"}`, then
-`data: {"status": "200", "done": true}`), paced so the stream ends when the latency dial says a
-whole answer would. The deprecated `/waves/v1/lightning-v3.1/{get_speech,stream}` still work;
+`data: {"status": "200", "done": true}`), paced by `emulator/pacing.py`: the first frame at
+`ttfb_ms`, the last when the latency dial says a whole answer would (no faster than
+`realtime_factor`). The deprecated `/waves/v1/lightning-v3.1/{get_speech,stream}` still work;
 the retired `lightning-v2` and `lightning-large` routes and model names answer 410
 MODEL_DEPRECATED naming the replacement. Pulse STT (`emulator/smallest_pulse.py`) is
 `POST /waves/v1/stt/?model=&language=`.
@@ -18,13 +19,12 @@ streamed body is over. Every response carries `X-Request-Id`.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import random
 import re
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from emulator import audio, faults
+from emulator import audio, faults, pacing
 from emulator.config import TTS_ANSWER_FAULTS
 from emulator.dials import Call, Dials, strip_tokens
 from emulator.smallest_pulse import PulseApi
@@ -56,10 +56,12 @@ FORMATS = {
     "alaw": ("alaw", "none"),
 }
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-_FRAME_S = 0.25  # audio per SSE frame
 # Answer faults that apply to an SSE stream; the others (lying_wav, long_flac) leave it alone.
 SSE_FAULTS = ("html", "random", "huge", "drip", "cut")
 DONE_FRAME = b'data: {"status": "200", "done": true}\n\n'
+Chunk = bytes | memoryview
+# `pacing.paced` with the answer's timing bound: chunks in, the same chunks out on schedule.
+Pace = Callable[[Sequence[Chunk]], AsyncIterator[Chunk]]
 
 
 def routes(dials: Dials) -> list[BaseRoute]:
@@ -200,12 +202,17 @@ class SmallestApi:
         if len(parsed.text) > limit:
             message = f"The 'text' field has {len(parsed.text)} characters, over {limit}."
             return refusal(400, "tts", call, message)
-        content, media_type = await self._render(parsed)
+        seconds = spoken_seconds(parsed)
+        content, media_type = await self._render(parsed, seconds)
+        if not stream:
+            await self.dials.generated(call, seconds)
         spoiled = self.dials.answer_fault(parsed.text, TTS_ANSWER_FAULTS)
         config = self.dials.config
         if stream:
             kind = spoiled if spoiled in SSE_FAULTS else None
-            response = self._sse(content, parsed.sample_rate, kind, self.dials.latency_s(text))
+            timing = self.dials.stream_timing(text)
+            pace = partial(pacing.paced, audio_s=seconds, timing=timing, started=call.started_clock)
+            response = self._sse(content, parsed.sample_rate, kind, pace)
         elif spoiled is not None:
             response = faults.tts_answer(
                 spoiled,
@@ -223,8 +230,7 @@ class SmallestApi:
             response.headers[f"X-External-{name.replace('_id', '').title()}-Id"] = value
         return response
 
-    async def _render(self, parsed: TtsRequest) -> tuple[bytes, str]:
-        seconds = audio.speech_duration(strip_tokens(parsed.text)) / parsed.speed
+    async def _render(self, parsed: TtsRequest, seconds: float) -> tuple[bytes, str]:
         encoding, container = FORMATS[parsed.output_format]
         cache_key = (round(seconds, 3), encoding, parsed.sample_rate, container)
         rendered = self.speech_cache.get(cache_key)
@@ -233,42 +239,45 @@ class SmallestApi:
             self.speech_cache.put(cache_key, rendered)
         return rendered
 
-    def _sse(self, content: bytes, rate: int, kind: str | None, latency_s: float) -> Response:
-        """The audio as SSE frames, spoiled as `kind` (one of SSE_FAULTS) when given."""
+    def _sse(self, content: bytes, rate: int, kind: str | None, pace: Pace) -> Response:
+        """The audio as SSE frames sent by `pace`, or spoiled as `kind` (one of SSE_FAULTS)."""
         if kind == "html":
             return faults.tts_answer("html", content, "", huge_bytes=0, drip_interval_s=0)
-        step = max(2, int(rate * 2 * _FRAME_S))
-        chunks = [content[i : i + step] for i in range(0, len(content), step)]
+        chunks: list[Chunk] = list(pacing.chunked(content, rate))
         if kind == "random":
             chunks = [random.Random(len(c)).randbytes(len(c)) for c in chunks]
-        frames = [audio_frame(chunk) for chunk in chunks] + [DONE_FRAME]
         body: AsyncIterator[bytes]
         if kind == "huge":
             body = _huge_frames(self.dials.config.huge_bytes)
-        elif kind == "drip":
-            body = faults.drip(b"".join(frames), self.dials.config.drip_interval_s)
-        elif kind == "cut":
-            body = faults.cut_stream(frames, sum(len(f) for f in frames) // 2)
+        elif kind in ("drip", "cut"):
+            frames = [audio_frame(chunk) for chunk in chunks] + [DONE_FRAME]
+            if kind == "drip":
+                body = faults.drip(b"".join(frames), self.dials.config.drip_interval_s)
+            else:
+                body = faults.cut_stream(frames, sum(len(f) for f in frames) // 2)
         else:
-            body = _paced(frames, latency_s)
+            body = _paced_frames(pace(chunks))
         return StreamingResponse(
             body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
 
 
-def audio_frame(chunk: bytes) -> bytes:
+def spoken_seconds(parsed: TtsRequest) -> float:
+    """Seconds of audio the request's text makes at its speed."""
+    return audio.speech_duration(strip_tokens(parsed.text)) / parsed.speed
+
+
+def audio_frame(chunk: Chunk) -> bytes:
     data = {"audio": base64.b64encode(chunk).decode(), "done": False, "status": "206"}
     return b"event: audio\ndata: " + json.dumps(data).encode() + b"\n\n"
 
 
-async def _paced(frames: list[bytes], total_s: float) -> AsyncIterator[bytes]:
-    """The audio frames spread evenly over `total_s`, the last followed by the terminator."""
-    pause = total_s / max(len(frames) - 1, 1)
-    for frame in frames[:-1]:
-        if pause > 0:
-            await asyncio.sleep(pause)
-        yield frame
-    yield frames[-1]
+async def _paced_frames(chunks: AsyncIterator[Chunk]) -> AsyncIterator[bytes]:
+    """Each paced chunk as an audio frame when its time comes (a long answer is not encoded
+    ahead), then the terminator."""
+    async for chunk in chunks:
+        yield audio_frame(chunk)
+    yield DONE_FRAME
 
 
 async def _huge_frames(total: int) -> AsyncIterator[bytes]:

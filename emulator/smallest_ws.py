@@ -5,9 +5,11 @@ JSON request carries the HTTP body's fields (`voice_id`, `text`, `model`, `sampl
 `speed`, ...) plus `continue` (more text coming) and `flush`; text is buffered until a
 request says `flush: true` or `continue: false`, then answered with
 `{session_id, request_id, status: "chunk", data: {audio: base64 PCM}}` frames and
-`{status: "complete"}`. After a `continue: false` request the server closes the socket; a
-`continue: true, flush: true` one keeps it open for the next line (how the docs' "complete,
-then close" and "up to 5 connections" fit together is UNCONFIRMED; this is our reading).
+`{status: "complete"}`, paced as the SSE stream is (`ttfb_ms`, `latency_ms`,
+`realtime_factor`; emulator/pacing.py). After a `continue: false` request the server closes
+the socket; a `continue: true, flush: true` one keeps it open for the next line (how the
+docs' "complete, then close" and "up to 5 connections" fit together is UNCONFIRMED; this is
+our reading).
 Errors are `{status: "error", error: {message, code}}`: over `smallest_ws_connections` open
 per key (5) the extra connection gets one and is closed; a request while another connection of
 the key is being answered gets a 429 one (only 1 processing, §2.5: the account's TTS
@@ -20,15 +22,18 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections import Counter
+from contextlib import aclosing
 from typing import Any
 from uuid import uuid4
 
-from starlette.websockets import WebSocket
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from emulator import audio
-from emulator.dials import Call, Dials, fingerprint, strip_tokens
-from emulator.smallest import FORMATS, TtsRequest, parse_tts
+from emulator import audio, pacing
+from emulator.dials import Call, Dials, fingerprint
+from emulator.smallest import FORMATS, TtsRequest, parse_tts, spoken_seconds
 from emulator.smallest_wire import Refused
 from emulator.ws_gate import (
     INTERNAL,
@@ -43,7 +48,6 @@ from emulator.ws_gate import (
 )
 
 VENDOR = "smallest"
-_CHUNK_S = 0.25
 
 
 class SmallestTtsSession:
@@ -79,6 +83,8 @@ class SmallestTtsSession:
             said = f"Connection timed out after {idle_s:g} seconds of inactivity"
             await websocket.send_text(json.dumps({"status": "error", "message": said}))
             await websocket.close(NORMAL)
+        except WebSocketDisconnect:
+            pass  # the client left mid-answer (a paced stream is long): not the emulator's error
         finally:
             self.dials.ws.closed(VENDOR, key)
             self.dials.record(call, 101)
@@ -116,34 +122,37 @@ class SmallestTtsSession:
                 return
 
     async def _speak(self, websocket: WebSocket, call: Call, parsed: TtsRequest) -> bool:
-        """One request's chunks and `complete`; False when the session was dropped."""
+        """One request's chunks and `complete`, paced like the SSE stream (emulator/pacing.py);
+        False when the session was dropped."""
+        started = time.perf_counter()
         call.model = parsed.model
         call.text_chars = (call.text_chars or 0) + len(parsed.text)
-        fault = await self.dials.hold(call.path, parsed.text, never_disconnects)
+        fault = await self.dials.hold(call.path, parsed.text, never_disconnects, paced=True)
         if fault is not None:
             call.fault = fault.kind
             await self._error(websocket, call, f"Injected {fault.status} fault.", fault.status)
             return True
-        seconds = audio.speech_duration(strip_tokens(parsed.text)) / parsed.speed
+        seconds = spoken_seconds(parsed)
         # Frames carry raw PCM whatever output_format says, as the SSE stream does.
         encoding, container = FORMATS["pcm"]
         cache_key = (round(seconds, 3), encoding, parsed.sample_rate, container)
         rendered = self.speech_cache.get(cache_key)
         if rendered is None:
-            rendered = audio.render_speech(*cache_key)
+            rendered = await run_in_threadpool(audio.render_speech, *cache_key)
             self.speech_cache.put(cache_key, rendered)
-        content = rendered[0]
-        step = max(2, int(parsed.sample_rate * 2 * _CHUNK_S))
-        chunks = [content[i : i + step] for i in range(0, len(content), step)]
+        chunks = pacing.chunked(rendered[0], parsed.sample_rate)
         dropped = self.dials.ws.drop_due(self.dials.config.ws_drop_every)
         ids = {"session_id": call.request_id, "request_id": parsed.ids.get("request_id", "")}
-        for n, chunk in enumerate(chunks):
-            if dropped and n >= max(1, len(chunks) // 2):
-                call.fault = "dropped"
-                await websocket.close(INTERNAL, "connection lost")
-                return False
-            data = {"audio": base64.b64encode(chunk).decode()}
-            await websocket.send_text(json.dumps({**ids, "status": "chunk", "data": data}))
+        timing = self.dials.stream_timing(parsed.text)
+        numbered = list(enumerate(chunks))
+        async with aclosing(pacing.paced(numbered, seconds, timing, started=started)) as paced:
+            async for n, chunk in paced:
+                if dropped and n >= max(1, len(chunks) // 2):
+                    call.fault = "dropped"
+                    await websocket.close(INTERNAL, "connection lost")
+                    return False
+                data = {"audio": base64.b64encode(chunk).decode()}
+                await websocket.send_text(json.dumps({**ids, "status": "chunk", "data": data}))
         await websocket.send_text(json.dumps({**ids, "status": "complete"}))
         return True
 

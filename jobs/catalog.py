@@ -13,6 +13,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+# Transports whose audio arrives in pieces, written to storage as it comes (workers/streamed.py),
+# in the order `auto` prefers them (bench/transports.py: WebSocket 0.97 x C/L, SSE 0.90-0.93).
+STREAMING_TRANSPORTS = ("websocket", "stream")
+# `auto` streams a TTS line longer than this (over a minute of speech): over HTTP its whole
+# answer is held in memory and stored only at the end; streamed, the worker holds about two
+# 8 MiB parts whatever its length and stores the first part while the rest is made
+# (bench/streaming.py: 10 min over SLNG's WebSocket, first part stored at 9 s of 30 s, worker
+# +13 MB; 5 min over HTTP, stored at the end, +37 MB). Shorter lines stay on HTTP: as fast
+# (bench/transports.py) and what the chaos suite's faults exercise.
+STREAM_ABOVE_CHARS = 1000
+
 
 @dataclass(frozen=True)
 class ProviderSpec:
@@ -34,7 +45,8 @@ class ProviderSpec:
     # `limits_name(provider, kind)` instead of the provider's.
     kind_limits: dict[str, tuple[int, float | None]] = field(default_factory=dict)
     # How each kind can reach the vendor (`options.transport`), the first being what `auto`
-    # picks. Every adapter so far speaks plain HTTP, hence the default.
+    # picks, except for a long TTS line (`STREAM_ABOVE_CHARS`), which `auto` streams over
+    # the vendor's best streaming transport. Plain HTTP is the default.
     transports: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: {"tts": ("http",), "stt": ("http",)}
     )
@@ -50,13 +62,17 @@ class ProviderSpec:
     def text_limit(self, model: str) -> int:
         return self.max_chars_by_model.get(model, self.max_chars)
 
-    def pick_transport(self, kind: str, asked: str | None) -> str | None:
-        """The transport a call of `kind` uses for `options.transport` = `asked` (None or
-        "auto": the vendor's best), or None when the vendor does not offer it."""
+    def pick_transport(self, kind: str, asked: str | None, *, chars: int = 0) -> str | None:
+        """The transport a call of `kind` (on `chars` characters of text) uses for
+        `options.transport` = `asked` (None or "auto": the vendor's best for it), or None when
+        the vendor does not offer it."""
         offered = self.transports.get(kind, ())
-        if asked in (None, "auto"):
-            return offered[0] if offered else None
-        return asked if asked in offered else None
+        if asked not in (None, "auto"):
+            return asked if asked in offered else None
+        streaming = [t for t in STREAMING_TRANSPORTS if t in offered]
+        if chars > STREAM_ABOVE_CHARS and streaming:
+            return streaming[0]
+        return offered[0] if offered else None
 
     def transport_refusal(self, kind: str, asked: str | None) -> str | None:
         """Why `options.transport` = `asked` cannot serve `kind` here, naming what can; None
@@ -148,8 +164,10 @@ PROVIDERS: dict[str, ProviderSpec] = {
         # 15 per project is the tightest, but SLNG pools upstream keys); 429s adapt it down.
         max_concurrency=16,
         max_rps=None,
-        # `auto` stays HTTP; WebSocket sessions (same paths, providers.md §1.8-§1.9) are
-        # pooled per worker and key, so a long job opens a handful instead of one per item.
+        # `auto` is HTTP for lines up to STREAM_ABOVE_CHARS and WebSocket beyond (the models
+        # that take more: Inworld 2,000, Soniox 5,000). WebSocket sessions (same paths,
+        # providers.md §1.8-§1.9) are pooled per worker and key, so a long job opens a
+        # handful instead of one per item.
         transports={"tts": ("http", "websocket"), "stt": ("http", "websocket")},
     ),
     "smallest": ProviderSpec(
@@ -167,10 +185,9 @@ PROVIDERS: dict[str, ProviderSpec] = {
         max_concurrency=1,
         max_rps=None,
         kind_limits={"stt": (4, 25 / 60)},
-        # `auto` is HTTP: an item is stored only once its whole audio is in, so SSE's earlier
-        # first chunk buys a batch nothing and costs base64 (+33 %) and frame parsing.
-        # bench/transports.py: http 0.96 x C/L, SSE 0.90-0.93, WebSocket 0.97 (within noise
-        # of HTTP, with far fewer sockets), so neither streaming transport is the default yet.
+        # `auto` is HTTP: a Lightning line (250 characters, ~20 s) never reaches
+        # STREAM_ABOVE_CHARS, and for short lines SSE's base64 (+33 %) and frame parsing buy
+        # nothing. bench/transports.py: http 0.96 x C/L, SSE 0.90-0.93, WebSocket 0.97.
         transports={"tts": ("http", "stream", "websocket"), "stt": ("http",)},
         retired_models={
             "lightning": "lightning_v3.1",

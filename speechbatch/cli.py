@@ -165,6 +165,20 @@ def migrate() -> None:
 @click.option("--latency-ms", default=0.0, show_default=True, type=float)
 @click.option("--latency-jitter-ms", default=0.0, show_default=True, type=float)
 @click.option(
+    "--ttfb-ms",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="When a streamed answer's first audio chunk goes out; the rest is paced to the latency.",
+)
+@click.option(
+    "--realtime-factor",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Stream audio no faster than this many seconds of it per second (0 = no pacing).",
+)
+@click.option(
     "--concurrency",
     default=0,
     show_default=True,
@@ -199,7 +213,7 @@ def migrate() -> None:
 def emulator(
     host: str, port: int, fault_kinds: str, api_keys: tuple[str, ...], **values: Any
 ) -> None:
-    """Serve the provider emulator (SLNG under /slng) for tests and benchmarks."""
+    """Serve the provider emulator (SLNG under /slng, Smallest under /smallest)."""
     config = config_from_options(
         fault_kinds=fault_kinds, api_keys=api_keys, environ=dict(os.environ), **values
     )

@@ -1,7 +1,12 @@
-"""`LocalObjectStore`: objects as files in a directory, for embedded (local) mode."""
+"""`LocalObjectStore`: objects as files in a directory, for embedded (local) mode.
+
+Every write, whole (`put_*`) or streamed (`open_writer`), goes to a hidden temp file in the
+target's folder and is renamed into place, so readers never see a partial object.
+"""
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -10,9 +15,73 @@ from pathlib import Path
 from typing import BinaryIO
 
 from storage.keys import UnsafeKey, validate_key, validate_prefix
-from storage.objects import MiB, ObjectNotFound, StorageUnavailable
+from storage.objects import (
+    BaseObjectWriter,
+    MiB,
+    ObjectNotFound,
+    ObjectWriter,
+    StorageUnavailable,
+)
 
 _TMP_MARK = ".sb-tmp-"
+
+
+def _temp_file_beside(path: Path) -> tuple[int, str]:
+    """A new temp file in `path`'s folder (created if needed), readable by other users: an
+    open fd and its name. Same folder, so the final os.replace() is an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=_TMP_MARK, dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide outputs from other users
+    except BaseException:
+        os.close(fd)
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return fd, tmp_name
+
+
+class LocalObjectWriter(BaseObjectWriter):
+    """A temp file beside the target, fsynced and renamed over it at commit, unlinked at abort.
+
+    The file is unbuffered, so `bytes_stored` (the bytes the OS has taken; fsync follows at
+    commit) is exact and every seek, read and write works anywhere, as on any file.
+    """
+
+    def __init__(self, path: Path, key: str) -> None:
+        super().__init__(key)
+        self._path = path
+        fd, self._tmp_name = _temp_file_beside(path)
+        self._file = io.FileIO(fd, "r+")
+        self._size = 0
+
+    def _write(self, data: memoryview) -> int:
+        done = 0
+        while done < len(data):  # a raw write may take only part of its buffer
+            done += self._file.write(data[done:]) or 0
+        self._size = max(self._size, self._file.tell())
+        self._stored(self._size)
+        return done
+
+    def _seek(self, offset: int, whence: int) -> int:
+        return self._file.seek(offset, whence)
+
+    def _tell(self) -> int:
+        return self._file.tell()
+
+    def _read(self, size: int) -> bytes:
+        return self._file.read(size) or b""
+
+    def _commit(self) -> int:
+        os.fsync(self._file.fileno())
+        size = os.fstat(self._file.fileno()).st_size
+        self._file.close()
+        os.replace(self._tmp_name, self._path)
+        self._stored(size)
+        return size
+
+    def _abort(self) -> None:
+        self._file.close()
+        Path(self._tmp_name).unlink(missing_ok=True)
 
 
 class LocalObjectStore:
@@ -31,11 +100,9 @@ class LocalObjectStore:
 
     def _write(self, key: str, write: Callable[[BinaryIO], int]) -> int:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=_TMP_MARK, dir=path.parent)
+        fd, tmp_name = _temp_file_beside(path)
         try:
             with os.fdopen(fd, "wb") as tmp:
-                os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide outputs from other users
                 written = write(tmp)
                 tmp.flush()
                 os.fsync(tmp.fileno())
@@ -57,6 +124,10 @@ class LocalObjectStore:
             return total
 
         return self._write(key, copy)
+
+    def open_writer(self, key: str, content_type: str) -> ObjectWriter:
+        """See ObjectStore; content_type is not kept, as for put_bytes."""
+        return LocalObjectWriter(self._path(key), key)
 
     def get_bytes(self, key: str) -> bytes:
         try:

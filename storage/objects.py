@@ -13,14 +13,23 @@ raise the same two errors:
     KeyError  → ObjectNotFound        the key does not exist
     Exception → StorageUnavailable    the store cannot be reached or used (endpoint down,
                                       bucket missing, credentials refused, 5xx after retries)
+
+`ObjectStore.open_writer` streams an object of unknown length (TTS audio as it arrives) into
+an `ObjectWriter`: a seekable binary file that libsndfile can encode into directly. Nothing
+appears at the key until `commit()`; a stream that breaks off is `abort()`ed (or left to the
+`with` block) and leaves no object behind. `BaseObjectWriter` (here) is the open → committed |
+aborted lifecycle the three stores' writers share.
 """
 
 from __future__ import annotations
 
+import io
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import BinaryIO, Protocol
+from types import TracebackType
+from typing import BinaryIO, Literal, Protocol, Self
 
 from storage.keys import validate_key, validate_prefix
 
@@ -42,6 +51,75 @@ class StorageUnavailable(Exception):
     """The store cannot be reached or used; the message says what to check."""
 
 
+class ObjectWriter(Protocol):
+    """A binary file that becomes the object at its key on `commit()`, and never before.
+
+    It is what `soundfile.SoundFile(writer, mode="w", ...)` needs: libsndfile's virtual IO
+    writes, seeks and tells, and WAV/FLAC/MP3 encoders seek back into the first ~64 KiB at
+    close to patch their headers. Stores that keep only part of the object in memory (S3)
+    raise io.UnsupportedOperation for seeks, reads and writes outside that part.
+
+    libsndfile's callbacks print and drop Python exceptions, so a writer remembers the first
+    failed write or seek and `commit()` raises it again instead of storing a corrupt object.
+    A writer is for one stream on one thread.
+    """
+
+    @property
+    def bytes_stored(self) -> int:
+        """Bytes already handed to durable storage (S3: parts uploaded), before any commit."""
+
+    @property
+    def first_stored_at(self) -> float | None:
+        """`time.monotonic()` of the first durable write, or None before it."""
+
+    @property
+    def closed(self) -> bool:
+        """True once committed or aborted; the writer cannot be used any more."""
+
+    def write(self, data: bytes) -> int:
+        """Write at the current position (past the end: the gap is zeros); return len(data)."""
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move the position as a file does and return it."""
+
+    def tell(self) -> int:
+        """The current position."""
+
+    def read(self, size: int = -1) -> bytes:
+        """Read back what was written, from the current position."""
+
+    def seekable(self) -> bool:
+        """Always True."""
+
+    def readable(self) -> bool:
+        """True: what is still held can be read back."""
+
+    def writable(self) -> bool:
+        """Always True."""
+
+    def flush(self) -> None:
+        """Nothing to do: durability comes with commit()."""
+
+    def commit(self) -> int:
+        """Make the object visible at the key (replacing any earlier one); return its size."""
+
+    def abort(self) -> None:
+        """Discard what was written; an earlier object at the key stays. Idempotent."""
+
+    def close(self) -> None:
+        """abort() unless committed: closing is never a way to publish."""
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """abort() unless committed."""
+
+
 class ObjectStore(Protocol):
     """What speechbatch needs from a place to keep objects. Keys are `/`-separated, relative."""
 
@@ -50,6 +128,9 @@ class ObjectStore(Protocol):
 
     def put_file(self, key: str, fileobj: BinaryIO, content_type: str) -> int:
         """Stream `fileobj` to `key` (replacing it), never whole in memory; return its size."""
+
+    def open_writer(self, key: str, content_type: str) -> ObjectWriter:
+        """A writable, seekable file for `key`; nothing appears at `key` until commit()."""
 
     def get_bytes(self, key: str) -> bytes:
         """The whole object; ObjectNotFound when absent."""
@@ -82,6 +163,155 @@ class ObjectStore(Protocol):
         """Release connections; the store must not be used afterwards."""
 
 
+class BaseObjectWriter:
+    """The lifecycle every store's writer shares: open, then committed or aborted, once.
+
+    Subclasses implement the `_`-prefixed operations; this class checks the state around
+    them, remembers the first failed write or seek (see ObjectWriter) and keeps
+    `bytes_stored`/`first_stored_at` through `_stored()`.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.bytes_stored = 0
+        self.first_stored_at: float | None = None
+        self._state: Literal["open", "committed", "aborted"] = "open"
+        self._failure: BaseException | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._state != "open"
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise ValueError(f"The writer for {self.key!r} is already {self._state}.")
+
+    def write(self, data: bytes) -> int:
+        self._check_open()
+        try:
+            return self._write(memoryview(data).cast("B"))
+        except BaseException as exc:
+            self._failure = self._failure or exc
+            raise
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._check_open()
+        try:
+            return self._seek(offset, whence)
+        except BaseException as exc:
+            self._failure = self._failure or exc
+            raise
+
+    def tell(self) -> int:
+        self._check_open()
+        return self._tell()
+
+    def read(self, size: int = -1) -> bytes:
+        self._check_open()
+        return self._read(size)
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        self._check_open()
+
+    def commit(self) -> int:
+        self._check_open()
+        if self._failure is not None:
+            raise self._failure
+        size = self._commit()
+        self._state = "committed"
+        return size
+
+    def abort(self) -> None:
+        if self._state == "open":
+            self._abort()
+            self._state = "aborted"
+
+    def close(self) -> None:
+        self.abort()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.abort()
+            return
+        try:
+            self.abort()
+        except Exception as abort_exc:  # the stream's own error is the one worth raising
+            exc.add_note(f"Aborting the writer for {self.key!r} also failed: {abort_exc}")
+
+    def _stored(self, total: int) -> None:
+        """Record that `total` bytes of the object are now in durable storage."""
+        if total > 0 and self.first_stored_at is None:
+            self.first_stored_at = time.monotonic()
+        self.bytes_stored = total
+
+    def _write(self, data: memoryview) -> int:
+        raise NotImplementedError
+
+    def _seek(self, offset: int, whence: int) -> int:
+        raise NotImplementedError
+
+    def _tell(self) -> int:
+        raise NotImplementedError
+
+    def _read(self, size: int) -> bytes:
+        raise NotImplementedError
+
+    def _commit(self) -> int:
+        raise NotImplementedError
+
+    def _abort(self) -> None:
+        raise NotImplementedError
+
+
+class MemoryObjectWriter(BaseObjectWriter):
+    """A BytesIO that `commit()` puts into a MemoryObjectStore; nothing counts as stored
+    before that, since memory is not durable."""
+
+    def __init__(self, store: MemoryObjectStore, key: str, content_type: str) -> None:
+        super().__init__(validate_key(key))
+        self._store = store
+        self._content_type = content_type
+        self._buffer = io.BytesIO()
+
+    def _write(self, data: memoryview) -> int:
+        return self._buffer.write(data)
+
+    def _seek(self, offset: int, whence: int) -> int:
+        return self._buffer.seek(offset, whence)
+
+    def _tell(self) -> int:
+        return self._buffer.tell()
+
+    def _read(self, size: int) -> bytes:
+        return self._buffer.read(size)
+
+    def _commit(self) -> int:
+        size = self._store.put_bytes(self.key, self._buffer.getvalue(), self._content_type)
+        self._stored(size)
+        self._buffer = io.BytesIO()
+        return size
+
+    def _abort(self) -> None:
+        self._buffer = io.BytesIO()
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -109,6 +339,9 @@ class MemoryObjectStore:
         while chunk := fileobj.read(MiB):
             parts.append(chunk)
         return self.put_bytes(key, b"".join(parts), content_type)
+
+    def open_writer(self, key: str, content_type: str) -> ObjectWriter:
+        return MemoryObjectWriter(self, key, content_type)
 
     def get_bytes(self, key: str) -> bytes:
         with self._lock:

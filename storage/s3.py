@@ -1,4 +1,7 @@
-"""`S3ObjectStore`: objects in an S3 bucket (AWS, SeaweedFS, MinIO, R2) through boto3."""
+"""`S3ObjectStore`: objects in an S3 bucket (AWS, SeaweedFS, MinIO, R2) through boto3.
+
+Streamed writes (`open_writer`) are multipart uploads, `storage.s3_writer.S3ObjectWriter`.
+"""
 
 from __future__ import annotations
 
@@ -21,16 +24,15 @@ from botocore.exceptions import (
 )
 
 from storage.keys import validate_key, validate_prefix
-from storage.objects import MiB, ObjectNotFound, StorageUnavailable
+from storage.objects import ObjectNotFound, ObjectWriter, StorageUnavailable
+from storage.s3_writer import PART_SIZE, S3ObjectWriter
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.literals import BucketLocationConstraintType
 
-# Parts of 8 MiB: large enough to keep the request count low, small enough that four
-# concurrent parts per upload stay well inside a worker's memory.
 TRANSFER_CONFIG = TransferConfig(
-    multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, max_concurrency=4
+    multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE, max_concurrency=4
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _REFUSED_CODES = frozenset(
@@ -60,6 +62,11 @@ class S3ObjectStore:
     address clients outside the storage network use (compose publishes SeaweedFS on
     localhost:8333, while the containers reach it as seaweedfs:8333): a SigV4 URL names
     its host, so it cannot be rewritten afterwards. Presigning is local; it sends nothing.
+
+    A worker killed in the middle of an `open_writer` stream leaves an incomplete multipart
+    upload: never visible at the key, but its parts are stored (and billed) until aborted.
+    Give the bucket a lifecycle rule with `AbortIncompleteMultipartUpload` (e.g.
+    `DaysAfterInitiation: 1`) so that S3 removes them.
     """
 
     def __init__(
@@ -128,6 +135,9 @@ class S3ObjectStore:
                 Config=TRANSFER_CONFIG,
             )
         return reader.count
+
+    def open_writer(self, key: str, content_type: str) -> ObjectWriter:
+        return S3ObjectWriter(self, key, content_type)
 
     def get_bytes(self, key: str) -> bytes:
         full = self._key(key)

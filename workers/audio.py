@@ -12,13 +12,14 @@ tiny file that claims hours of 8-channel audio costs neither memory nor minutes 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import re
 import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -180,9 +181,7 @@ def convert(
     so the returned audio may be at a higher rate than asked for. Decoding, resampling and
     encoding run block by block, so memory stays at a block plus the encoded output.
     """
-    encoding = _ENCODINGS.get(fmt)
-    if encoding is None:
-        raise ValueError(f"unknown audio format {fmt!r}; expected one of {SUPPORTED_FORMATS}")
+    encoding = _encoding(fmt)
     if sample_rate is not None and sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     as_is = _pcm16_wav_as_is(data, sample_rate) if fmt == "wav" else None
@@ -216,6 +215,89 @@ def convert(
         ext=encoding.ext,
         duration_s=written / target,
     )
+
+
+def _encoding(fmt: str) -> _Encoding:
+    encoding = _ENCODINGS.get(fmt)
+    if encoding is None:
+        raise ValueError(f"unknown audio format {fmt!r}; expected one of {SUPPORTED_FORMATS}")
+    return encoding
+
+
+def ext_of(fmt: str) -> str:
+    """The file extension of an output format, known before anything is encoded."""
+    return _encoding(fmt).ext
+
+
+def content_type_of(fmt: str) -> str:
+    """The media type of an output format."""
+    return _encoding(fmt).content_type
+
+
+class Seekable(Protocol):
+    """What libsndfile needs of a file it writes into (a BytesIO, a store's ObjectWriter)."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def tell(self) -> int: ...
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class PcmEncoder:
+    """16-bit mono PCM pushed in as it arrives, encoded as `fmt` into `out` chunk by chunk.
+
+    The streaming counterpart of `convert` for audio that comes in pieces (SSE frames,
+    WebSocket chunks): each `write` is resampled (soxr keeps its state across chunks) and
+    handed to libsndfile, which writes into `out` at once, so memory stays at one chunk
+    whatever the length. libsndfile seeks back to patch its header at `finish`, within the
+    first few KiB of `out`. At the input rate, 16-bit PCM goes to WAV or FLAC with no float step.
+    """
+
+    def __init__(self, out: Seekable, *, fmt: str, rate: int, sample_rate: int | None = None):
+        encoding = _encoding(fmt)
+        target = sample_rate or rate
+        if encoding.rates is not None:
+            target = _next_rate(target, encoding.rates)
+        self.rate, self.target, self.content_type = rate, target, encoding.content_type
+        self.frames = 0  # frames written out, at the target rate
+        self._resample = None if target == rate else _resampler(rate, target, 1)
+        self._carry = b""
+        self._file = sf.SoundFile(
+            out, "w", target, 1, format=encoding.sf_format, subtype=encoding.subtype
+        )
+
+    def write(self, pcm: bytes) -> None:
+        data = self._carry + pcm if self._carry else pcm
+        usable = len(data) - len(data) % 2
+        self._carry = data[usable:]
+        if not usable:
+            return
+        samples = np.frombuffer(data, dtype="<i2", count=usable // 2)
+        if self._resample is None:
+            self._file.write(samples)
+            self.frames += len(samples)
+            return
+        self._emit(self._resample((samples / 32768.0).astype(np.float32).reshape(-1, 1), False))
+
+    def finish(self) -> float:
+        """Flush the resampler, close the encoder (libsndfile patches its header) and return
+        the seconds of audio written."""
+        if self._resample is not None:
+            self._emit(self._resample(np.zeros((0, 1), dtype=np.float32), True))
+        self._file.close()
+        return self.frames / self.target
+
+    def close(self) -> None:
+        """Drop the encoder without finishing (the output is being thrown away)."""
+        with contextlib.suppress(Exception):
+            self._file.close()
+
+    def _emit(self, frames: FloatFrames) -> None:
+        self._file.write(frames)
+        self.frames += len(frames)
 
 
 def _pcm16_wav_as_is(data: bytes, sample_rate: int | None) -> EncodedAudio | None:

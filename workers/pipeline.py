@@ -25,12 +25,12 @@ from jobs.validation import HTTP_SOURCE
 from storage.keys import output_key, upload_key
 from storage.objects import ObjectNotFound, StorageUnavailable
 from workers import batch_stt, outcomes
-from workers.audio import convert
+from workers.audio import convert, ext_of
 from workers.canceled import end_stopped, remove_if_canceled
 from workers.fetch import fetch_source
 from workers.interrupt import ItemStop, ItemStopped, provider_call
 from workers.outcomes import Outcome, about, item_fields
-from workers.providers.base import AudioInput, Transcript
+from workers.providers.base import AudioInput, Synthesis, Transcript
 from workers.providers.errors import (
     AuthenticationFailed,
     InvalidInput,
@@ -43,6 +43,7 @@ from workers.providers.errors import (
 )
 from workers.retry import call_with_retries, next_delay
 from workers.runtime import Runtime
+from workers.streamed import StoredSpeech
 from workers.throttle import ThrottleBusy
 from workers.transcript_files import transcript_files, write_all
 
@@ -188,27 +189,36 @@ def _with_retries(
 def _synthesize(rt: Runtime, item: ClaimedItem, attempts: list[AttemptRecord]) -> ItemResult:
     provider = rt.providers.get(item.provider)
     text = item.text or ""
-    synthesis = _with_retries(
-        rt,
-        item,
-        attempts,
-        lambda: provider.synthesize(text, model=item.model, voice=item.voice, options=item.options),
+    fmt, sample_rate = item.options.get("format", "wav"), item.options.get("sample_rate")
+    key = output_key(
+        item.output_prefix, item.tenant_id, item.job_id, item.seq, item.external_id, ext_of(fmt)
     )
+
+    def attempt() -> Synthesis | ItemResult:
+        # A streaming transport writes into `sink` as the audio arrives; one that sends its
+        # audio whole ignores it. Leaving the block without commit() leaves nothing at `key`.
+        with StoredSpeech(
+            rt.store, key, fmt=fmt, sample_rate=sample_rate, text=text, provider=item.provider
+        ) as sink:
+            synthesis = provider.synthesize(
+                text, model=item.model, voice=item.voice, options=item.options, sink=sink
+            )
+            if not synthesis.streamed:
+                return synthesis
+            stored = sink.commit(synthesis.request_id)
+        return ItemResult(key, stored.size, stored.content_type, stored.duration_s, len(text))
+
+    answer = _with_retries(rt, item, attempts, attempt)
+    if isinstance(answer, ItemResult):
+        return answer
     try:
-        encoded = convert(
-            synthesis.audio,
-            fmt=item.options.get("format", "wav"),
-            sample_rate=item.options.get("sample_rate"),
-        )
+        encoded = convert(answer.audio, fmt=fmt, sample_rate=sample_rate)
     except UnsupportedAudio as error:
         # The provider sent bytes we cannot decode: likely a truncated body, so retry.
         raise ProviderUnavailable(
             f"The provider returned audio that could not be decoded ({error.message}).",
             code=ErrorCode.BAD_PROVIDER_AUDIO,
         ) from error
-    key = output_key(
-        item.output_prefix, item.tenant_id, item.job_id, item.seq, item.external_id, encoded.ext
-    )
     size = _stored(rt, lambda: rt.store.put_bytes(key, encoded.data, encoded.content_type))
     return ItemResult(key, size, encoded.content_type, encoded.duration_s, len(text))
 

@@ -141,3 +141,38 @@ def test_sessions_dropped_mid_utterance_retry_their_items_and_store_no_truncated
     records = sessions_seen(stack)["records"]
     # 40 utterances and their retries, every 7th cut off: at least 5 sessions were dropped.
     assert sum(r["fault"] == "dropped" for r in records) >= 5
+
+
+def test_a_long_line_streams_over_websocket_on_auto_into_a_multipart_object(
+    stack: Stack,
+) -> None:
+    """A 3,000-character line on `auto` goes over SLNG's WebSocket (past STREAM_ABOVE_CHARS)
+    and is written to S3 as it arrives: 200 s of 24 kHz audio, more than one 8 MiB part,
+    stored as one WAV that decodes to its whole length."""
+    sessions_seen(stack)
+    text = ("The river bends past the old mill and the town wakes up slowly. " * 47)[:3000]
+    # 200 s of audio made at 250x real time: 0.9 s, inside the stack's 3 s provider timeout.
+    with stack.emulator() as emulator:
+        emulator.patch("/_emulator/config", json={"ttfb_ms": 100, "realtime_factor": 250})
+    try:
+        body = {
+            "kind": "tts",
+            "provider": "slng",
+            "model": "unmute/soniox/tts-rt:v1",
+            "options": {"sample_rate": 24000},
+            "items": [{"id": "narration", "text": text}],
+        }
+        job = accepted(stack, body)
+    finally:
+        with stack.emulator() as emulator:
+            emulator.patch("/_emulator/config", json={"ttfb_ms": 0, "realtime_factor": 0})
+    assert job["status"] == "succeeded", job
+    (item,) = stack.items(job["id"])
+    data = fetch(item["output"]["url"])
+    assert len(data) > 8 * 1024 * 1024
+    audio, rate = sf.read(io.BytesIO(data), dtype="int16")
+    assert rate == 24000
+    assert len(audio) / rate == pytest.approx(200.0, abs=0.1)
+    seen = sessions_seen(stack)
+    assert seen["opened_by_vendor"]["slng"] == 1
+    assert [r for r in seen["records"] if r["method"] != "WS"] == []  # nothing over HTTP

@@ -196,6 +196,56 @@ def test_command_line_values_become_the_config() -> None:
     assert config.api_keys == {"k1", "k2", "k3"}
 
 
+def test_max_text_chars_is_a_command_line_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`speechbatch emulator --max-text-chars 5000` reaches the config, under which SLNG's
+    Soniox bridge takes a 5,000-character text and refuses one more."""
+    from click.testing import CliRunner
+
+    from speechbatch import cli, processes
+
+    started: list[EmulatorConfig] = []
+    monkeypatch.setattr(
+        processes, "run_emulator", lambda host, port, config: started.append(config)
+    )
+    result = CliRunner().invoke(cli.main, ["emulator", "--max-text-chars", "5000"], env={})
+    assert result.exit_code == 0, result.output
+    assert started[0].max_text_chars == 5000
+
+    async def check(client: httpx.AsyncClient) -> list[int]:
+        soniox = "/slng/v1/bridges/unmute/tts/soniox/tts-rt:v1"
+        answers = [
+            await client.post(soniox, headers=AUTH, json={"text": "x" * n}) for n in (5000, 5001)
+        ]
+        return [a.status_code for a in answers]
+
+    assert run(check, started[0]) == [200, 400]
+
+
+def test_stream_pacing_dials_are_runtime_and_checked() -> None:
+    """ttfb_ms and realtime_factor change at runtime and show in the config view; negative or
+    non-finite values are refused."""
+
+    async def check(client: httpx.AsyncClient) -> tuple[httpx.Response, ...]:
+        return (
+            await client.patch("/_emulator/config", json={"ttfb_ms": 250, "realtime_factor": 1.5}),
+            await client.patch("/_emulator/config", json={"ttfb_ms": -1}),
+            await client.patch("/_emulator/config", json={"realtime_factor": -0.5}),
+            await client.get("/_emulator/config"),
+        )
+
+    changed, negative_ttfb, negative_factor, view = run(check)
+    assert changed.status_code == 200
+    assert negative_ttfb.status_code == negative_factor.status_code == 400
+    assert "ttfb_ms" in negative_ttfb.json()["error"]
+    assert (view.json()["ttfb_ms"], view.json()["realtime_factor"]) == (250.0, 1.5)
+    with pytest.raises(ValueError, match="realtime_factor"):
+        EmulatorConfig(realtime_factor=float("nan"))
+    with pytest.raises(ValueError, match="ttfb_ms"):
+        EmulatorConfig(ttfb_ms=-5)
+    with pytest.raises(ConfigError, match="ttfb_ms must be a number"):
+        EmulatorConfig().with_changes({"ttfb_ms": "300"})
+
+
 # -- rate_limit_rps ------------------------------------------------------------------------
 
 

@@ -174,24 +174,6 @@ def test_sse_frames_carry_the_same_audio_and_end_with_done() -> None:
     assert b"".join(base64.b64decode(f["audio"]) for _, f in audio) == whole
 
 
-def test_sse_frames_are_paced_over_the_latency_dial(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With latency_ms set, the frames are spread evenly over it (one pause per audio frame)
-    instead of all arriving after it."""
-    pauses: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def record(seconds: float) -> None:
-        pauses.append(seconds)
-        await real_sleep(0)
-
-    monkeypatch.setattr(asyncio, "sleep", record)
-    response = post(LIVE, EmulatorConfig(latency_ms=400), json=SPEECH)
-    frames = len(events(response.content)) - 1
-    assert len(pauses) == frames > 1
-    assert sum(pauses) == pytest.approx(0.4)
-    assert max(pauses) == pytest.approx(0.4 / frames)
-
-
 def test_cut_fault_breaks_the_stream_off_before_done() -> None:
     """[[answer:cut]] sends part of the frames and then drops the connection: no done frame."""
     body = {**SPEECH, "text": f"{TEXT} [[answer:cut]]"}

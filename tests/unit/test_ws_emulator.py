@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -273,3 +274,43 @@ def test_stats_count_every_session_opened(emulator: TestClient) -> None:
     assert ws["opened"] == 3 and ws["opened_by_vendor"] == {"slng": 2, "smallest": 1}
     emulator.delete("/_emulator/requests")
     assert emulator.get("/_emulator/stats").json()["ws"]["opened"] == 0
+
+
+def test_slng_tts_keepalive_is_not_answered_and_keeps_the_session_open() -> None:
+    """Keepalives after ready get no answer and reset the idle timer: a session idling
+    0.3 s stays open for 0.6 s of keepalives and then speaks."""
+    with (
+        client(slng_ws_idle_s=0.3) as emulator,
+        emulator.websocket_connect(AURA, headers=AUTH) as ws,
+    ):
+        ws.send_json(INIT)
+        assert ws.receive_json()["type"] == "ready"
+        for _ in range(4):
+            time.sleep(0.15)
+            ws.send_json({"type": "keepalive"})
+        ws.send_json({"type": "flush", "text": "Still here."})
+        messages, _frames = utterance(ws)
+        assert messages[0]["type"] == "segment_start"
+        assert messages[-1]["type"] == "audio_end"
+
+
+def test_slng_stt_keepalive_is_not_answered_and_keeps_the_session_open() -> None:
+    """An STT session idling 0.3 s outlives 0.6 s of keepalives, none answered, and then
+    transcribes; silence past the idle time closes it."""
+    with (
+        client(slng_ws_idle_s=0.3) as emulator,
+        emulator.websocket_connect(NOVA, headers=AUTH) as ws,
+    ):
+        ws.send_json({"type": "init", "config": {"sample_rate": 16000, "enable_partials": False}})
+        assert ws.receive_json()["type"] == "ready"
+        ws.send_bytes(b"\x10\x00" * 16000)
+        for _ in range(4):
+            time.sleep(0.15)
+            ws.send_json({"type": "keepalive"})
+        ws.send_json({"type": "finalize"})
+        assert ws.receive_json()["type"] == "final_transcript"
+        while ws.receive_json()["type"] != "utterance_end":
+            pass
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()  # nothing more is sent: the idle close
+        assert closed.value.code == 1000

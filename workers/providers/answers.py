@@ -47,6 +47,11 @@ def bad_output(provider: str, what: str, request_id: str | None = None) -> Provi
     )
 
 
+def longest_reading_s(chars: int) -> float:
+    """The most seconds of speech `chars` characters of text could plausibly take."""
+    return _PAUSE_S + max(chars, 0) / _MIN_CHARS_PER_S
+
+
 def check_content_type(
     header: str, body: bytes, provider: str, request_id: str | None = None
 ) -> None:
@@ -77,7 +82,7 @@ def check_speech(
     except UnsupportedAudio:
         raise bad("bytes that do not decode as audio") from None
     chars = len(text.strip())
-    longest = _PAUSE_S + chars / _MIN_CHARS_PER_S
+    longest = longest_reading_s(chars)
     if info.duration_s > longest:
         raise bad(f"{info.duration_s:.0f} s of audio for {chars} characters of text")
     if info.duration_s < chars / _MAX_CHARS_PER_S - 1.0:
@@ -102,6 +107,73 @@ def check_speech(
     if noise:
         raise bad("random bytes (white noise) instead of speech")
     return info
+
+
+class StreamedSpeech:
+    """`check_speech` for 16-bit mono PCM that arrives in pieces, judged as it comes.
+
+    A stream has no length up front, so its bound is the text's: audio past the longest
+    plausible reading (`_PAUSE_S` plus 2 characters a second) is refused the moment it
+    arrives, which is what caps a streamed answer's size. The first `_NOISE_WINDOW` frames
+    are kept to tell speech from white noise; `finish` applies the shortest-reading check.
+    """
+
+    def __init__(self, *, text: str, rate: int, provider: str) -> None:
+        self.chars, self.rate, self.provider = len(text.strip()), rate, provider
+        self.longest_s = longest_reading_s(self.chars)
+        self.max_frames = math.ceil(self.longest_s * rate)
+        self.frames = 0
+        self._window: list[np.ndarray] = []
+        self._windowed = 0
+        self._judged = False
+        self._odd = b""
+
+    def feed(self, pcm: bytes) -> None:
+        """Count (and, at first, look at) one more piece; a piece may split a sample."""
+        if self._odd:
+            pcm = self._odd + pcm
+        usable = len(pcm) - len(pcm) % 2
+        self._odd = pcm[usable:]
+        frames = usable // 2
+        self.frames += frames
+        if self.frames > self.max_frames:
+            raise bad_output(
+                self.provider,
+                f"more than {self.longest_s:.0f} s of audio for {self.chars} characters of text",
+            )
+        if not self._judged:
+            samples = np.frombuffer(pcm, dtype="<i2", count=frames)[
+                : _NOISE_WINDOW - self._windowed
+            ]
+            self._window.append(samples)
+            self._windowed += len(samples)
+            if self._windowed >= _NOISE_WINDOW:
+                self._judge()
+
+    def finish(self, request_id: str | None = None) -> float:
+        """The seconds received, once the whole stream passes; else the error it is."""
+        seconds = self.frames / self.rate
+        if self.frames == 0:
+            raise ProviderUnavailable(
+                f"{self.provider} streamed no audio; retrying later may help.",
+                code=ErrorCode.EMPTY_RESPONSE,
+                request_id=request_id,
+            )
+        if seconds < self.chars / _MAX_CHARS_PER_S - 1.0:
+            what = f"{seconds:.2f} s of audio for {self.chars} characters of text"
+            raise bad_output(self.provider, what, request_id)
+        if not self._judged:
+            self._judge(request_id)
+        return seconds
+
+    def _judge(self, request_id: str | None = None) -> None:
+        self._judged = True
+        window = np.concatenate(self._window) / 32768.0
+        self._window = []
+        if _is_white_noise(window):
+            raise bad_output(
+                self.provider, "random bytes (white noise) instead of speech", request_id
+            )
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""What every provider adapter offers: `synthesize` and/or `transcribe`, one HTTP call each.
+"""What every provider adapter offers: `synthesize` and/or `transcribe`, one call each.
 
 Adapters make exactly one request per call and raise the error tree in `errors.py`;
 retrying, throttling and recording attempts are the caller's job (`workers/retry.py`).
@@ -20,6 +20,21 @@ class Synthesis:
     content_type: str
     request_id: str | None = None
     status_code: int | None = 200
+    # True when the audio went to the call's AudioSink as it arrived (`audio` is then empty).
+    streamed: bool = False
+
+
+class AudioSink(Protocol):
+    """Where a streaming transport pushes audio as it arrives: 16-bit mono PCM.
+
+    The pipeline passes one per call attempt (`workers.streamed.StoredSpeech` writes it
+    straight to the item's output key); a transport that gets its audio whole ignores it.
+    `start` comes once, before the first `write`; whatever either raises ends the call.
+    """
+
+    def start(self, sample_rate: int) -> None: ...
+
+    def write(self, pcm: bytes) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -81,7 +96,13 @@ class SpeechProvider(Protocol):
     name: str
 
     def synthesize(
-        self, text: str, *, model: str, voice: str | None, options: Mapping[str, Any]
+        self,
+        text: str,
+        *,
+        model: str,
+        voice: str | None,
+        options: Mapping[str, Any],
+        sink: AudioSink | None = None,
     ) -> Synthesis: ...
 
     def transcribe(

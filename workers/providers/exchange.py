@@ -12,6 +12,7 @@ name the host and the failure, never headers, query strings or the API key.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from jobs.error_codes import ErrorCode
 from workers.audio import DEFAULT_MAX_DECODE_SAMPLES
 from workers.deadline import Deadline
 from workers.interrupt import watching
+from workers.providers.answers import longest_reading_s
 from workers.providers.errors import (
     PermanentProviderError,
     ProviderTimeout,
@@ -33,6 +35,8 @@ from workers.providers.http import redact
 _MAX_ERROR_BODY = 64 * 1024
 # A recording whose length its header does not tell is timed as if it were 32 kbit/s.
 _FALLBACK_BYTES_PER_S = 4000
+# Base64 is 4/3 of the bytes; JSON framing (SSE `data:` lines, WS messages) adds a little.
+_STREAM_WIRE_FACTOR = 1.5
 # Headers that describe the wire encoding, not the decoded body we hand on.
 _WIRE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
@@ -65,6 +69,15 @@ class Bounds:
         return Limit(
             self.tts_deadline_s(chars), self.max_tts_bytes, "SPEECHBATCH_MAX_TTS_RESPONSE_BYTES"
         )
+
+    def tts_stream_limit(self, chars: int, sample_rate: int) -> Limit:
+        """The caps of a TTS call whose audio streams to storage as it arrives: the deadline
+        of `tts_limit`, and the wire bytes of the text's longest plausible reading as 16-bit
+        PCM at `sample_rate` in base64 JSON frames (the stream's own check holds the audio to
+        that reading), so a long text is held to its own length, not the whole-body cap."""
+        pcm = longest_reading_s(chars) * sample_rate * 2
+        wire = math.ceil(pcm * _STREAM_WIRE_FACTOR) + _MAX_ERROR_BODY
+        return Limit(self.tts_deadline_s(chars), wire, "the text's longest plausible reading")
 
     def stt_limit(self, audio_s: float | None, size: int) -> Limit:
         """The caps of one STT call on a recording of `audio_s` seconds (None: its header

@@ -250,14 +250,17 @@ def check_tts_text(text: str, *, limit: int, model: str) -> None:
         )
 
 
-def transport_for(spec: ProviderSpec, kind: str, options: Mapping[str, Any]) -> str:
-    """The transport a call of `kind` uses for its `options.transport`; InvalidInput when the
-    vendor lacks it (checked at submit too; this catches a job stored before that check)."""
+def transport_for(
+    spec: ProviderSpec, kind: str, options: Mapping[str, Any], *, chars: int = 0
+) -> str:
+    """The transport a call of `kind` on `chars` characters uses for its `options.transport`;
+    InvalidInput when the vendor lacks it (checked at submit too; this catches a job stored
+    before that check)."""
     asked = options.get("transport")
     refused = spec.transport_refusal(kind, asked)
     if refused is not None:
         raise InvalidInput(refused, code=ErrorCode.INVALID_OPTION)
-    return str(spec.pick_transport(kind, asked))
+    return str(spec.pick_transport(kind, asked, chars=chars))
 
 
 def unknown_model(provider: str, model: str, known: Iterable[str]) -> InvalidInput:

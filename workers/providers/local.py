@@ -18,7 +18,7 @@ from jobs.catalog import PROVIDERS
 from jobs.error_codes import ErrorCode
 from workers.audio import STT_SAMPLE_RATE, to_mono16k_int16
 from workers.providers import http
-from workers.providers.base import AudioInput, Synthesis, Transcript, Word
+from workers.providers.base import AudioInput, AudioSink, Synthesis, Transcript, Word
 from workers.providers.errors import InvalidInput, PermanentProviderError, ProviderTimeout
 from workers.providers.exchange import Bounds
 
@@ -48,7 +48,13 @@ class LocalProvider:
         self._voices: frozenset[str] | None = None
 
     def synthesize(
-        self, text: str, *, model: str, voice: str | None, options: Mapping[str, Any]
+        self,
+        text: str,
+        *,
+        model: str,
+        voice: str | None,
+        options: Mapping[str, Any],
+        sink: AudioSink | None = None,  # espeak-ng's WAV comes whole: nothing to stream
     ) -> Synthesis:
         if model not in self._spec.tts_models:
             raise http.unknown_model("The local provider", model, self._spec.tts_models)

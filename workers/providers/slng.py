@@ -27,7 +27,7 @@ from jobs.media import sniff_audio
 from workers.audio import pcm16_to_wav
 from workers.providers import exchange, http, slng_ws
 from workers.providers.answers import audio_info, bad_output, check_speech, check_transcript
-from workers.providers.base import AudioInput, Synthesis, Transcript
+from workers.providers.base import AudioInput, AudioSink, Synthesis, Transcript
 from workers.providers.errors import (
     InvalidInput,
     ProviderError,
@@ -76,22 +76,37 @@ class SlngProvider:
         self._headers = {"Authorization": f"Bearer {api_key}"}
         if region:
             self._headers["X-Region-Override"] = region
-        link = ws_link or WsLink("SLNG", _KEY_NAME, api_key, idle_s=slng_ws.IDLE_S)
+        link = ws_link or WsLink(
+            "SLNG", _KEY_NAME, api_key, idle_s=slng_ws.IDLE_S, keepalive=slng_ws.KEEPALIVE
+        )
         region_header = {k: v for k, v in self._headers.items() if k != "Authorization"}
         self._ws = slng_ws.SlngWebSocket(link, base_url=self._base, headers=region_header)
 
     def synthesize(
-        self, text: str, *, model: str, voice: str | None, options: Mapping[str, Any]
+        self,
+        text: str,
+        *,
+        model: str,
+        voice: str | None,
+        options: Mapping[str, Any],
+        sink: AudioSink | None = None,
     ) -> Synthesis:
         route = tts_route(model, self._spec.tts_models)
         http.check_tts_text(text, limit=self._spec.text_limit(model), model=model)
         chosen = pick_voice(route, voice, self._spec.default_voice)
         call = tts_call(text, chosen, options, route.family)
         limit = self._bounds.tts_limit(len(text))
-        if http.transport_for(self._spec, "tts", options) == "websocket":
+        if http.transport_for(self._spec, "tts", options, chars=len(text)) == "websocket":
             # Every WS route takes init's config: the rate asked for, not the family's table.
             call = replace(call, sample_rate=slng_ws.ws_sample_rate(options))
             variant = model.removeprefix(BRIDGE_PREFIX)
+            if sink is not None:  # each chunk to storage as it arrives, checked there
+                limit = self._bounds.tts_stream_limit(len(text), call.sample_rate)
+                sink.start(call.sample_rate)
+                _, session_id = self._ws.synthesize(
+                    route.path, variant, call, options, limit, sink.write
+                )
+                return Synthesis(b"", "audio/L16", request_id=session_id, streamed=True)
             pcm, session_id = self._ws.synthesize(route.path, variant, call, options, limit)
             return self._checked(pcm, text, call.sample_rate, session_id, "")
         response = self._post(

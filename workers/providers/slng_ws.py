@@ -17,7 +17,7 @@ from __future__ import annotations
 import binascii
 import json
 from base64 import b64decode
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from jobs.error_codes import ErrorCode
@@ -39,8 +39,11 @@ from workers.providers.transcripts import as_float, as_str, deepgram_word
 from workers.providers.ws_link import Session, WsLink, ws_url
 
 # SLNG closes silent sessions (pipecat keeps alive every 30 s against a 120 s timeout,
-# providers.md §1.9); a pooled session idle longer than this is closed, not reused.
-IDLE_S = 60.0
+# providers.md §1.9): pooled sessions get KEEPALIVE every 30 s while idle. An idle session
+# still holds one of the key's concurrent sessions (SLNG refuses more with `rate_limit`), so
+# one unused for IDLE_S is closed and the next call pays one handshake.
+IDLE_S = 300.0
+KEEPALIVE = json.dumps({"type": "keepalive"})
 WS_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)  # what init's config takes
 _FRAME_BYTES = STT_SAMPLE_RATE // 4 * 2  # a quarter second of 16-bit mono PCM
 _AUDIO_TYPES = frozenset({"audio_chunk", "chunk", "audio"})
@@ -79,9 +82,16 @@ class SlngWebSocket:
         self.link, self._base, self._headers = link, base_url, headers
 
     def synthesize(
-        self, path: str, variant: str, call: TtsCall, options: Mapping[str, Any], limit: Limit
+        self,
+        path: str,
+        variant: str,
+        call: TtsCall,
+        options: Mapping[str, Any],
+        limit: Limit,
+        on_audio: Callable[[bytes], None] | None = None,
     ) -> tuple[bytes, str | None]:
-        """Raw linear16 PCM (or whatever container SLNG chose) for `call`, and the session id."""
+        """Raw linear16 PCM for `call` (or each chunk handed to `on_audio` as it arrives, the
+        bytes returned then empty), and the session id."""
         config: dict[str, Any] = {"sample_rate": call.sample_rate, "encoding": "linear16"}
         if call.speed is not None:
             config["speed"] = call.speed
@@ -93,7 +103,7 @@ class SlngWebSocket:
         def speak(session: Session) -> tuple[bytes, str | None]:
             session_id = self._ready(session, init)
             session.send(text)
-            return self._collect_audio(session), session_id
+            return self._collect_audio(session, on_audio), session_id
 
         return self._run(path, init, speak, limit)  # type: ignore[no-any-return]
 
@@ -162,13 +172,17 @@ class SlngWebSocket:
                 pass  # trailing audio_end/segment_end of the previous call
         return state.get("session_id")
 
-    def _collect_audio(self, session: Session) -> bytes:
-        numbered: dict[int, bytes] = {}
-        frames: list[bytes] = []
+    def _collect_audio(
+        self, session: Session, on_audio: Callable[[bytes], None] | None = None
+    ) -> bytes:
+        """The utterance's audio up to `flushed`/`audio_end`: returned whole, or handed on
+        chunk by chunk, in order, to `on_audio` (then the bytes returned are empty)."""
+        kept = bytearray()
+        audio = _InOrder(on_audio or kept.extend)
         while True:
             raw = session.recv()
             if isinstance(raw, bytes):
-                frames.append(raw)
+                audio.frame(raw)
                 continue
             message = self._json(raw)
             kind = str(message.get("type", "")).lower()
@@ -178,21 +192,15 @@ class SlngWebSocket:
                 chunk = _base64(message.get("data") or message.get("audio"))
                 sequence = message.get("sequence")
                 if isinstance(sequence, int) and not isinstance(sequence, bool):
-                    numbered[sequence] = chunk
+                    audio.numbered(sequence, chunk)
                 else:
-                    frames.append(chunk)
+                    audio.frame(chunk)
             elif kind in _END_TYPES:
                 break
         while session.recv_ready() is not None:
             pass  # audio_end after flushed, or the close some upstreams send (Rime)
-        if numbered and frames:
-            raise bad_output("SLNG", "audio both as numbered chunks and as plain frames")
-        if numbered:
-            order = sorted(numbered)
-            if order != list(range(order[0], order[0] + len(order))):
-                raise bad_output("SLNG", "audio chunks with gaps in their sequence numbers")
-            return b"".join(numbered[n] for n in order)
-        return b"".join(frames)
+        audio.end()
+        return bytes(kept)
 
     def _collect_finals(self, session: Session) -> list[dict[str, Any]]:
         finals: list[dict[str, Any]] = []
@@ -217,6 +225,42 @@ class SlngWebSocket:
         if not isinstance(message, dict):
             raise bad_output("SLNG", "a WebSocket message that is not a JSON object")
         return message
+
+
+class _InOrder:
+    """Audio chunks handed on in order as they arrive: raw frames as they come, numbered
+    `audio_chunk`s by `sequence` from the first one seen (a later one waits for the gap
+    before it to fill; a gap left at the end, or mixed framings, is a truncated answer)."""
+
+    def __init__(self, take: Callable[[bytes], None]) -> None:
+        self._take = take
+        self._next: int | None = None
+        self._waiting: dict[int, bytes] = {}
+        self._plain = False
+
+    def frame(self, chunk: bytes) -> None:
+        self._plain = True
+        self._mixed()
+        self._take(chunk)
+
+    def numbered(self, sequence: int, chunk: bytes) -> None:
+        if self._next is None:
+            self._next = sequence
+        self._mixed()
+        if sequence < self._next or sequence in self._waiting:
+            raise bad_output("SLNG", f"audio chunk {sequence} twice or after later ones")
+        self._waiting[sequence] = chunk
+        while self._next in self._waiting:
+            self._take(self._waiting.pop(self._next))
+            self._next += 1
+
+    def end(self) -> None:
+        if self._waiting:
+            raise bad_output("SLNG", "audio chunks with gaps in their sequence numbers")
+
+    def _mixed(self) -> None:
+        if self._plain and self._next is not None:
+            raise bad_output("SLNG", "audio both as numbered chunks and as plain frames")
 
 
 def _base64(value: object) -> bytes:

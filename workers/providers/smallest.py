@@ -4,7 +4,9 @@ Shapes follow providers.md §2. TTS posts `{text, voice_id, model, sample_rate, 
 language?, output_format}`: to `/waves/v1/tts` with `Accept: audio/wav` (`options.transport`
 http, what `auto` picks), or to `/waves/v1/tts/live` (stream), whose SSE frames of base64 PCM
 are assembled as they arrive (`sse.AudioFrames`), or over the pooled WebSocket session of
-`smallest_ws` (websocket); a stream that ends without its `done: true`
+`smallest_ws` (websocket). Given the pipeline's `AudioSink`, both streaming transports push
+each frame's PCM into it as it arrives instead (written to storage on the fly, checked there
+as it comes); a stream that ends without its `done: true`
 frame, or breaks off, is a transient failure, never audio. Raw PCM, which Lightning sends by
 default and may send when the WAV is not honoured, is wrapped in a WAV header. Pulse gets the
 recording's bytes with `model`, `language`, `word_timestamps` and (pulse) `diarize` as query
@@ -15,7 +17,7 @@ model answers 410 MODEL_DEPRECATED: a permanent `model_deprecated` quoting the s
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -33,7 +35,7 @@ from workers.providers.answers import (
     check_speech,
     check_transcript,
 )
-from workers.providers.base import AudioInput, Segment, Synthesis, Transcript
+from workers.providers.base import AudioInput, AudioSink, Segment, Synthesis, Transcript
 from workers.providers.errors import (
     InvalidInput,
     ProviderError,
@@ -83,12 +85,18 @@ class SmallestProvider:
         self._call = partial(exchange.call, client, "POST", provider=_PROVIDER, secret=api_key)
 
     def synthesize(
-        self, text: str, *, model: str, voice: str | None, options: Mapping[str, Any]
+        self,
+        text: str,
+        *,
+        model: str,
+        voice: str | None,
+        options: Mapping[str, Any],
+        sink: AudioSink | None = None,
     ) -> Synthesis:
         if model not in self._spec.tts_models:
             raise http.unknown_model(_PROVIDER, model, self._spec.tts_models)
         http.check_tts_text(text, limit=self._spec.text_limit(model), model=model)
-        transport = self._transport("tts", options)
+        transport = http.transport_for(self._spec, "tts", options, chars=len(text))
         asked = int(options.get("sample_rate") or DEFAULT_SAMPLE_RATE)
         rate = next((r for r in SAMPLE_RATES if r >= asked), SAMPLE_RATES[-1])
         body: dict[str, Any] = {
@@ -102,6 +110,8 @@ class SmallestProvider:
         }
         if options.get("language"):
             body["language"] = language_code(options)
+        if sink is not None and transport != "http":
+            return self._streamed(body, transport, sink)
         limit = self._bounds.tts_limit(len(text))
         request_id: str | None = None
         status_code = 200
@@ -142,13 +152,37 @@ class SmallestProvider:
             audio=audio, content_type="audio/wav", request_id=request_id, status_code=status_code
         )
 
+    def _streamed(self, body: dict[str, Any], transport: str, sink: AudioSink) -> Synthesis:
+        """SSE or WebSocket audio pushed into `sink` frame by frame as it arrives; the sink
+        checks it and the caller commits it, so no whole answer is ever held here."""
+        rate = int(body["sample_rate"])
+        limit = self._bounds.tts_stream_limit(len(body["text"]), rate)
+        sink.start(rate)
+        if transport == "websocket":
+            _, request_id = self._ws.synthesize(body, limit, sink.write)
+            return Synthesis(b"", "audio/L16", request_id=request_id, streamed=True)
+        response, _ = self._stream(body, limit, sink.write)
+        return Synthesis(
+            b"",
+            "audio/L16",
+            request_id=response.headers.get("x-request-id"),
+            status_code=response.status_code,
+            streamed=True,
+        )
+
     def close(self) -> None:
         """Close the pooled WebSocket sessions (worker shutdown)."""
         self._ws.link.close()
 
-    def _stream(self, body: dict[str, Any], limit: Limit) -> tuple[httpx.Response, bytes]:
-        """The SSE answer and its assembled audio, or the error an incomplete stream is."""
-        frames = AudioFrames(_PROVIDER, key_name=_KEY_NAME, secret=self._key)
+    def _stream(
+        self,
+        body: dict[str, Any],
+        limit: Limit,
+        on_audio: Callable[[bytes], None] | None = None,
+    ) -> tuple[httpx.Response, bytes]:
+        """The SSE answer and its assembled audio (or each frame's audio handed to
+        `on_audio`), or the error an incomplete stream is."""
+        frames = AudioFrames(_PROVIDER, key_name=_KEY_NAME, secret=self._key, on_audio=on_audio)
         response = self._post(
             _ROUTES["stream"],
             limit=limit,

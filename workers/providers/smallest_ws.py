@@ -16,7 +16,7 @@ from __future__ import annotations
 import binascii
 import json
 from base64 import b64decode
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -60,8 +60,14 @@ class SmallestWebSocket:
     def __init__(self, link: WsLink, *, base_url: str) -> None:
         self.link, self._url = link, ws_url(base_url, PATH)
 
-    def synthesize(self, body: Mapping[str, Any], limit: Limit) -> tuple[bytes, str | None]:
-        """The raw PCM Lightning speaks for `body` (the HTTP body's fields), and its request id."""
+    def synthesize(
+        self,
+        body: Mapping[str, Any],
+        limit: Limit,
+        on_audio: Callable[[bytes], None] | None = None,
+    ) -> tuple[bytes, str | None]:
+        """The raw PCM Lightning speaks for `body` (the HTTP body's fields), and its request id;
+        with `on_audio`, each chunk goes there as it arrives and the PCM returned is empty."""
         sent = {k: v for k, v in body.items() if k != "output_format"}
         request = json.dumps({**sent, "continue": True, "flush": True})
 
@@ -77,13 +83,16 @@ class SmallestWebSocket:
                 if message is not None and message.get("status") == "error":
                     raise ws_error(message, self.link.secret)
             session.send(request)
-            return self._collect(session)
+            return self._collect(session, on_audio)
 
         result: tuple[bytes, str | None] = self.link.call((self._url,), open_session, speak, limit)
         return result
 
-    def _collect(self, session: Session) -> tuple[bytes, str | None]:
+    def _collect(
+        self, session: Session, on_audio: Callable[[bytes], None] | None
+    ) -> tuple[bytes, str | None]:
         audio = bytearray()
+        take = on_audio or audio.extend
         request_id = None
         while True:
             raw = session.recv()
@@ -103,6 +112,7 @@ class SmallestWebSocket:
                 data = message.get("data")
                 encoded = data.get("audio") if isinstance(data, Mapping) else None
                 try:
-                    audio += b64decode(str(encoded or ""), validate=True)
+                    pcm = b64decode(str(encoded or ""), validate=True)
                 except (binascii.Error, ValueError):
                     raise bad_output(_PROVIDER, "a chunk whose audio is not base64") from None
+                take(pcm)

@@ -3,7 +3,8 @@
 `SseEvents` splits a byte stream into events (`event:` and `data:` lines ended by a blank line,
 as the WHATWG spec has it) whatever the chunk boundaries. `AudioFrames` is an
 `exchange.call` sink built on it for Smallest's SSE TTS (providers.md §2.3): each JSON `data`
-may carry base64 `audio`, and the frame with `"done": true` ends the speech. A frame with an
+may carry base64 `audio` (kept, or handed on frame by frame to `on_audio`, the pipeline's
+way to store it as it arrives), and the frame with `"done": true` ends the speech. A frame with an
 error status ends the call as that status's error. The caller checks `done` once the body is
 over: a stream that ends without it, or breaks off, is incomplete audio and never success.
 """
@@ -65,9 +66,17 @@ class SseEvents:
 class AudioFrames:
     """The audio of a Smallest-shaped SSE answer, assembled as the frames arrive."""
 
-    def __init__(self, provider: str, *, key_name: str, secret: str | None = None) -> None:
+    def __init__(
+        self,
+        provider: str,
+        *,
+        key_name: str,
+        secret: str | None = None,
+        on_audio: Callable[[bytes], None] | None = None,
+    ) -> None:
         self.provider, self.key_name, self.secret = provider, key_name, secret
-        self.audio = bytearray()
+        self.audio = bytearray()  # kept only when no `on_audio` takes each frame's audio
+        self._on_audio = on_audio or self.audio.extend
         self.frames = 0
         self.done = False
         self._events = SseEvents(self._event)
@@ -93,12 +102,13 @@ class AudioFrames:
         audio = frame.get("audio")
         if audio is not None:
             try:
-                self.audio += b64decode(audio, validate=True)
+                pcm = b64decode(audio, validate=True)
             except (binascii.Error, TypeError, ValueError):
                 raise bad_output(
                     self.provider, "a stream frame whose audio is not base64"
                 ) from None
             self.frames += 1
+            self._on_audio(pcm)
         self.done = frame.get("done") is True
 
     def _failure(self, frame: dict[str, object], status: str) -> Exception:

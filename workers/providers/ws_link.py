@@ -64,12 +64,19 @@ class WsLink:
     vendor: str  # as messages name it, e.g. "SLNG"
     key_name: str  # the setting that holds the key, e.g. "SLNG_API_KEY"
     secret: str
-    idle_s: float  # close pooled sessions idle this long (under the vendor's idle timeout)
+    # Close pooled sessions idle this long: under the vendor's idle timeout when it has no
+    # keepalive; with one, a cap we choose, since an idle session holds one of the key's
+    # concurrent connections at the vendor.
+    idle_s: float
+    keepalive: str | None = None  # the vendor's keepalive message: SLNG's {"type":"keepalive"}
+    keepalive_s: float = 30.0  # sent this often on an idle pooled session
     backoff: ConnectBackoff = field(default_factory=ConnectBackoff)
     pool: WsPool = field(init=False)
 
     def __post_init__(self) -> None:
-        self.pool = WsPool(idle_s=self.idle_s)
+        self.pool = WsPool(
+            idle_s=self.idle_s, keepalive=self.keepalive, keepalive_s=self.keepalive_s
+        )
         self._credential = hashlib.sha256(self.secret.encode()).hexdigest()[:16]
 
     def open(self, url: str, *, deadline: Deadline, max_bytes: int, headers: dict[str, str]) -> Any:
@@ -81,7 +88,7 @@ class WsLink:
                 url,
                 additional_headers={"Authorization": f"Bearer {self.secret}", **headers},
                 open_timeout=max(0.1, min(_OPEN_TIMEOUT_S, deadline.remaining())),
-                ping_interval=None,  # idle pooled sessions are closed, not kept alive
+                ping_interval=None,  # vendors time out silence; WsPool sends their keepalive
                 close_timeout=1.0,
                 max_size=max_bytes,
                 compression=None,  # audio does not deflate; it would only cost CPU
