@@ -66,6 +66,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"  # 429 or a concurrency cap: slowed down, not failed
     PROVIDER_UNAVAILABLE = "provider_unavailable"  # 5xx, refused or reset connection
     PROVIDER_TIMEOUT = "provider_timeout"  # no (complete) answer in time
+    CIRCUIT_OPEN = "circuit_open"  # the provider fails for every worker: calls paused
     PROVIDER_CONFLICT = "provider_conflict"  # 409: a conflicting request still running
     PROVIDER_REJECTED = "provider_rejected"  # a permanent refusal with no finer code
     INVALID_INPUT = "invalid_input"  # the provider rejected the request as invalid

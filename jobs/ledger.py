@@ -143,6 +143,16 @@ class ItemLedger(LedgerBase):
         delay_s = min(delay_s, MAX_COUNTDOWN_S)
         return self._back_to_queue(item, attempts, delay_s, None, countdown=True)
 
+    def reroute(
+        self, item: ClaimedItem, error: ItemError, attempts: Sequence[AttemptRecord]
+    ) -> bool:
+        """running → queued on the item's next route (its job's next fallback provider), due
+        now and with a fresh attempt budget; `error` (why it moved) stays on the item until
+        the fallback's outcome replaces it. False if the claim was lost."""
+        if not item.can_fail_over:
+            raise ValueError(f"item {item.id} has no fallback left")
+        return self._back_to_queue(item, attempts, 0.0, error, countdown=True, reroute=True)
+
     def await_provider(
         self,
         item: ClaimedItem,
@@ -165,6 +175,7 @@ class ItemLedger(LedgerBase):
         *,
         countdown: bool,
         job: ProviderJob | None = None,
+        reroute: bool = False,
     ) -> bool:
         check_item_transition(R, Q)
         now = self.clock()
@@ -185,6 +196,8 @@ class ItemLedger(LedgerBase):
                 return ItemStatus.CANCELED
             if job is not None:
                 statement, params["provider_job"] = sql.AWAIT_PROVIDER, job.to_json()
+            elif reroute:
+                statement = sql.REROUTE
             else:
                 statement = sql.HAND_BACK if error is None else sql.REQUEUE
             if not c.execute(statement, params).rowcount:

@@ -102,6 +102,7 @@ def counter_update(job_id: Any = None) -> Any:
             JOBS.c.voice,
             JOBS.c.options,
             JOBS.c.output_prefix,
+            JOBS.c.fallback,
         )
     )
 
@@ -139,6 +140,7 @@ CLAIM = (
         ITEMS.c.voice.label("item_voice"),
         ITEMS.c.attempts,
         ITEMS.c.provider_job,
+        ITEMS.c.route,
     )
 )
 _CLAIMED = CLAIM.cte("moved")
@@ -147,6 +149,7 @@ CLAIM_AT_ONCE = counter_update(_CLAIMED.c.job_id).returning(
     _CLAIMED.c.item_voice,
     _CLAIMED.c.attempts,
     _CLAIMED.c.provider_job,
+    _CLAIMED.c.route,
 )
 
 # --- leaving running: only the claim holder's token matches -----------------------------
@@ -172,6 +175,7 @@ SUCCEED = _leave(
     "output_content_type",
     "duration_s",
     "characters",
+    "pieces",
     "finished_at",
 ).values(error_code=None, error_message=None, next_attempt_at=None)
 FAIL = _leave("failed", "error_code", "error_message", "finished_at").values(next_attempt_at=None)
@@ -179,6 +183,11 @@ REQUEUE = _leave("queued", "error_code", "error_message", "next_attempt_at", "pu
 # A hand-back gives the claim's attempt back: the hold-up was ours, not the item's.
 HAND_BACK = _leave("queued", "next_attempt_at", "published_at").values(
     error_code=None, error_message=None, attempts=ITEMS.c.attempts - 1
+)
+# Failing over: back to queued on the next route with a fresh attempt budget, due now; the
+# error that moved it is kept until the fallback's outcome replaces it.
+REROUTE = _leave("queued", "error_code", "error_message", "next_attempt_at", "published_at").values(
+    route=ITEMS.c.route + 1, attempts=0
 )
 # Waiting on a provider-side job is a hand-back that also records the job (SLNG batch).
 AWAIT_PROVIDER = HAND_BACK.values(provider_job=bindparam("provider_job", type_=JSON()))

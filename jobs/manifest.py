@@ -55,6 +55,7 @@ class ManifestRecord:
                 "bytes": item.output_bytes,
                 "duration_s": item.duration_s,
                 "content_type": item.output_content_type,
+                "pieces": item.pieces,
                 "files": [
                     {"format": fmt, "key": key, "url": None} for fmt, key in output_files(job, item)
                 ],

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -121,6 +122,8 @@ class Job(Base):
     model: Mapped[str] = mapped_column(String(200))
     voice: Mapped[str | None] = mapped_column(String(200))
     options: Mapped[dict[str, Any]]
+    # Where items go when this provider fails them (jobs.records.Route as JSON), in order.
+    fallback: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     output_prefix: Mapped[str] = mapped_column(String(200), default="")
     status: Mapped[JobStatus] = mapped_column(
         StrEnumColumn(JobStatus, 24), default=JobStatus.QUEUED
@@ -187,6 +190,10 @@ class Item(Base):
     output_content_type: Mapped[str | None] = mapped_column(String(100))
     duration_s: Mapped[float | None] = mapped_column(Float)
     characters: Mapped[int] = mapped_column(Integer, default=0)
+    # Provider requests the output took: 1, or a long TTS line's pieces (workers/long_tts.py).
+    pieces: Mapped[int | None] = mapped_column(Integer)
+    # Which provider the item uses: 0 the job's own, n its fallback n (jobs.records.Route).
+    route: Mapped[int] = mapped_column(SmallInteger, default=0, server_default=sql_text("0"))
     updated_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
     # The provider-side job the item waits on between polls (SLNG batch): jobs.records.ProviderJob.

@@ -7,12 +7,35 @@ ledger what it produced (`ItemResult`) or why it did not (`ItemError`), plus one
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from jobs.error_codes import ErrorCode
 from jobs.status import JobKind
+
+
+@dataclass(frozen=True)
+class Route:
+    """One provider a job's items can be spoken or transcribed by: the job's own (route 0)
+    or one of its `fallback` entries. A fallback's voice is its own, never mapped from the
+    primary's (None: that vendor's default voice)."""
+
+    provider: str
+    model: str
+    voice: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Route:
+        return cls(str(raw["provider"]), str(raw["model"]), raw.get("voice"))
+
+
+def fallback_routes(raw: Any) -> tuple[Route, ...]:
+    """A job row's `fallback` JSON as routes (SQL or JSON null: none)."""
+    return tuple(Route.from_json(r) for r in raw) if isinstance(raw, list) else ()
 
 
 @dataclass(frozen=True)
@@ -35,11 +58,21 @@ class ClaimedItem:
     options: dict[str, Any]
     output_prefix: str
     provider_job: ProviderJob | None = None  # a provider-side job the item waits on
+    route: int = 0  # 0: the job's provider; n: `fallback[n - 1]` (provider/model/voice above)
+    fallback: tuple[Route, ...] = ()  # the job's fallbacks, all of them
+
+    @property
+    def can_fail_over(self) -> bool:
+        """Whether a fallback is left to move the item to."""
+        return self.route < len(self.fallback)
 
     @classmethod
     def from_rows(cls, item_id: int, token: str, item: Any, job: Any) -> ClaimedItem:
-        """From the claimed item row and its job's row (one row on PostgreSQL)."""
-        return cls(
+        """From the claimed item row and its job's row (one row on PostgreSQL); on a fallback
+        route the provider, model and voice are the fallback's."""
+        fallback = fallback_routes(job.fallback)
+        route = min(int(item.route or 0), len(fallback))
+        claimed = cls(
             id=item_id,
             job_id=item.job_id,
             seq=item.seq,
@@ -56,7 +89,13 @@ class ClaimedItem:
             options=dict(job.options),
             output_prefix=job.output_prefix,
             provider_job=ProviderJob.from_json(item.provider_job),
+            route=route,
+            fallback=fallback,
         )
+        if route == 0:
+            return claimed
+        chosen = fallback[route - 1]
+        return replace(claimed, provider=chosen.provider, model=chosen.model, voice=chosen.voice)
 
 
 @dataclass(frozen=True)
@@ -93,6 +132,7 @@ class ItemResult:
     content_type: str
     duration_s: float | None
     characters: int
+    pieces: int = 1  # provider requests a long TTS line took (workers/long_tts.py)
 
     def columns(self) -> dict[str, Any]:
         """The item row's columns this result fills."""
@@ -102,6 +142,7 @@ class ItemResult:
             "output_content_type": self.content_type,
             "duration_s": self.duration_s,
             "characters": self.characters,
+            "pieces": self.pieces,
         }
 
 

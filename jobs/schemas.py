@@ -71,6 +71,25 @@ class OutputSpec(Strict):
     prefix: Storable = Field(default="", max_length=200)
 
 
+class FallbackIn(Strict):
+    """A provider to move an item to when the job's own fails it (after its attempts, for
+    quota, or while it is down for everyone). Its voice is its own: the job's and items'
+    voices are never carried over (none given: that vendor's default voice)."""
+
+    provider: Storable = Field(max_length=32)
+    model: Storable | None = Field(default=None, max_length=200)
+    voice: Storable | None = Field(default=None, max_length=200)
+
+
+class FallbackOut(BaseModel):
+    provider: str
+    model: str
+    voice: str | None
+
+
+MAX_FALLBACKS = 3
+
+
 class JobCreate(Strict):
     kind: Literal["tts", "stt"]
     provider: Storable = Field(max_length=32)
@@ -79,6 +98,7 @@ class JobCreate(Strict):
     options: JobOptions = Field(default_factory=JobOptions)
     items: list[ItemIn] = Field(default_factory=list)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    fallback: list[FallbackIn] = Field(default_factory=list, max_length=MAX_FALLBACKS)
 
 
 class Counts(BaseModel):
@@ -103,6 +123,7 @@ class JobOut(BaseModel):
     voice: str | None
     options: dict[str, Any]
     output: OutputSpec
+    fallback: list[FallbackOut] = Field(default_factory=list)
     status: str
     counts: Counts
     usage: Usage
@@ -153,6 +174,8 @@ class ItemOutput(BaseModel):
     bytes: int | None
     duration_s: float | None
     content_type: str | None
+    # Provider requests it took: more than 1 for a TTS line over the model's character limit.
+    pieces: int | None = None
     files: list[OutputFile] = Field(default_factory=list)
 
 
@@ -160,6 +183,7 @@ class ItemOut(BaseModel):
     id: str
     seq: int
     status: str
+    provider: str = ""  # the job's provider, or the fallback the item moved to
     attempts: int
     text: str | None = None
     source: str | None = None

@@ -126,6 +126,7 @@ def _job_row(valid: ValidJob, tenant_id: str, idempotency_key: str | None, diges
         model=valid.model,
         voice=valid.voice,
         options=valid.options,
+        fallback=[route.to_json() for route in valid.fallback] or None,
         output_prefix=valid.output_prefix,
         status=JobStatus.QUEUED,
         idempotency_key=idempotency_key,

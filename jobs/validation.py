@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.catalog import PROVIDERS, get_provider_spec
+from jobs.catalog import PROVIDERS, ProviderSpec, get_provider_spec
 from jobs.error_codes import ErrorCode
 from jobs.errors import ApiError, invalid
 from jobs.netpolicy import Allowlist, UnsafeUrl, check_url
+from jobs.records import Route
 from jobs.schemas import JobCreate
 from storage.keys import UnsafeKey, validate_prefix
 
@@ -43,6 +44,7 @@ class ValidJob:
     options: dict[str, Any]
     output_prefix: str
     items: list[ItemRow]
+    fallback: list[Route] = field(default_factory=list)
 
 
 def _check_item_id(value: str, index: int) -> str:
@@ -93,35 +95,54 @@ def _check_source(source: str | None, index: int, allow: Allowlist) -> str:
     return source
 
 
+def _check_route(
+    kind: str, provider: str, model: str | None, transport: str, where: str = ""
+) -> tuple[ProviderSpec, str]:
+    """The spec and model of a provider a job names (its own, or a fallback `where`)."""
+    spec = get_provider_spec(provider)
+    if spec is None:
+        raise invalid(
+            ErrorCode.UNKNOWN_PROVIDER,
+            f"{where}Provider {provider!r} is not supported "
+            f"(known: {', '.join(sorted(PROVIDERS))}).",
+        )
+    replacement = spec.retired_models.get(model or "")
+    if replacement is not None:
+        raise invalid(
+            ErrorCode.MODEL_DEPRECATED,
+            f"{where}Model {model!r} of {spec.name} is retired; use {replacement!r} instead.",
+        )
+    chosen = model or spec.default_model(kind)
+    if chosen is None or chosen not in spec.models(kind):
+        known = ", ".join(spec.models(kind)) or "none"
+        raise invalid(
+            ErrorCode.UNKNOWN_MODEL,
+            f"{where}Model {model!r} is not a {kind.upper()} model of {spec.name} "
+            f"(known: {known}).",
+        )
+    refused = spec.transport_refusal(kind, transport)
+    if refused is not None:
+        raise invalid(ErrorCode.INVALID_OPTION, where + refused)
+    return spec, chosen
+
+
 def validate_job(body: JobCreate, *, max_items: int, allow: Allowlist = ()) -> ValidJob:
     """Check a job body against the catalog and limits; raise ApiError with a precise code.
 
     `allow` holds the networks source URLs may reach although private (settings'
     `allow_private_networks` through `parse_allowlist`).
     """
-    spec = get_provider_spec(body.provider)
-    if spec is None:
-        raise invalid(
-            ErrorCode.UNKNOWN_PROVIDER,
-            f"Provider {body.provider!r} is not supported (known: {', '.join(sorted(PROVIDERS))}).",
+    spec, model = _check_route(body.kind, body.provider, body.model, body.options.transport)
+    fallback = []
+    for n, entry in enumerate(body.fallback):
+        where = f"fallback[{n}]: "
+        if entry.provider == spec.name and (entry.model or model) == model:
+            raise invalid(ErrorCode.INVALID_OPTION, f"{where}it names the job's own provider.")
+        other, other_model = _check_route(
+            body.kind, entry.provider, entry.model, body.options.transport, where
         )
-    replacement = spec.retired_models.get(body.model or "")
-    if replacement is not None:
-        raise invalid(
-            ErrorCode.MODEL_DEPRECATED,
-            f"Model {body.model!r} of {spec.name} is retired; use {replacement!r} instead.",
-        )
-    model = body.model or spec.default_model(body.kind)
-    if model is None or model not in spec.models(body.kind):
-        known = ", ".join(spec.models(body.kind)) or "none"
-        raise invalid(
-            ErrorCode.UNKNOWN_MODEL,
-            f"Model {body.model!r} is not a {body.kind.upper()} model of {spec.name} "
-            f"(known: {known}).",
-        )
-    refused = spec.transport_refusal(body.kind, body.options.transport)
-    if refused is not None:
-        raise invalid(ErrorCode.INVALID_OPTION, refused)
+        voice_of = entry.voice or (other.default_voice if body.kind == "tts" else None)
+        fallback.append(Route(other.name, other_model, voice_of))
     if not body.items:
         raise invalid(ErrorCode.NO_ITEMS, "The job has no items; send at least one.")
     if len(body.items) > max_items:
@@ -161,4 +182,5 @@ def validate_job(body: JobCreate, *, max_items: int, allow: Allowlist = ()) -> V
         options=body.options.model_dump(),
         output_prefix=prefix,
         items=rows,
+        fallback=fallback,
     )

@@ -11,6 +11,7 @@ from jobs.models import Item, Job
 from jobs.schemas import (
     Counts,
     ErrorOut,
+    FallbackOut,
     ItemOut,
     ItemOutput,
     JobOut,
@@ -33,6 +34,7 @@ def item_view(job: Job, item: Item, url_for: UrlFor | None) -> ItemOut:
             bytes=item.output_bytes,
             duration_s=item.duration_s,
             content_type=item.output_content_type,
+            pieces=item.pieces,
             files=[
                 OutputFile(format=fmt, key=key, url=url_for(key, item) if url_for else None)
                 for fmt, key in output_files(job, item)
@@ -41,10 +43,14 @@ def item_view(job: Job, item: Item, url_for: UrlFor | None) -> ItemOut:
     error = None
     if item.error_code and item.status != ItemStatus.SUCCEEDED:
         error = ErrorOut(code=item.error_code, message=item.error_message or "")
+    routes = job.fallback or []
+    on_fallback = 0 < item.route <= len(routes)
     return ItemOut(
         id=item.external_id,
         seq=item.seq,
         status=item.status,
+        # Who speaks or transcribes it: the job's provider, or the fallback it moved to.
+        provider=routes[item.route - 1]["provider"] if on_fallback else job.provider,
         attempts=item.attempts,
         text=item.text,
         source=item.source,
@@ -63,6 +69,7 @@ def job_view(job: Job) -> JobOut:
         voice=job.voice,
         options=job.options,
         output=OutputSpec(prefix=job.output_prefix),
+        fallback=[FallbackOut(**route) for route in job.fallback or []],
         status=job.status,
         counts=Counts(
             total=job.total,

@@ -37,6 +37,7 @@ class Outcome(StrEnum):
     LOST = "lost"  # our lease was taken over while we worked; the new holder decides
     # handed back without spending an attempt (limit full, storage down, an SLNG batch job)
     DEFERRED = "deferred"
+    REROUTED = "rerouted"  # moved to the job's next fallback provider, due now
 
 
 def item_fields(item: ClaimedItem, **more: object) -> dict[str, object]:
@@ -90,6 +91,8 @@ def retry_later(
     policy = rt.config.retry
     if item.attempts >= policy.item_attempts:
         message = f"Gave up after {item.attempts} attempts; last error: {error.message}"
+        if item.can_fail_over:
+            return fail_over(rt, item, attempts, ItemError(error.code, message))
         return fail(rt, item, attempts, ItemError(error.code, message))
     delay = next_delay(
         item.attempts, error, base=policy.item_base_s, cap=policy.item_cap_s, rng=rt.rng
@@ -98,6 +101,22 @@ def retry_later(
         item, ItemError(error.code, error.message), attempts, delay_s=delay
     )
     return _ended(item, Outcome.RETRYING if moved else Outcome.LOST, error.code)
+
+
+def fail_over(rt: Runtime, item: ClaimedItem, attempts: Attempts, error: ItemError) -> Outcome:
+    """To the job's next fallback provider, due now with a fresh attempt budget; `error` is
+    why the item left its provider."""
+    nxt = item.fallback[item.route]
+    log.warning(
+        "item %s fails over to %s/%s %s",
+        item.id,
+        nxt.provider,
+        nxt.model,
+        about(item, error.code),
+        extra=item_fields(item, error_code=str(error.code)),
+    )
+    moved = rt.ledger.reroute(item, error, attempts)
+    return _ended(item, Outcome.REROUTED if moved else Outcome.LOST, error.code)
 
 
 def hand_back(

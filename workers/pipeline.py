@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from jobs.catalog import limits_name
+from jobs.catalog import ProviderSpec, get_provider_spec, limits_name
 from jobs.error_codes import ErrorCode
 from jobs.media import AudioRejected, check_audio
 from jobs.records import AttemptRecord, ClaimedItem, ItemError, ItemResult
@@ -24,9 +25,10 @@ from jobs.status import JobKind
 from jobs.validation import HTTP_SOURCE
 from storage.keys import output_key, upload_key
 from storage.objects import ObjectNotFound, StorageUnavailable
-from workers import batch_stt, outcomes
+from workers import batch_stt, long_tts, outcomes
 from workers.audio import convert, ext_of
 from workers.canceled import end_stopped, remove_if_canceled
+from workers.circuit import CircuitOpen
 from workers.fetch import fetch_source
 from workers.interrupt import ItemStop, ItemStopped, provider_call
 from workers.outcomes import Outcome, about, item_fields
@@ -35,6 +37,8 @@ from workers.providers.errors import (
     AuthenticationFailed,
     InvalidInput,
     PermanentProviderError,
+    ProviderError,
+    ProviderTimeout,
     ProviderUnavailable,
     QuotaExceeded,
     RateLimited,
@@ -43,7 +47,7 @@ from workers.providers.errors import (
 )
 from workers.retry import call_with_retries, next_delay
 from workers.runtime import Runtime
-from workers.streamed import StoredSpeech
+from workers.streamed import StoredAudio, StoredSpeech
 from workers.throttle import ThrottleBusy
 from workers.transcript_files import transcript_files, write_all
 
@@ -99,6 +103,15 @@ def _work(rt: Runtime, item: ClaimedItem, stop: ItemStop) -> Outcome:  # noqa: P
         return end_stopped(rt, item)
     except batch_stt.AwaitProvider as waiting:  # SLNG batch: the item waits in the database
         return outcomes.await_provider(rt, item, attempts, waiting.job, waiting.delay_s)
+    except CircuitOpen as down:
+        # Down for every worker: a fallback now, else back once the next probe may have run.
+        if item.can_fail_over:
+            return outcomes.fail_over(
+                rt, item, attempts, ItemError(ErrorCode.CIRCUIT_OPEN, str(down))
+            )
+        return outcomes.hand_back(
+            rt, item, attempts, down.retry_in_s + rt.rng.uniform(0.5, 3.0), ErrorCode.CIRCUIT_OPEN
+        )
     except ThrottleBusy:
         return outcomes.hand_back(rt, item, attempts, rt.rng.uniform(1.0, 3.0))
     except StorageUnavailable:
@@ -110,21 +123,8 @@ def _work(rt: Runtime, item: ClaimedItem, stop: ItemStop) -> Outcome:  # noqa: P
             extra=item_fields(item),
         )
         return outcomes.hand_back(rt, item, attempts, rt.rng.uniform(5.0, 15.0))
-    except (AuthenticationFailed, QuotaExceeded) as error:
-        # Every other item of the job would be refused the same way: stop the job's calls
-        # now instead of burning through thousands of items (and the provider's patience).
-        return outcomes.fail(rt, item, attempts, _error(error), whole_job=True)
-    except PermanentProviderError as error:
-        return outcomes.fail(rt, item, attempts, _error(error))
-    except RateLimited as error:
-        # "Slow down" is about the provider, not the item: wait at least Retry-After, and
-        # spend no attempt, so a long 429 storm delays items instead of failing them.
-        # (Quota-type refusals are QuotaExceeded, handled above.)
-        policy = rt.config.retry
-        wait = next_delay(1, error, base=policy.item_base_s, cap=policy.max_countdown_s, rng=rt.rng)
-        return outcomes.hand_back(rt, item, attempts, wait, error.code)
-    except TransientProviderError as error:
-        return outcomes.retry_later(rt, item, attempts, error)
+    except ProviderError as error:
+        return _refused(rt, item, attempts, error)
     except Exception as error:  # a bug or an unexpected outage: bounded by item_attempts
         code = ErrorCode.INTERNAL_ERROR
         log.exception(
@@ -144,7 +144,32 @@ def _work(rt: Runtime, item: ClaimedItem, stop: ItemStop) -> Outcome:  # noqa: P
     return outcome
 
 
-def _error(error: PermanentProviderError) -> ItemError:
+def _refused(
+    rt: Runtime, item: ClaimedItem, attempts: list[AttemptRecord], error: ProviderError
+) -> Outcome:
+    """The outcome of a call the provider refused or failed, by the kind of error."""
+    if isinstance(error, QuotaExceeded) and item.can_fail_over:
+        # This account is out of quota; the fallback's may not be.
+        return outcomes.fail_over(rt, item, attempts, _error(error))
+    if isinstance(error, AuthenticationFailed | QuotaExceeded):
+        # Every other item of the job would be refused the same way: stop the job's calls
+        # now instead of burning through thousands of items (and the provider's patience).
+        return outcomes.fail(rt, item, attempts, _error(error), whole_job=True)
+    if isinstance(error, PermanentProviderError):
+        return outcomes.fail(rt, item, attempts, _error(error))
+    if isinstance(error, RateLimited):
+        # "Slow down" is about the provider, not the item: wait at least Retry-After, and
+        # spend no attempt, so a long 429 storm delays items instead of failing them.
+        # (Quota-type refusals are QuotaExceeded, handled above.)
+        policy = rt.config.retry
+        wait = next_delay(1, error, base=policy.item_base_s, cap=policy.max_countdown_s, rng=rt.rng)
+        return outcomes.hand_back(rt, item, attempts, wait, error.code)
+    if isinstance(error, TransientProviderError):
+        return outcomes.retry_later(rt, item, attempts, error)
+    return outcomes.fail(rt, item, attempts, _error(error))
+
+
+def _error(error: ProviderError) -> ItemError:
     return ItemError(error.code, error.message)
 
 
@@ -171,8 +196,19 @@ def _with_retries(
     wait_s = rt.config.throttle_wait_s
 
     def limited() -> T:
+        rt.circuit.check(credential)  # CircuitOpen: the provider is down for every worker
         with provider_call(), rt.throttle.permit(*credential, max_wait_s=wait_s):
-            return call()
+            try:
+                result = call()
+            except QuotaExceeded:
+                rt.circuit.failed(credential, quota=True)
+                raise
+            except (ProviderUnavailable, ProviderTimeout) as error:
+                if error.status_code is None or error.status_code >= 500:
+                    rt.circuit.failed(credential)  # down, not "slow down" or bad output
+                raise
+        rt.circuit.succeeded(credential)
+        return result
 
     return call_with_retries(
         limited,
@@ -187,29 +223,47 @@ def _with_retries(
 
 
 def _synthesize(rt: Runtime, item: ClaimedItem, attempts: list[AttemptRecord]) -> ItemResult:
-    provider = rt.providers.get(item.provider)
     text = item.text or ""
     fmt, sample_rate = item.options.get("format", "wav"), item.options.get("sample_rate")
     key = output_key(
         item.output_prefix, item.tenant_id, item.job_id, item.seq, item.external_id, ext_of(fmt)
     )
+    spec = get_provider_spec(item.provider)
+    limit = spec.text_limit(item.model) if spec is not None else len(text)
+    if len(text) > limit and spec is not None:
+        return _synthesize_long(rt, item, attempts, spec, limit, key)
+    stored = _speak(rt, item, attempts, text, key, (fmt, sample_rate), item.options)
+    return ItemResult(key, stored.size, stored.content_type, stored.duration_s, len(text))
 
-    def attempt() -> Synthesis | ItemResult:
+
+def _speak(
+    rt: Runtime,
+    item: ClaimedItem,
+    attempts: list[AttemptRecord],
+    text: str,
+    key: str,
+    encoding: tuple[str, int | None],
+    options: Mapping[str, Any],
+) -> StoredAudio:
+    """`text` spoken by the item's provider and stored at `key` as (format, rate) `encoding`."""
+    provider = rt.providers.get(item.provider)
+    fmt, sample_rate = encoding
+
+    def attempt() -> Synthesis | StoredAudio:
         # A streaming transport writes into `sink` as the audio arrives; one that sends its
         # audio whole ignores it. Leaving the block without commit() leaves nothing at `key`.
         with StoredSpeech(
             rt.store, key, fmt=fmt, sample_rate=sample_rate, text=text, provider=item.provider
         ) as sink:
             synthesis = provider.synthesize(
-                text, model=item.model, voice=item.voice, options=item.options, sink=sink
+                text, model=item.model, voice=item.voice, options=options, sink=sink
             )
             if not synthesis.streamed:
                 return synthesis
-            stored = sink.commit(synthesis.request_id)
-        return ItemResult(key, stored.size, stored.content_type, stored.duration_s, len(text))
+            return sink.commit(synthesis.request_id)
 
     answer = _with_retries(rt, item, attempts, attempt)
-    if isinstance(answer, ItemResult):
+    if isinstance(answer, StoredAudio):
         return answer
     try:
         encoded = convert(answer.audio, fmt=fmt, sample_rate=sample_rate)
@@ -220,7 +274,47 @@ def _synthesize(rt: Runtime, item: ClaimedItem, attempts: list[AttemptRecord]) -
             code=ErrorCode.BAD_PROVIDER_AUDIO,
         ) from error
     size = _stored(rt, lambda: rt.store.put_bytes(key, encoded.data, encoded.content_type))
-    return ItemResult(key, size, encoded.content_type, encoded.duration_s, len(text))
+    return StoredAudio(size, encoded.content_type, encoded.duration_s)
+
+
+def _synthesize_long(
+    rt: Runtime,
+    item: ClaimedItem,
+    attempts: list[AttemptRecord],
+    spec: ProviderSpec,
+    limit: int,
+    key: str,
+) -> ItemResult:
+    """A line over the model's limit: its pieces spoken one by one (each stored before the
+    next; those already stored by an earlier delivery are not asked for again) over the
+    transport the whole line would use, then stitched into the one output."""
+    text = item.text or ""
+    pieces = long_tts.split_text(text, limit, item.options.get("language"))
+    if len(pieces) > long_tts.MAX_PIECES:
+        raise InvalidInput(
+            f"The text is {len(text):,} characters: {len(pieces):,} pieces of at most {limit} "
+            f"for {item.model}, over the {long_tts.MAX_PIECES:,} a line may take; split it into "
+            "several items.",
+            code=ErrorCode.TEXT_TOO_LONG,
+        )
+    # Every piece on the transport the whole line would get (`auto` streams a long line),
+    # so a WebSocket vendor speaks them on one session, one after another.
+    chosen = spec.pick_transport("tts", item.options.get("transport"), chars=len(text))
+    options = {**item.options, "transport": chosen} if chosen else item.options
+    keys = [long_tts.piece_key(key, n) for n in range(len(pieces))]
+    for piece, at in zip(pieces, keys, strict=True):
+        if _stored(rt, partial(rt.store.size, at)) is None:
+            _speak(rt, item, attempts, piece, at, ("wav", None), options)
+    fmt, sample_rate = item.options.get("format", "wav"), item.options.get("sample_rate")
+    stored = _stored(
+        rt, partial(long_tts.stitch, rt.store, keys, key, fmt=fmt, sample_rate=sample_rate)
+    )
+    for at in keys:
+        with suppress(StorageUnavailable):  # a leftover piece is removed with its job's objects
+            rt.store.delete(at)
+    return ItemResult(
+        key, stored.size, stored.content_type, stored.duration_s, len(text), pieces=len(pieces)
+    )
 
 
 def _read_source(rt: Runtime, item: ClaimedItem) -> AudioInput:

@@ -7,6 +7,7 @@ Each seam is a small interface with a real implementation and one for local mode
     providers  workers.providers.registry          adapters built on first use
     throttle   workers.throttle.Throttle           ProviderThrottle (Redis) / UnlimitedThrottle
     budget     workers.retry_budget.RetryBudget    RedisRetryBudget / UnlimitedRetryBudget
+    circuit    workers.circuit.Circuit             RedisCircuit / NoCircuit
     leases     workers.leases.Leases               HeartbeatLeases / NullLeases
     batch      workers.batch_stt.BatchApi          SlngBatch / NoBatchApi (no SLNG key)
 
@@ -30,6 +31,7 @@ from storage.objects import ObjectStore
 from storage.publisher import Publisher
 from storage.stores import open_object_store
 from workers.batch_stt import BatchApi, NoBatchApi
+from workers.circuit import Circuit, NoCircuit, RedisCircuit
 from workers.config import WorkerConfig
 from workers.interrupt import interruptible_transport
 from workers.leases import HeartbeatLeases, Leases, NullLeases
@@ -47,6 +49,7 @@ class Runtime:
     providers: Providers
     throttle: Throttle = field(default_factory=UnlimitedThrottle)
     budget: RetryBudget = field(default_factory=UnlimitedRetryBudget)
+    circuit: Circuit = field(default_factory=NoCircuit)
     leases: Leases = field(default_factory=NullLeases)
     batch: BatchApi = field(default_factory=NoBatchApi)
     rng: random.Random = field(default_factory=random.Random)
@@ -77,11 +80,13 @@ def build_runtime(settings: Settings, publisher: Publisher, *, threads: int) -> 
     )
     throttle: Throttle = UnlimitedThrottle()
     budget: RetryBudget = UnlimitedRetryBudget()
+    circuit: Circuit = NoCircuit()
     if settings.broker_url:
         shared = redis_for_throttle(settings.broker_url)
         # One permit per HTTP attempt; its lease only has to outlive one provider call.
         throttle = ProviderThrottle(shared, config.limits, lease_s=config.provider_timeout_s + 30)
         budget = RedisRetryBudget(shared)
+        circuit = RedisCircuit(shared)
     providers = ProviderRegistry.from_settings(settings, client)
     slng_key = settings.provider_api_key("slng")
     batch: BatchApi = NoBatchApi()
@@ -101,6 +106,7 @@ def build_runtime(settings: Settings, publisher: Publisher, *, threads: int) -> 
         providers=providers,
         throttle=throttle,
         budget=budget,
+        circuit=circuit,
         leases=HeartbeatLeases(ledger, config.lease_s),
         batch=batch,
     )
