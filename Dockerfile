@@ -24,7 +24,7 @@ COPY jobs/ jobs/
 COPY workers/ workers/
 COPY storage/ storage/
 COPY emulator/ emulator/
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir ".[vad]"
 
 # --- runtime -----------------------------------------------------------------------------------
 FROM python:3.11-slim

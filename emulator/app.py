@@ -25,12 +25,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from emulator import slng, slng_batch, smallest
+from emulator import deepgram, elevenlabs, openai, slng, slng_batch, smallest
 from emulator.config import ConfigError, EmulatorConfig
 from emulator.dials import Dials, Script
 
 # One module per vendor, each exposing PREFIX and routes(dials).
-VENDORS: tuple[ModuleType, ...] = (slng, smallest, slng_batch)
+VENDORS: tuple[ModuleType, ...] = (slng, smallest, slng_batch, deepgram, openai, elevenlabs)
 
 
 def create_app(config: EmulatorConfig) -> Starlette:

@@ -52,6 +52,10 @@ class ProviderSpec:
     )
     # Model ids the vendor retired → the model to use instead (refused at submit).
     retired_models: dict[str, str] = field(default_factory=dict)
+    # The largest recording one STT request takes; a bigger one is re-encoded as 16 kHz mono
+    # FLAC and, if still too big, split at silences (workers/long_audio.py). None: no limit
+    # we split for (SLNG sends big recordings to its batch API instead).
+    max_audio_bytes: int | None = None
 
     def models(self, kind: str) -> tuple[str, ...]:
         return self.tts_models if kind == "tts" else self.stt_models
@@ -194,7 +198,109 @@ PROVIDERS: dict[str, ProviderSpec] = {
             "lightning-v2": "lightning_v3.1",
             "lightning-large": "lightning_v3.1",
         },
+        max_audio_bytes=250 * 1024 * 1024,  # Pulse takes 250 MB a request (providers.md §7)
     ),
+    # --- deepgram (issue 11) ---
+    "deepgram": ProviderSpec(
+        name="deepgram",
+        # The TTS model is the Aura family; the voice picks Deepgram's `model` parameter
+        # (`aura-2` + `thalia-en` → aura-2-thalia-en; workers/providers/deepgram.py).
+        tts_models=("aura-2", "aura"),
+        # Pre-recorded models of providers.md §3.2 (`base` is what Deepgram uses when none is
+        # named; `whisper` is whisper-medium); nova-3-medical as SLNG's bridge lists it.
+        stt_models=(
+            *("nova-3", "nova-3-medical", "nova-2", "base"),
+            *("whisper", "whisper-tiny", "whisper-base", "whisper-small"),
+            *("whisper-medium", "whisper-large"),
+        ),
+        default_tts_model="aura-2",
+        default_stt_model="nova-3",
+        default_voice="thalia-en",
+        # Sources conflict (providers.md §3.3): text-to-speech.mdx gives Aura-2 1,000 and
+        # Aura-1 2,000 characters (422 over), errors.mdx 2,400 (413). UNCONFIRMED which is
+        # current: keep the lower figures.
+        max_chars=1000,
+        max_chars_by_model={"aura-2": 1000, "aura": 2000},
+        # Deepgram limits concurrency per project, not requests a minute (§3.2-3.3): 15 REST
+        # TTS requests (PAYG/Growth since 2025-09; 5 in older docs) and 100 pre-recorded STT
+        # requests in flight, counted as `deepgram-stt`. Whisper Cloud allows only 5 (15 paid),
+        # audio intelligence 5-10: a project using those should lower deepgram-stt with
+        # SPEECHBATCH_PROVIDER_LIMITS (429s adapt otherwise).
+        max_concurrency=15,
+        max_rps=None,
+        kind_limits={"stt": (100, None)},
+        # `/v1/speak` always streams its body: HTTP reads it whole (`auto` up to
+        # STREAM_ABOVE_CHARS), `stream` hands its PCM to storage as it arrives.
+        transports={"tts": ("http", "stream"), "stt": ("http",)},
+    ),
+    # --- end deepgram ---
+    # --- openai (issue 11) ---
+    "openai": ProviderSpec(
+        name="openai",
+        tts_models=("tts-1", "tts-1-hd", "gpt-4o-mini-tts"),
+        stt_models=("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"),
+        default_tts_model="tts-1",
+        default_stt_model="whisper-1",
+        default_voice="alloy",
+        # `input` is maxLength 4096 in OpenAI's spec for every speech model (providers.md §4.2).
+        max_chars=4096,
+        # UNCONFIRMED: OpenAI limits requests per minute per organisation and model, by usage
+        # tier (providers.md §4.4 names no figures) and documents no concurrency cap. 8/s is
+        # just under 500 a minute, what its limits page gives the lowest paid tier; 8 in
+        # flight covers that rate at about a second a call. 429s slow the throttle further,
+        # and SPEECHBATCH_PROVIDER_LIMITS lifts both for a higher tier. Speech and
+        # transcription models are counted apart, as OpenAI counts per model.
+        max_concurrency=8,
+        max_rps=8.0,
+        kind_limits={"stt": (8, 8.0)},
+        # `auto` is HTTP (a WAV) up to STREAM_ABOVE_CHARS, then `stream`: raw PCM pushed to
+        # storage as the chunked body arrives.
+        transports={"tts": ("http", "stream"), "stt": ("http",)},
+        max_audio_bytes=25 * 1024 * 1024,  # 25 MiB a transcription request (providers.md §4.3)
+    ),
+    # --- end openai ---
+    # --- elevenlabs (issue 11) ---
+    "elevenlabs": ProviderSpec(
+        name="elevenlabs",
+        tts_models=(
+            "eleven_multilingual_v2",
+            "eleven_flash_v2_5",
+            "eleven_turbo_v2_5",
+            "eleven_flash_v2",
+            "eleven_turbo_v2",
+            "eleven_v3",
+            "eleven_multilingual_v1",
+        ),
+        stt_models=("scribe_v1", "scribe_v2"),
+        default_tts_model="eleven_multilingual_v2",  # the API's own default (providers.md §5.2)
+        default_stt_model="scribe_v1",
+        # "George", a premade voice in ElevenLabs' own quickstarts. UNCONFIRMED that every
+        # account has it; a job may name any voice id of its account.
+        default_voice="JBFqnCBsd6RMkjVDRZzb",
+        # Per-request limits of the 2025-08 model page (providers.md §5.2); eleven_v3 is
+        # 5,000 in newer third-party notes (UNCONFIRMED), so the documented 3,000 is kept.
+        max_chars=10000,
+        max_chars_by_model={
+            "eleven_multilingual_v2": 10000,
+            "eleven_flash_v2_5": 40000,
+            "eleven_turbo_v2_5": 40000,
+            "eleven_flash_v2": 30000,
+            "eleven_turbo_v2": 30000,
+            "eleven_v3": 3000,
+            "eleven_multilingual_v1": 10000,
+        },
+        # Concurrency is per plan and model family (providers.md §5.3: Free 2 Multilingual /
+        # 4 Turbo-Flash / 10 STT ... Scale 15/30/75); the key's plan is not known here, so the
+        # Free plan's Multilingual figure, safe on every plan and model. UNCONFIRMED whether TTS
+        # and STT count apart (the table lists them apart); 429s adapt it down, a paid plan
+        # raises it with SPEECHBATCH_PROVIDER_LIMITS (e.g. elevenlabs=10,elevenlabs-stt=50).
+        max_concurrency=2,
+        max_rps=None,  # ElevenLabs documents concurrency, not a request rate
+        kind_limits={"stt": (10, None)},
+        # `auto` is HTTP up to STREAM_ABOVE_CHARS, then `/stream` (chunked raw PCM).
+        transports={"tts": ("http", "stream"), "stt": ("http",)},
+    ),
+    # --- end elevenlabs ---
     "local": ProviderSpec(
         name="local",
         tts_models=("espeak-ng",),

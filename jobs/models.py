@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Float,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy import text as sql_text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -125,6 +127,8 @@ class Job(Base):
     # Where items go when this provider fails them (jobs.records.Route as JSON), in order.
     fallback: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     output_prefix: Mapped[str] = mapped_column(String(200), default="")
+    # Stitch the TTS outputs into one track with a cue sheet once the job ends (output.stitched).
+    stitched: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     status: Mapped[JobStatus] = mapped_column(
         StrEnumColumn(JobStatus, 24), default=JobStatus.QUEUED
     )

@@ -69,6 +69,9 @@ class ItemIn(Strict):
 
 class OutputSpec(Strict):
     prefix: Storable = Field(default="", max_length=200)
+    # TTS: once the job ends, its outputs in order as one track, `stitched.<ext>`, with
+    # `cues.json` (each item's start in it), next to the manifest.
+    stitched: bool = False
 
 
 class FallbackIn(Strict):

@@ -128,6 +128,7 @@ def _job_row(valid: ValidJob, tenant_id: str, idempotency_key: str | None, diges
         options=valid.options,
         fallback=[route.to_json() for route in valid.fallback] or None,
         output_prefix=valid.output_prefix,
+        stitched=valid.stitched,
         status=JobStatus.QUEUED,
         idempotency_key=idempotency_key,
         request_digest=digest,

@@ -45,6 +45,7 @@ class ValidJob:
     output_prefix: str
     items: list[ItemRow]
     fallback: list[Route] = field(default_factory=list)
+    stitched: bool = False
 
 
 def _check_item_id(value: str, index: int) -> str:
@@ -149,6 +150,8 @@ def validate_job(body: JobCreate, *, max_items: int, allow: Allowlist = ()) -> V
         raise ApiError(
             413, ErrorCode.TOO_MANY_ITEMS, f"A job may hold at most {max_items} items; split it."
         )
+    if body.output.stitched and body.kind != "tts":
+        raise invalid(ErrorCode.INVALID_OPTION, "output.stitched is for TTS jobs only.")
     try:
         prefix = validate_prefix(body.output.prefix) if body.output.prefix else ""
     except UnsafeKey as exc:
@@ -183,4 +186,5 @@ def validate_job(body: JobCreate, *, max_items: int, allow: Allowlist = ()) -> V
         output_prefix=prefix,
         items=rows,
         fallback=fallback,
+        stitched=body.output.stitched,
     )

@@ -68,7 +68,7 @@ def job_view(job: Job) -> JobOut:
         model=job.model,
         voice=job.voice,
         options=job.options,
-        output=OutputSpec(prefix=job.output_prefix),
+        output=OutputSpec(prefix=job.output_prefix, stitched=job.stitched),
         fallback=[FallbackOut(**route) for route in job.fallback or []],
         status=job.status,
         counts=Counts(

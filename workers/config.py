@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from jobs.catalog import SLNG_SYNC_STT_MAX_BYTES, ProviderLimits, provider_limits
 from jobs.netpolicy import Allowlist, parse_allowlist
 from jobs.settings import Settings
+from workers.audio import DEFAULT_MAX_DECODE_SAMPLES
 from workers.retry import RetryPolicy
 
 
@@ -39,6 +40,7 @@ class WorkerConfig:
     limits: dict[str, ProviderLimits] = field(default_factory=provider_limits)
     source_allow: Allowlist = ()
     max_source_bytes: int = 100 * 1024 * 1024
+    max_decode_samples: int = DEFAULT_MAX_DECODE_SAMPLES  # SPEECHBATCH_MAX_DECODE_SAMPLES
     source_timeout_s: float = 300.0
     batch: BatchPolicy = field(default_factory=BatchPolicy)
 
@@ -52,6 +54,7 @@ class WorkerConfig:
             limits=provider_limits(settings.provider_limits),
             source_allow=parse_allowlist(settings.allow_private_networks),
             max_source_bytes=settings.max_source_bytes,
+            max_decode_samples=settings.max_decode_samples,
             source_timeout_s=settings.source_timeout_seconds,
             batch=BatchPolicy(
                 over_bytes=settings.slng_batch_over_bytes,
@@ -73,8 +76,14 @@ def default_threads(limits: dict[str, ProviderLimits]) -> int:
     A thread also claims, writes to S3 and records the outcome while holding no provider
     permit; with only C threads the provider sat idle during that work (0.83 x C/L in
     bench/throughput.py). The shared throttle still keeps calls at C, so the extra threads
-    only fill those gaps.
+    only fill those gaps. C counts up to `_MOST_CALLS_PER_PROCESS`: one process is bound by
+    its GIL near 16 calls in flight (bench/overhead.py), and a cap like Deepgram STT's 100
+    would otherwise mean 150 threads and as many database connections; run more worker
+    processes (or pass --concurrency) to use more of such a cap.
     """
     hosted = [lim.max_concurrency for name, lim in limits.items() if name != "local"]
-    cap = max(hosted, default=4)
-    return min(cap + max(4, cap // 2), 256)
+    cap = min(max(hosted, default=4), _MOST_CALLS_PER_PROCESS)
+    return cap + max(4, cap // 2)
+
+
+_MOST_CALLS_PER_PROCESS = 16

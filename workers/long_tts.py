@@ -25,7 +25,6 @@ import soxr
 
 from storage.objects import ObjectStore
 from workers.audio import PcmEncoder, content_type_of
-from workers.providers.errors import ProviderUnavailable
 from workers.streamed import StoredAudio
 
 PAUSE_S = 0.15  # between pieces: a sentence-sized breath, on top of the speech's own edges
@@ -81,6 +80,14 @@ def piece_key(output_key: str, index: int) -> str:
     return f"{output_key}.pieces/{index:05d}.wav"
 
 
+class UnreadablePiece(Exception):
+    """A stored piece that does not decode (a torn write): `key` names it."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"The stored audio at {key} could not be decoded.")
+        self.key = key
+
+
 def stitch(
     store: ObjectStore,
     pieces: Sequence[str],
@@ -88,22 +95,32 @@ def stitch(
     *,
     fmt: str,
     sample_rate: int | None,
-) -> StoredAudio:
-    """The stored `pieces` (WAV keys), in order, as one output at `key`."""
+    pause_s: float = PAUSE_S,
+) -> tuple[StoredAudio, list[float]]:
+    """The stored `pieces` (audio keys: WAV, or any format libsndfile reads), in order, as one
+    output at `key`, and the second each piece starts at in it."""
+    starts: list[float] = []
     with store.open_writer(key, content_type_of(fmt)) as writer:
         encoder: PcmEncoder | None = None
-        rate = 0
+        rate, frames = 0, 0
         try:
-            for n, samples in enumerate(_decoded(store, pieces)):
-                audio, piece_rate = samples
+            for n, (decoded, piece_rate) in enumerate(_decoded(store, pieces)):
+                audio = decoded
                 if encoder is None:
                     rate = piece_rate
                     encoder = PcmEncoder(writer, fmt=fmt, rate=rate, sample_rate=sample_rate)
                 elif piece_rate != rate:
-                    audio = soxr.resample(audio, piece_rate, rate)
+                    resampled = soxr.resample(
+                        decoded.astype(np.float32) / 32768.0, piece_rate, rate
+                    )
+                    audio = (np.clip(resampled, -1.0, 1.0) * 32767.0).astype("<i2")
                 if n:
-                    encoder.write(bytes(2 * round(PAUSE_S * rate)))
+                    gap = round(pause_s * rate)
+                    encoder.write(bytes(2 * gap))
+                    frames += gap
+                starts.append(frames / rate)
                 encoder.write(_faded(audio, rate).tobytes())
+                frames += len(audio)
             if encoder is None:
                 raise ValueError("nothing to stitch")
             duration = encoder.finish()
@@ -112,31 +129,29 @@ def stitch(
                 encoder.close()
             raise
         size = writer.commit()
-    return StoredAudio(size, encoder.content_type, duration)
+    return StoredAudio(size, encoder.content_type, duration), starts
 
 
 def _decoded(store: ObjectStore, pieces: Sequence[str]) -> Iterator[tuple[np.ndarray, int]]:
-    """Each piece as mono float32 samples and its rate, one at a time."""
+    """Each piece as mono 16-bit samples and its rate, one at a time (a stereo piece mixed)."""
     for key in pieces:
         data = store.get_bytes(key)
         try:
-            audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+            audio, rate = sf.read(io.BytesIO(data), dtype="int16", always_2d=True)
         except (sf.SoundFileError, RuntimeError, ValueError):
-            # A stored piece that does not decode (a torn write from long ago): speak it again.
-            store.delete(key)
-            raise ProviderUnavailable(
-                f"A stored piece of this line ({key}) could not be read; it is spoken again."
-            ) from None
-        yield audio.mean(axis=1), int(rate)
+            raise UnreadablePiece(key) from None
+        mono = audio[:, 0] if audio.shape[1] == 1 else audio.mean(axis=1).astype("<i2")
+        yield mono, int(rate)
 
 
 def _faded(mono: np.ndarray, rate: int) -> np.ndarray:
-    """`mono` as int16 with 10 ms linear fades at both ends, so joins do not click."""
+    """`mono` (int16) with 10 ms linear fades at both ends, so joins do not click; only the
+    edges are touched (the middle of a piece is written as it came)."""
     edge = min(round(FADE_S * rate), len(mono) // 2)
-    if edge:
-        ramp = np.linspace(0.0, 1.0, edge, dtype=np.float32)
-        mono = mono.copy()
-        mono[:edge] *= ramp
-        mono[-edge:] *= ramp[::-1]
-    faded: np.ndarray = (np.clip(mono, -1.0, 1.0) * 32767.0).astype("<i2")
+    if not edge:
+        return mono
+    ramp = np.linspace(0.0, 1.0, edge, dtype=np.float32)
+    faded = np.array(mono, dtype="<i2", copy=True)
+    faded[:edge] = (faded[:edge] * ramp).astype("<i2")
+    faded[-edge:] = (faded[-edge:] * ramp[::-1]).astype("<i2")
     return faded

@@ -24,6 +24,7 @@ from jobs.status import JOB_TERMINAL, JobStatus
 from workers.providers.errors import ProviderError
 from workers.retry import next_delay
 from workers.runtime import Runtime
+from workers.stitched_job import stitch_job_if_finished
 
 log = logging.getLogger(__name__)
 Attempts = Sequence[AttemptRecord]
@@ -149,6 +150,16 @@ def _after_final(rt: Runtime, item: ClaimedItem, job_status: JobStatus | None) -
     except Exception:  # the manifest endpoint still serves it; the next finisher rewrites
         log.warning(
             "could not write the manifest of job %s %s",
+            item.job_id,
+            about(item),
+            exc_info=True,
+            extra=item_fields(item),
+        )
+    try:
+        stitch_job_if_finished(rt.ledger.db.sessions, rt.store, item.job_id)
+    except Exception:  # `retry` on the job redoes it at its next finish
+        log.warning(
+            "could not stitch the outputs of job %s %s",
             item.job_id,
             about(item),
             exc_info=True,

@@ -10,11 +10,13 @@ overwrites, never duplicates), and `workers.outcomes` records how it ended.
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 from jobs.catalog import ProviderSpec, get_provider_spec, limits_name
@@ -25,7 +27,7 @@ from jobs.status import JobKind
 from jobs.validation import HTTP_SOURCE
 from storage.keys import output_key, upload_key
 from storage.objects import ObjectNotFound, StorageUnavailable
-from workers import batch_stt, long_tts, outcomes
+from workers import batch_stt, long_audio, long_tts, outcomes
 from workers.audio import convert, ext_of
 from workers.canceled import end_stopped, remove_if_canceled
 from workers.circuit import CircuitOpen
@@ -306,15 +308,90 @@ def _synthesize_long(
         if _stored(rt, partial(rt.store.size, at)) is None:
             _speak(rt, item, attempts, piece, at, ("wav", None), options)
     fmt, sample_rate = item.options.get("format", "wav"), item.options.get("sample_rate")
-    stored = _stored(
-        rt, partial(long_tts.stitch, rt.store, keys, key, fmt=fmt, sample_rate=sample_rate)
-    )
+    try:
+        stored, _ = _stored(
+            rt, partial(long_tts.stitch, rt.store, keys, key, fmt=fmt, sample_rate=sample_rate)
+        )
+    except long_tts.UnreadablePiece as torn:  # a torn write from long ago: speak it again
+        rt.store.delete(torn.key)
+        raise ProviderUnavailable(f"{torn} It is spoken again.") from None
     for at in keys:
         with suppress(StorageUnavailable):  # a leftover piece is removed with its job's objects
             rt.store.delete(at)
     return ItemResult(
         key, stored.size, stored.content_type, stored.duration_s, len(text), pieces=len(pieces)
     )
+
+
+def _transcribe_one(
+    rt: Runtime, item: ClaimedItem, attempts: list[AttemptRecord], audio: AudioInput
+) -> Transcript:
+    provider = rt.providers.get(item.provider)
+    return _with_retries(
+        rt,
+        item,
+        attempts,
+        lambda: provider.transcribe(audio, model=item.model, options=item.options),
+    )
+
+
+def _transcribe_long(
+    rt: Runtime,
+    item: ClaimedItem,
+    attempts: list[AttemptRecord],
+    limit: int,
+    spool: Callable[[Path], Any],
+) -> Transcript:
+    """A recording over the provider's size limit: spooled to a temporary folder, re-encoded
+    as 16 kHz mono FLAC and split at silences into pieces under `limit`
+    (`workers.long_audio`), each transcribed in turn (one in memory at a time), and merged
+    into one transcript on the recording's own timeline. A piece that fails retries the item;
+    its pieces are made again from the source then (nothing of a recording is kept)."""
+    with tempfile.TemporaryDirectory(prefix="sb-long-") as folder:
+        workdir = Path(folder)
+        source = workdir / "source"
+        spool(source)
+        try:
+            pieces = long_audio.plan_pieces(
+                source,
+                max_bytes=limit,
+                max_seconds=None,
+                workdir=workdir,
+                max_samples=rt.config.max_decode_samples,
+            )
+        except ValueError as error:
+            raise UnsupportedAudio(str(error)) from None
+        source.unlink()
+        parts = []
+        for n, piece in enumerate(pieces):
+            audio = AudioInput(piece.path.read_bytes(), f"piece-{n:03d}.flac", "audio/flac")
+            parts.append((piece, _transcribe_one(rt, item, attempts, audio)))
+        return long_audio.merge_transcripts(parts)
+
+
+def _upload_key(item: ClaimedItem) -> str | None:
+    """The store key of an `upload://` source (None for a URL source)."""
+    source = item.source or ""
+    if not source.startswith("upload://"):
+        return None
+    upload_id, _, name = source.removeprefix("upload://").partition("/")
+    return upload_key(item.tenant_id, upload_id, name)
+
+
+def _spool(rt: Runtime, key: str | None, path: Path) -> None:
+    """The object at `key` copied to `path` chunk by chunk (never whole in memory)."""
+    if key is None:
+        raise ValueError("nothing to spool")
+    try:
+        chunks = _stored(rt, partial(rt.store.iter_chunks, key, 1024 * 1024))
+    except ObjectNotFound:
+        raise InvalidInput(
+            f"Source {key} was not found; upload it again with POST /v1/uploads.",
+            code=ErrorCode.SOURCE_NOT_FOUND,
+        ) from None
+    with path.open("wb") as out:
+        for chunk in chunks:
+            out.write(chunk)
 
 
 def _read_source(rt: Runtime, item: ClaimedItem) -> AudioInput:
@@ -354,20 +431,23 @@ def _transcribe(rt: Runtime, item: ClaimedItem, attempts: list[AttemptRecord]) -
             calls=partial(_with_retries, rt, item, attempts),
         )
 
+    spec = get_provider_spec(item.provider)
+    limit = spec.max_audio_bytes if spec is not None else None
+    upload = _upload_key(item)
+    size = _stored(rt, partial(rt.store.size, upload)) if upload and limit else None
     if batch_stt.goes_to_batch(item):
         transcript = by_batch(lambda: _read_source(rt, item))
+    elif limit and size and size > limit:  # never read whole: spooled to disk, then split
+        transcript = _transcribe_long(rt, item, attempts, limit, partial(_spool, rt, upload))
     else:
         audio = _read_source(rt, item)
         if batch_stt.too_big_for_sync(item, audio, rt.config.batch):
             transcript = by_batch(lambda: audio)
+        elif limit and len(audio.data) > limit:  # a fetched URL over the provider's limit
+            spool = partial(Path.write_bytes, data=audio.data)
+            transcript = _transcribe_long(rt, item, attempts, limit, spool)
         else:
-            provider = rt.providers.get(item.provider)
-            transcript = _with_retries(
-                rt,
-                item,
-                attempts,
-                lambda: provider.transcribe(audio, model=item.model, options=item.options),
-            )
+            transcript = _transcribe_one(rt, item, attempts, audio)
     stem = output_key(
         item.output_prefix, item.tenant_id, item.job_id, item.seq, item.external_id, "json"
     )

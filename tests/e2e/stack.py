@@ -212,6 +212,13 @@ def running_stack(
         "SLNG_API_KEY": EMULATOR_KEY,
         "SPEECHBATCH_SMALLEST_BASE_URL": f"{emulator_url}/smallest",
         "SMALLEST_API_KEY": EMULATOR_KEY,
+        **{
+            f"SPEECHBATCH_{vendor.upper()}_BASE_URL": f"{emulator_url}/{vendor}"
+            for vendor in ("deepgram", "openai", "elevenlabs")
+        },
+        "DEEPGRAM_API_KEY": EMULATOR_KEY,
+        "OPENAI_API_KEY": EMULATOR_KEY,
+        "ELEVENLABS_API_KEY": EMULATOR_KEY,
         "EMULATOR_API_KEYS": EMULATOR_KEY,
         "SPEECHBATCH_PROVIDER_TIMEOUT_SECONDS": "3",
         "SPEECHBATCH_LEASE_SECONDS": "30",

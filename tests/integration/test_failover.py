@@ -15,8 +15,7 @@ from sqlalchemy import update
 
 from emulator.audio import render_speech
 from jobs.errors import ApiError
-from jobs.models import Item
-from jobs.models import Job
+from jobs.models import Item, Job
 from jobs.service import get_job
 from jobs.views import item_view
 from storage.localfs import LocalObjectStore
@@ -86,7 +85,10 @@ def test_an_item_past_its_attempts_moves_to_the_fallback_and_uses_its_voice(
     (due now, fresh attempts), which speaks it with the fallback's voice, not the job's; the
     item then names the fallback as its provider."""
     api, job = submitted(
-        database_url, ["Hello there."], provider="slng", voice="aura-2-thalia-en",
+        database_url,
+        ["Hello there."],
+        provider="slng",
+        voice="aura-2-thalia-en",
         fallback=FALLBACK,
     )
     primary = Speaker("slng", ProviderUnavailable("503", status_code=503))

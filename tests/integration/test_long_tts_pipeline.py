@@ -4,6 +4,7 @@ split, spoken piece by piece, stitched, with pieces already stored never asked f
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ from workers.long_tts import PAUSE_S
 from workers.pipeline import Outcome, run_item
 from workers.providers.base import Synthesis
 from workers.providers.errors import ProviderUnavailable
+from workers.stitched_job import JOIN_PAUSE_S
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +110,30 @@ def test_a_failed_piece_is_retried_alone_and_stored_pieces_are_not_paid_for_agai
     assert len(audio) / rate == pytest.approx(
         sum(len(t) / 15 for t in pieces) + 3 * PAUSE_S, abs=0.02
     )
+
+
+def test_a_stitched_job_gets_one_track_and_a_cue_sheet_when_it_ends(
+    database_url: str, store: ObjectStore
+) -> None:
+    """With output.stitched, the job's end writes stitched.wav (its items in order, with
+    pauses) and cues.json giving each item's start and end in it; a failed item is left out
+    and listed."""
+    texts = ["First line of the story.", "[[fail]] second line.", "Third and last line."]
+    api, job = submitted(database_url, texts, provider="smallest", output={"stitched": True})
+    provider = Pieces(fail_once={1})  # the second call fails for good (one attempt)
+    rt = runtime(database_url, store, provider, call_attempts=1, item_attempts=1)
+    outcomes = [run_item(rt, i) for i in published(api).ids]
+    assert outcomes == [Outcome.SUCCEEDED, Outcome.FAILED, Outcome.SUCCEEDED]
+    folder = f"{job.tenant_id}/{job.id}"
+    cues = json.loads(store.get_bytes(f"{folder}/cues.json"))
+    assert [c["id"] for c in cues["cues"]] == ["1", "3"] and cues["left_out"] == ["2"]
+    audio, rate = sf.read(io.BytesIO(store.get_bytes(f"{folder}/stitched.wav")))
+    first, last = (len(texts[n]) / 15 for n in (0, 2))
+    assert cues["cues"][0] == {
+        "id": "1",
+        "seq": 1,
+        "start_s": 0.0,
+        "end_s": pytest.approx(first, abs=0.01),
+    }
+    assert cues["cues"][1]["start_s"] == pytest.approx(first + JOIN_PAUSE_S, abs=0.01)
+    assert len(audio) / rate == pytest.approx(first + JOIN_PAUSE_S + last, abs=0.02)

@@ -11,8 +11,7 @@ import soundfile as sf
 
 from emulator.audio import render_speech
 from storage.objects import MemoryObjectStore
-from workers.long_tts import PAUSE_S, piece_key, split_text, stitch
-from workers.providers.errors import ProviderUnavailable
+from workers.long_tts import PAUSE_S, UnreadablePiece, piece_key, split_text, stitch
 
 STORY = (
     "Dr. Smith arrived at 5 p.m. on Monday. The meeting, which had been planned for weeks, "
@@ -62,7 +61,8 @@ def test_pieces_are_stitched_at_one_rate_with_a_pause_at_each_join() -> None:
     keys = [piece_key("job/000001-a.wav", n) for n in range(3)]
     for key, (seconds, rate) in zip(keys, [(1.0, 24000), (2.0, 16000), (0.5, 24000)], strict=True):
         store.put_bytes(key, wav(seconds, rate), "audio/wav")
-    stored = stitch(store, keys, "job/000001-a.wav", fmt="wav", sample_rate=None)
+    stored, starts = stitch(store, keys, "job/000001-a.wav", fmt="wav", sample_rate=None)
+    assert starts == pytest.approx([0.0, 1.0 + PAUSE_S, 3.0 + 2 * PAUSE_S], abs=0.001)
     audio, rate = sf.read(io.BytesIO(store.get_bytes("job/000001-a.wav")), dtype="float32")
     assert rate == 24000
     assert len(audio) / rate == pytest.approx(3.5 + 2 * PAUSE_S, abs=0.01)
@@ -89,15 +89,14 @@ def test_joins_fade_to_silence_so_they_cannot_click() -> None:
     assert np.max(np.abs(np.diff(audio))) < 0.01  # no jump anywhere
 
 
-def test_a_piece_that_does_not_decode_is_removed_and_retried() -> None:
-    """A torn stored piece is deleted (so the next delivery speaks it again) and nothing is
-    left at the output key."""
+def test_a_piece_that_does_not_decode_is_named_and_nothing_is_stored() -> None:
+    """A torn stored piece stops the stitch naming its key (the caller decides what to do
+    with it), and nothing is left at the output key."""
     store = MemoryObjectStore()
     store.put_bytes(piece_key("k.wav", 0), wav(0.5, 24000), "audio/wav")
     store.put_bytes(piece_key("k.wav", 1), b"RIFF torn", "audio/wav")
-    with pytest.raises(ProviderUnavailable):
-        stitch(
-            store, [piece_key("k.wav", n) for n in range(2)], "k.wav", fmt="mp3", sample_rate=None
-        )
-    assert store.size(piece_key("k.wav", 1)) is None
+    keys = [piece_key("k.wav", n) for n in range(2)]
+    with pytest.raises(UnreadablePiece) as caught:
+        stitch(store, keys, "k.wav", fmt="mp3", sample_rate=None)
+    assert caught.value.key == keys[1]
     assert store.size("k.wav") is None

@@ -25,9 +25,9 @@ def test_in_memory_publisher_hands_out_ids_once_each_when_due() -> None:
 def test_default_worker_threads_cover_the_provider_cap_with_headroom() -> None:
     """Without --concurrency a worker runs the largest hosted cap plus half again (at least 4
     more), ignoring the local engines' per-host cap."""
-    assert default_threads(provider_limits()) == 24  # SLNG's catalog cap of 16
-    assert default_threads(provider_limits("slng=4")) == 8
-    assert default_threads({"slng": ProviderLimits(40), "local": ProviderLimits(100)}) == 60
+    assert default_threads(provider_limits()) == 24  # SLNG's 16 (Deepgram STT's 100 counts 16)
+    assert default_threads({"slng": ProviderLimits(4), "local": ProviderLimits(100)}) == 8
+    assert default_threads({"slng": ProviderLimits(40), "local": ProviderLimits(100)}) == 24
 
 
 def test_a_kind_with_limits_of_its_own_counts_against_them() -> None:

@@ -55,7 +55,7 @@ def test_unknown_provider_names_the_ones_that_exist() -> None:
     """Asking for a provider that does not exist lists the valid names in the message."""
     with pytest.raises(ApiError) as caught:
         validate_job(body(provider="acme"), max_items=10)
-    assert "(known: local, slng, smallest)" in caught.value.message
+    assert "(known: deepgram, elevenlabs, local, openai, slng, smallest)" in caught.value.message
 
 
 def test_too_many_items_is_a_413() -> None:

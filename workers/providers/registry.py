@@ -16,14 +16,26 @@ import httpx
 from jobs.error_codes import ErrorCode
 from jobs.settings import Settings
 from workers.providers.base import SpeechProvider
+from workers.providers.deepgram import DeepgramProvider
+from workers.providers.elevenlabs import ElevenLabsProvider
 from workers.providers.errors import AuthenticationFailed, InvalidInput
 from workers.providers.exchange import Bounds
 from workers.providers.local import LocalProvider
+from workers.providers.openai import OpenAIProvider
 from workers.providers.slng import SlngProvider
 from workers.providers.smallest import SmallestProvider
 from workers.throttle import credential_fingerprint
 
-KNOWN_PROVIDERS = ("slng", "smallest", "local")
+KNOWN_PROVIDERS = ("slng", "smallest", "deepgram", "openai", "elevenlabs", "local")
+# Hosted vendors whose adapter takes only the shared client, base URL, key and bounds:
+# name -> (the vendor as messages name it, the adapter class).
+_PLAIN_HOSTED: dict[
+    str, tuple[str, type[DeepgramProvider | OpenAIProvider | ElevenLabsProvider]]
+] = {
+    "deepgram": ("Deepgram", DeepgramProvider),
+    "openai": ("OpenAI", OpenAIProvider),
+    "elevenlabs": ("ElevenLabs", ElevenLabsProvider),
+}
 
 
 def build_provider(
@@ -48,6 +60,10 @@ def build_provider(
     if name == "smallest":
         client, base_url, key = _hosted(name, "Smallest AI", client, base_url, api_key)
         return SmallestProvider(client, base_url=base_url, api_key=key, bounds=bounds)
+    if name in _PLAIN_HOSTED:
+        vendor, adapter = _PLAIN_HOSTED[name]
+        client, base_url, key = _hosted(name, vendor, client, base_url, api_key)
+        return adapter(client, base_url=base_url, api_key=key, bounds=bounds)
     raise InvalidInput(
         f"Unknown provider {name!r}; use one of: {', '.join(KNOWN_PROVIDERS)}.",
         code=ErrorCode.UNKNOWN_PROVIDER,

@@ -1,7 +1,8 @@
-"""jobs.fallback and items.route: cross-provider failover (issue 11)
+"""jobs.fallback, items.route, jobs.stitched: failover and the stitched track (issue 11)
 
 `jobs.fallback` lists the providers a job may move its items to, in order; `items.route` is
-which one an item uses now (0: the job's own provider, n: fallback n).
+which one an item uses now (0: the job's own provider, n: fallback n). `jobs.stitched` asks
+for the job's TTS outputs as one track with a cue sheet once it finishes.
 
 Revision ID: 0005
 Revises: 0004
@@ -22,10 +23,14 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.add_column("jobs", sa.Column("fallback", sa.JSON(), nullable=True))
     op.add_column(
+        "jobs", sa.Column("stitched", sa.Boolean(), nullable=False, server_default=sa.false())
+    )
+    op.add_column(
         "items", sa.Column("route", sa.SmallInteger(), nullable=False, server_default="0")
     )
 
 
 def downgrade() -> None:
     op.drop_column("items", "route")
+    op.drop_column("jobs", "stitched")
     op.drop_column("jobs", "fallback")
