@@ -76,7 +76,7 @@ def main() -> None:
         finally:
             timings["stitch"] = time.perf_counter() - began
 
-    long_tts.stitch = timed_stitch  # type: ignore[assignment]  # bench-only timing
+    long_tts.stitch = timed_stitch  # bench-only timing
     try:
         wait_http(f"{base}/_emulator/health")
         ledger = ItemLedger(open_database(settings.database_url), InMemoryPublisher())
@@ -127,7 +127,7 @@ def main() -> None:
             "ms a piece)"
         )
     finally:
-        long_tts.stitch = real_stitch  # type: ignore[assignment]
+        long_tts.stitch = real_stitch
         stop(emulator)
 
 

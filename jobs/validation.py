@@ -71,6 +71,12 @@ def _check_text(text: str | None, index: int) -> str:
             f"items[{index}].text contains control characters or an unpaired surrogate; "
             "remove them.",
         )
+    # Only punctuation, symbols or spaces: a provider would bill a breath of silence for it.
+    if not any(unicodedata.category(ch)[0] in "LN" for ch in text):
+        raise invalid(
+            ErrorCode.EMPTY_TEXT,
+            f"items[{index}].text has no letters or digits to speak ({text.strip()[:20]!r}).",
+        )
     return text
 
 

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 
 from workers.providers.base import AudioInput, Synthesis, Transcript
 from workers.providers.errors import InvalidInput, PermanentProviderError, UnsupportedAudio
@@ -177,3 +178,42 @@ def test_a_recording_over_the_decode_limit_is_refused_before_decoding() -> None:
     assert excinfo.value.code == "audio_too_long"
     assert "SPEECHBATCH_MAX_DECODE_SAMPLES" in excinfo.value.message
     assert tight._decoder is None
+
+
+def test_a_stereo_96_khz_recording_is_heard_like_its_16_khz_mono_self(
+    local: LocalProvider,
+) -> None:
+    """A stereo 96 kHz file (two copies of espeak's counting) is downmixed and resampled
+    before decoding, so pocketsphinx hears the same words as in the original."""
+    original, rate = sf.read(io.BytesIO(speak(local, "one two three four five").audio))
+    high = soxr.resample(original, rate, 96000)
+    buffer = io.BytesIO()
+    sf.write(buffer, np.stack([high, high], axis=1), 96000, format="WAV", subtype="PCM_16")
+    heard = hear(local, buffer.getvalue())
+    assert heard.duration_s == pytest.approx(len(original) / rate, abs=0.05)
+    assert {w.text for w in heard.words} == {
+        w.text for w in hear(local, speak(local, "one two three four five").audio).words
+    }
+
+
+def test_a_recording_with_no_speech_is_an_empty_transcript_not_an_error(
+    local: LocalProvider,
+) -> None:
+    """Two seconds of near-silence transcribe to no words and empty text: a result, not a
+    failure, so an archive's silent calls do not fail their jobs."""
+    buffer = io.BytesIO()
+    quiet = np.random.default_rng(1).normal(0, 1e-4, 32000).astype(np.float32)
+    sf.write(buffer, quiet, 16000, format="WAV", subtype="PCM_16")
+    heard = hear(local, buffer.getvalue())
+    assert heard.text == "" and heard.words == []
+    assert heard.duration_s == pytest.approx(2.0, abs=0.01)
+
+
+def test_a_truncated_recording_is_heard_as_far_as_it_goes(local: LocalProvider) -> None:
+    """A WAV cut short (its header still claims the whole length) is decoded up to its end,
+    not refused and not read past it."""
+    whole = speak(local, "one two three four five").audio
+    cut = whole[: len(whole) // 2]
+    heard = hear(local, cut)
+    assert heard.duration_s is not None
+    assert heard.duration_s < sf.info(io.BytesIO(whole)).duration * 0.6

@@ -34,6 +34,12 @@ def test_defaults_are_filled_from_the_catalog() -> None:
     [
         ({"items": [{"text": ""}]}, "empty_text"),
         ({"items": [{"text": "  \n\t "}]}, "empty_text"),
+        ({"items": [{"text": "?! ... -- \u2026"}]}, "empty_text"),  # only punctuation
+        ({"fallback": [{"provider": "acme"}]}, "unknown_provider"),
+        (
+            {"output": {"stitched": True}, "kind": "stt", "items": [{"source": "upload://x"}]},
+            "invalid_option",
+        ),
         ({"items": [{"text": "ok\x00no"}]}, "invalid_text"),
         ({"provider": "acme"}, "unknown_provider"),
         ({"model": "slng/acme/voice:1"}, "unknown_model"),
