@@ -32,7 +32,7 @@ class Counting:
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.inner, name)
-        if name in {"hgetall", "set", "pipeline"}:
+        if name in {"hget", "hgetall", "set", "pipeline"}:
             self.commands += 1
         return attribute
 
@@ -80,6 +80,23 @@ def test_a_success_between_failures_keeps_it_closed(redis_url: str) -> None:
     for _ in range(2):
         one.failed(cred)
     one.check(cred)
+
+
+def test_runs_are_counted_per_process_so_scattered_failures_never_add_up(
+    redis_url: str,
+) -> None:
+    """Four failures in each of two processes (a flaky provider, not a dead one) leave the
+    circuit closed: only one process's own run of five opens it."""
+    (one, two), _ = breakers(redis_url, failures=5)
+    cred = credential()
+    for _ in range(4):
+        one.failed(cred)
+        two.failed(cred)
+    one.check(cred)
+    two.check(cred)
+    two.failed(cred)  # two's fifth in a row
+    with pytest.raises(CircuitOpen):
+        two.check(cred)
 
 
 def test_half_open_lets_exactly_one_probe_through_and_its_success_closes(
