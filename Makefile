@@ -44,6 +44,10 @@ bench: test-deps      ## every benchmark; services are started for each as neede
 	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.overhead
 	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.transports
 	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.streaming
+	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.ws_sessions
+	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.stitching
+	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.failover
+	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.long_audio
 	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.bulk_submit
 	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.ratelimit
 

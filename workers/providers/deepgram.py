@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 import httpx
@@ -46,7 +45,7 @@ import httpx
 from jobs.catalog import PROVIDERS
 from jobs.error_codes import ErrorCode
 from workers.audio import pcm16_to_wav
-from workers.providers import exchange, http
+from workers.providers import http
 from workers.providers.answers import (
     audio_seconds,
     bad_output,
@@ -63,7 +62,8 @@ from workers.providers.errors import (
     ProviderUnavailable,
     UnsupportedAudio,
 )
-from workers.providers.exchange import Bounds, Limit
+from workers.providers.exchange import Limit
+from workers.providers.hosted import HostedHttp
 from workers.providers.transcripts import as_str, clip, json_object, parse_deepgram
 
 _PROVIDER = "Deepgram"
@@ -72,20 +72,12 @@ SAMPLE_RATES = (8000, 16000, 24000, 32000, 48000)  # linear16 (providers.md §3.
 DEFAULT_SAMPLE_RATE = 24000
 
 
-class DeepgramProvider:
+class DeepgramProvider(HostedHttp):
     """One Deepgram project key behind an injected `httpx.Client`; one request per call."""
 
     name = "deepgram"
+    vendor = _PROVIDER
     _spec = PROVIDERS["deepgram"]
-
-    def __init__(
-        self, client: httpx.Client, *, base_url: str, api_key: str, bounds: Bounds | None = None
-    ) -> None:
-        self._base = base_url.rstrip("/")
-        self._key = api_key
-        self._bounds = bounds or Bounds()
-        # Every call goes through the exchange's deadline and size cap, the key redacted.
-        self._call = partial(exchange.call, client, "POST", provider=_PROVIDER, secret=api_key)
 
     def synthesize(
         self,

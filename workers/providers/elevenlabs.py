@@ -21,7 +21,6 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 import httpx
@@ -29,7 +28,7 @@ import httpx
 from jobs.catalog import PROVIDERS
 from jobs.error_codes import ErrorCode
 from workers.audio import pcm16_to_wav
-from workers.providers import exchange, http
+from workers.providers import http
 from workers.providers.answers import (
     audio_seconds,
     bad_output,
@@ -40,7 +39,8 @@ from workers.providers.answers import (
 from workers.providers.base import AudioInput, AudioSink, Synthesis, Transcript, Word
 from workers.providers.elevenlabs_errors import error_of
 from workers.providers.errors import InvalidInput, ProviderUnavailable, UnsupportedAudio
-from workers.providers.exchange import Bounds, Limit
+from workers.providers.exchange import Limit
+from workers.providers.hosted import HostedHttp, streamed
 from workers.providers.transcripts import as_float, as_str, clip, json_object
 
 # The PCM rates ElevenLabs offers (providers.md §5.2; pcm_44100 needs a Pro plan or above).
@@ -57,20 +57,12 @@ _PROVIDER = "ElevenLabs"
 _KEY_NAME = "ELEVENLABS_API_KEY"
 
 
-class ElevenLabsProvider:
+class ElevenLabsProvider(HostedHttp):
     """One ElevenLabs account behind an injected `httpx.Client`; one HTTP request per call."""
 
     name = "elevenlabs"
+    vendor = _PROVIDER
     _spec = PROVIDERS["elevenlabs"]
-
-    def __init__(
-        self, client: httpx.Client, *, base_url: str, api_key: str, bounds: Bounds | None = None
-    ) -> None:
-        self._base = base_url.rstrip("/")
-        self._key = api_key
-        self._bounds = bounds or Bounds()
-        # Every call goes through the exchange's deadline and size cap, the key redacted.
-        self._call = partial(exchange.call, client, "POST", provider=_PROVIDER, secret=api_key)
 
     def synthesize(
         self,
@@ -128,13 +120,7 @@ class ElevenLabsProvider:
         request_id = response.headers.get("request-id")
         # Checked once the body is over: what went to the sink is then thrown away.
         check_content_type(response.headers.get("content-type", ""), b"", _PROVIDER, request_id)
-        return Synthesis(
-            b"",
-            "audio/L16",
-            request_id=request_id,
-            status_code=response.status_code,
-            streamed=True,
-        )
+        return streamed(response, request_id)
 
     def transcribe(
         self, audio: AudioInput, *, model: str, options: Mapping[str, Any]

@@ -18,7 +18,6 @@ help), every other status goes through `http.error_from_response`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import partial
 from typing import Any
 
 import httpx
@@ -26,7 +25,7 @@ import httpx
 from jobs.catalog import PROVIDERS
 from jobs.error_codes import ErrorCode
 from jobs.media import extension_for, sniff_audio
-from workers.providers import exchange, http
+from workers.providers import http
 from workers.providers.answers import audio_seconds, bad_output, check_content_type, check_speech
 from workers.providers.base import AudioInput, AudioSink, Synthesis, Transcript
 from workers.providers.errors import (
@@ -36,7 +35,8 @@ from workers.providers.errors import (
     QuotaExceeded,
     UnsupportedAudio,
 )
-from workers.providers.exchange import Bounds, Limit
+from workers.providers.exchange import Limit
+from workers.providers.hosted import HostedHttp, streamed
 from workers.providers.openai_stt import UNTIMED_MODELS, parse_transcription
 from workers.providers.transcripts import as_str, clip, json_object
 
@@ -58,20 +58,12 @@ _TRANSCRIPTIONS = "/v1/audio/transcriptions"
 _PARAM_CODES = {"voice": ErrorCode.UNKNOWN_VOICE, "model": ErrorCode.UNKNOWN_MODEL}
 
 
-class OpenAIProvider:
+class OpenAIProvider(HostedHttp):
     """One OpenAI account behind an injected `httpx.Client`; one HTTP request per call."""
 
     name = "openai"
+    vendor = _PROVIDER
     _spec = PROVIDERS["openai"]
-
-    def __init__(
-        self, client: httpx.Client, *, base_url: str, api_key: str, bounds: Bounds | None = None
-    ) -> None:
-        self._base = base_url.rstrip("/")
-        self._key = api_key
-        self._bounds = bounds or Bounds()
-        # Every call goes through the exchange's deadline and size cap, the key redacted.
-        self._call = partial(exchange.call, client, "POST", provider=_PROVIDER, secret=api_key)
 
     def synthesize(
         self,
@@ -143,13 +135,7 @@ class OpenAIProvider:
             raise bad_output(_PROVIDER, "a file or a page instead of raw PCM", request_id)
         if not counted.size:
             raise _empty(response.status_code, request_id)
-        return Synthesis(
-            b"",
-            "audio/L16",
-            request_id=request_id,
-            status_code=response.status_code,
-            streamed=True,
-        )
+        return streamed(response, request_id)
 
     def transcribe(
         self, audio: AudioInput, *, model: str, options: Mapping[str, Any]
