@@ -133,12 +133,16 @@ def test_one_bad_item_fails_alone_with_its_reason(stack: Stack) -> None:
     assert "400" in bad["error"]["message"] or "rejected" in bad["error"]["message"].lower()
 
 
-def test_text_over_the_limit_fails_that_item_with_a_clear_code(stack: Stack) -> None:
-    """Until chunking exists, an over-long line fails alone with `text_too_long`."""
-    job = stack.wait_for_job(submit(stack, tts_body(["Short.", "x" * 1500])))
-    assert job["status"] == "completed_with_errors"
-    bad = next(i for i in stack.items(job["id"]) if i["status"] == "failed")
-    assert bad["error"]["code"] == "text_too_long"
+def test_a_line_over_the_limit_is_spoken_in_pieces(stack: Stack) -> None:
+    """A 1,500-character line for a 1,000-character model is split at a sentence end, spoken
+    in two requests and stored as one WAV as long as the two pieces together."""
+    sentence = "The river bends past the old mill and the town wakes up slowly. "
+    long_line = (sentence * 24).strip()[:1500]
+    job = stack.wait_for_job(submit(stack, tts_body(["Short.", long_line])))
+    assert job["status"] == "succeeded", job
+    long_item = next(i for i in stack.items(job["id"]) if i["output"]["pieces"] == 2)
+    audio, rate = sf.read(io.BytesIO(fetch(long_item["output"]["url"])))
+    assert len(audio) / rate == pytest.approx(len(long_line) / 15, rel=0.05)
 
 
 def test_cli_against_the_api_downloads_every_output(stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
