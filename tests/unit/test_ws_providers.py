@@ -4,6 +4,7 @@ sessions, each error code's mapping, drops, deadlines, size caps and reconnect b
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import threading
@@ -353,3 +354,30 @@ def test_slng_session_cap_refusal_is_rate_limited() -> None:
         with pytest.raises(RateLimited, match="rate_limit"):
             slng(running).synthesize("Extra.", model=AURA, voice=None, options=WS)
         holder.close()
+
+
+def test_a_late_audio_end_of_the_previous_line_does_not_end_the_next_one() -> None:
+    """On a reused session, an `audio_end` left over from the previous utterance (it follows
+    `flushed`) arriving before the next line's audio is skipped, not taken as an empty answer."""
+
+    class Replay:
+        """A session that answers from a script."""
+
+        def __init__(self, messages: list[str | bytes]) -> None:
+            self.messages = messages
+
+        def recv(self) -> str | bytes:
+            return self.messages.pop(0)
+
+        def recv_ready(self) -> str | bytes | None:
+            return None
+
+    chunk = base64.b64encode(b"\x01\x00" * 100).decode()
+    script: list[str | bytes] = [
+        json.dumps({"type": "audio_end", "duration": 1.0}),  # the previous line's
+        json.dumps({"type": "audio_chunk", "data": chunk, "sequence": 1}),
+        json.dumps({"type": "flushed"}),
+    ]
+    link = WsLink("SLNG", "SLNG_API_KEY", KEY, idle_s=60)
+    ws = slng_ws.SlngWebSocket(link, base_url="http://127.0.0.1:9/slng", headers={})
+    assert ws._collect_audio(Replay(script)) == b"\x01\x00" * 100  # type: ignore[arg-type]

@@ -195,7 +195,9 @@ class SlngWebSocket:
                     audio.numbered(sequence, chunk)
                 else:
                     audio.frame(chunk)
-            elif kind in _END_TYPES:
+            elif kind in _END_TYPES and audio.received:
+                # (An end before any audio is the previous utterance's trailing `audio_end`:
+                # it follows `flushed` and may land after that call has gone.)
                 break
         while session.recv_ready() is not None:
             pass  # audio_end after flushed, or the close some upstreams send (Rime)
@@ -237,6 +239,11 @@ class _InOrder:
         self._next: int | None = None
         self._waiting: dict[int, bytes] = {}
         self._plain = False
+
+    @property
+    def received(self) -> bool:
+        """Whether any audio of this utterance has come in yet."""
+        return self._plain or self._next is not None
 
     def frame(self, chunk: bytes) -> None:
         self._plain = True
