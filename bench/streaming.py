@@ -195,7 +195,8 @@ def main() -> None:
             slng = {"model": SLNG_MODEL, "speed": 0.5}
             runs.append(("slng websocket", minutes, {**slng, "transport": "websocket"}))
         # The bridge's HTTP body has no speed (providers.md §1.4): the same text is half as long.
-        runs.append(("slng http", args.minutes[-1], {"model": SLNG_MODEL, "speed": 0.5}))
+        slng_http = {"model": SLNG_MODEL, "speed": 0.5, "transport": "http"}
+        runs.append(("slng http", args.minutes[-1], slng_http))
         for transport in ("http", "stream", "websocket"):
             runs.append(
                 (

@@ -273,9 +273,11 @@ class PcmEncoder:
         data = self._carry + pcm if self._carry else pcm
         usable = len(data) - len(data) % 2
         self._carry = data[usable:]
-        if not usable:
-            return
-        samples = np.frombuffer(data, dtype="<i2", count=usable // 2)
+        if usable:
+            self.write_samples(np.frombuffer(data, dtype="<i2", count=usable // 2))
+
+    def write_samples(self, samples: npt.NDArray[np.int16]) -> None:
+        """Whole 16-bit samples, as an array (no bytes copy of a long one)."""
         if self._resample is None:
             self._file.write(samples)
             self.frames += len(samples)
