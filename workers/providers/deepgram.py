@@ -50,7 +50,6 @@ from workers.providers.answers import (
     audio_seconds,
     bad_output,
     check_content_type,
-    check_speech,
     check_transcript,
 )
 from workers.providers.base import AudioInput, AudioSink, Synthesis, Transcript
@@ -132,19 +131,7 @@ class DeepgramProvider(HostedHttp):
             )
         if audio[:4] != b"RIFF":  # container=none (stream without a sink): bare PCM
             audio = pcm16_to_wav(audio, rate)
-        check_speech(
-            audio,
-            text=text,
-            max_samples=self._bounds.max_decode_samples,
-            provider=_PROVIDER,
-            request_id=request_id,
-        )
-        return Synthesis(
-            audio=audio,
-            content_type="audio/wav",
-            request_id=request_id,
-            status_code=response.status_code,
-        )
+        return self._spoken(audio, text, response, request_id)
 
     def _speak(
         self,

@@ -33,7 +33,6 @@ from workers.providers.answers import (
     audio_seconds,
     bad_output,
     check_content_type,
-    check_speech,
     check_transcript,
 )
 from workers.providers.base import AudioInput, AudioSink, Synthesis, Transcript, Word
@@ -90,19 +89,7 @@ class ElevenLabsProvider(HostedHttp):
         )
         request_id = response.headers.get("request-id")
         audio = whole_audio(response, rate, request_id)
-        check_speech(
-            audio,
-            text=text,
-            max_samples=self._bounds.max_decode_samples,
-            provider=_PROVIDER,
-            request_id=request_id,
-        )
-        return Synthesis(
-            audio=audio,
-            content_type="audio/wav",
-            request_id=request_id,
-            status_code=response.status_code,
-        )
+        return self._spoken(audio, text, response, request_id)
 
     def _streamed(
         self,

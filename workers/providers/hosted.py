@@ -13,6 +13,7 @@ from typing import ClassVar
 import httpx
 
 from workers.providers import exchange
+from workers.providers.answers import check_speech
 from workers.providers.base import Synthesis
 from workers.providers.exchange import Bounds
 
@@ -30,6 +31,24 @@ class HostedHttp:
         self._bounds = bounds or Bounds()
         # Every call goes through the exchange's deadline and size cap, the key redacted.
         self._call = partial(exchange.call, client, "POST", provider=self.vendor, secret=api_key)
+
+    def _spoken(
+        self, wav: bytes, text: str, response: httpx.Response, request_id: str | None
+    ) -> Synthesis:
+        """A whole WAV answer, once it passes the answer checks for `text`."""
+        check_speech(
+            wav,
+            text=text,
+            max_samples=self._bounds.max_decode_samples,
+            provider=self.vendor,
+            request_id=request_id,
+        )
+        return Synthesis(
+            audio=wav,
+            content_type="audio/wav",
+            request_id=request_id,
+            status_code=response.status_code,
+        )
 
 
 def streamed(response: httpx.Response, request_id: str | None) -> Synthesis:

@@ -26,7 +26,7 @@ from jobs.catalog import PROVIDERS
 from jobs.error_codes import ErrorCode
 from jobs.media import extension_for, sniff_audio
 from workers.providers import http
-from workers.providers.answers import audio_seconds, bad_output, check_content_type, check_speech
+from workers.providers.answers import audio_seconds, bad_output, check_content_type
 from workers.providers.base import AudioInput, AudioSink, Synthesis, Transcript
 from workers.providers.errors import (
     InvalidInput,
@@ -100,19 +100,7 @@ class OpenAIProvider(HostedHttp):
         check_content_type(response.headers.get("content-type", ""), audio, _PROVIDER, request_id)
         if not audio:
             raise _empty(response.status_code, request_id)
-        check_speech(
-            audio,
-            text=text,
-            max_samples=self._bounds.max_decode_samples,
-            provider=_PROVIDER,
-            request_id=request_id,
-        )
-        return Synthesis(
-            audio=audio,
-            content_type="audio/wav",
-            request_id=request_id,
-            status_code=response.status_code,
-        )
+        return self._spoken(audio, text, response, request_id)
 
     def _streamed(self, body: dict[str, Any], sink: AudioSink) -> Synthesis:
         """The PCM body pushed into `sink` as it arrives; the sink checks it and the caller
