@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from jobs import models_schedules, models_webhooks  # noqa: F401  (their tables join Base)
 from jobs.models import Base
 from jobs.settings import get_settings
 from storage.db import make_engine
