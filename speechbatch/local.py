@@ -59,7 +59,7 @@ class LocalBackend:
             self.store, self.sessions, max_age=timedelta(hours=settings.upload_retention_hours)
         )
         self.runner = LocalRunner(
-            self.runtime, self.publisher, threads=concurrency, uploads=uploads
+            self.runtime, self.publisher, threads=concurrency, chores=[uploads.chore()]
         )
         self.running = False
         self.tenant_id = service.ensure_tenant(self.sessions, LOCAL_TENANT).id

@@ -105,7 +105,7 @@ def run_beat(settings: Settings, *, interval_s: float) -> None:
             interval_s=interval_s,
             stale_s=settings.lease_seconds,
             stop=stop,
-            uploads=uploads,
+            chores=[uploads.chore()],
         )
     finally:
         uploads.close()

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
 from storage.publisher import InMemoryPublisher
 from workers.pipeline import run_item
 from workers.runtime import Runtime
-from workers.sweeper import KEEP_UPLOADS, KeepUploads, UploadRetention, run_sweeper
+from workers.sweeper import Chore, run_sweeper
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,11 @@ class LocalRunner:
         publisher: InMemoryPublisher,
         *,
         threads: int,
-        uploads: UploadRetention | KeepUploads = KEEP_UPLOADS,
+        chores: Sequence[Chore] = (),
     ) -> None:
-        """`uploads` deletes old uploads no job names, as beat does (default: keep them)."""
+        """`chores` run beside the sweep, as beat's do (local mode: upload retention)."""
         self.runtime, self.publisher, self.threads = runtime, publisher, threads
-        self.uploads = uploads
+        self.chores = chores
         self._stop = threading.Event()
         self._running: list[threading.Thread] = []
 
@@ -47,7 +48,7 @@ class LocalRunner:
                 "interval_s": sweep_interval_s,
                 "stale_s": self.runtime.config.lease_s,
                 "stop": self._stop,
-                "uploads": self.uploads,
+                "chores": self.chores,
             },
             name="local-sweeper",
             daemon=True,

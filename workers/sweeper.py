@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -125,18 +125,21 @@ class UploadRetention:
             log.info("retention: deleted %d uploads no job uses", len(unused))
         return len(unused)
 
+    def chore(self) -> Chore:
+        return Chore("upload retention", self.expire)
+
     def close(self) -> None:
         self.store.close()
 
 
-class KeepUploads:
-    """No upload retention: what `run_sweeper` does unless given an `UploadRetention`."""
+@dataclass(frozen=True)
+class Chore:
+    """Something beat does on every tick beside the sweep: upload retention, schedule fires,
+    webhook deliveries. `run` does one bounded pass and returns how much it did; an error is
+    logged and the next tick tries again."""
 
-    def expire(self) -> int:
-        return 0
-
-
-KEEP_UPLOADS = KeepUploads()
+    name: str
+    run: Callable[[], object]
 
 
 def run_sweeper(
@@ -145,17 +148,18 @@ def run_sweeper(
     interval_s: float,
     stale_s: float,
     stop: threading.Event,
-    uploads: UploadRetention | KeepUploads = KEEP_UPLOADS,
+    chores: Sequence[Chore] = (),
 ) -> None:
-    """Sweep (and expire uploads) every `interval_s` until `stop` is set; errors are logged
-    and the loop goes on. The caller owns `uploads` and closes it."""
+    """Sweep, then run each chore, every `interval_s` until `stop` is set; errors are logged
+    and the loop goes on. The caller owns what the chores hold and closes it."""
     while not stop.is_set():
         try:
             sweep_once(ledger, stale_s=stale_s)
         except Exception:  # DB or broker blip: try again next tick
             log.warning("sweep failed; retrying in %.0f s", interval_s, exc_info=True)
-        try:
-            uploads.expire()
-        except Exception:  # storage or DB blip: the next tick goes on with the walk
-            log.warning("upload retention failed; retrying in %.0f s", interval_s, exc_info=True)
+        for chore in chores:
+            try:
+                chore.run()
+            except Exception:  # storage, DB or network blip: the next tick goes on
+                log.warning("%s failed; retrying in %.0f s", chore.name, interval_s, exc_info=True)
         stop.wait(interval_s)

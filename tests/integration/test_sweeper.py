@@ -184,7 +184,7 @@ def test_beat_expires_uploads_on_its_own_ticks(database_url: str, local_store: O
     beat = threading.Thread(
         target=run_sweeper,
         args=(ledger,),
-        kwargs={"interval_s": 0.02, "stale_s": 60, "stop": stop, "uploads": retention},
+        kwargs={"interval_s": 0.02, "stale_s": 60, "stop": stop, "chores": [retention.chore()]},
     )
     beat.start()
     try:
