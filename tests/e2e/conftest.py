@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.e2e.stack import Stack, running_stack
+from tests.services import create_database, drop_database
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
 def stack(
     request: pytest.FixtureRequest,
     redis_url: str,
     s3_endpoint_url: str,
-    s3_client,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    s3_client: Any,
+    postgres_admin_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    """Emulator, API, one worker and beat over Redis, SeaweedFS and PostgreSQL or SQLite."""
-    database_url = request.getfixturevalue(
-        "pg_url" if request.param == "postgresql" else "sqlite_url"
-    )
-    with running_stack(database_url, redis_url, s3_endpoint_url, s3_client, tmp_path) as stack:
-        yield stack
+    """Emulator, API, one worker and beat over Redis, SeaweedFS and PostgreSQL or SQLite, one
+    stack per module and database: starting four processes costs more than most tests, and
+    jobs never see each other (each has its own id and keys). A test that turns an emulator
+    dial turns it back."""
+    workdir = tmp_path_factory.mktemp(f"stack-{request.param}")
+    if request.param == "sqlite":
+        sqlite_url = f"sqlite:///{workdir / 'speechbatch.db'}"
+        with running_stack(sqlite_url, redis_url, s3_endpoint_url, s3_client, workdir) as running:
+            yield running
+        return
+    database_url = create_database(postgres_admin_url)
+    try:
+        with running_stack(database_url, redis_url, s3_endpoint_url, s3_client, workdir) as running:
+            yield running
+    finally:
+        drop_database(database_url)

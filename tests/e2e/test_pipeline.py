@@ -99,20 +99,18 @@ def test_10_file_stt_job_writes_parseable_transcripts(stack: Stack) -> None:
 
 def test_job_survives_a_provider_failing_30_percent_of_calls(stack: Stack) -> None:
     """With 30 % of calls failing (5xx, 429, timeouts) every item still succeeds, via retries."""
+    dials = {"fault_rate": 0.3, "timeout_s": 5, "fault_kinds": ["500", "503", "429", "timeout"]}
     with stack.emulator() as emulator:
-        emulator.patch(
-            "/_emulator/config",
-            json={
-                "fault_rate": 0.3,
-                "timeout_s": 5,
-                "fault_kinds": ["500", "503", "429", "timeout"],
-            },
-        )
-        emulator.delete("/_emulator/requests")
-        job = stack.wait_for_job(
-            submit(stack, tts_body([f"Flaky line {n}." for n in range(40)])), timeout=240
-        )
-        records = emulator.get("/_emulator/requests").json()
+        before = emulator.get("/_emulator/config").json()
+        emulator.patch("/_emulator/config", json=dials)
+        try:
+            emulator.delete("/_emulator/requests")
+            job = stack.wait_for_job(
+                submit(stack, tts_body([f"Flaky line {n}." for n in range(40)])), timeout=240
+            )
+            records = emulator.get("/_emulator/requests").json()
+        finally:  # the module's later tests share this stack
+            emulator.patch("/_emulator/config", json={k: before[k] for k in dials})
     assert job["status"] == "succeeded", job
     assert job["counts"]["succeeded"] == 40
     faults = [r for r in records if r["status"] != 200]
