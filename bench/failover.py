@@ -17,6 +17,7 @@ import argparse
 import os
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,12 @@ from tests.services import free_port
 
 
 def job_body(provider: str, items: int, fallback: list[dict[str, Any]]) -> JobCreate:
+    run = uuid.uuid4().hex[:8]  # lines unique to this job: a repeated line would be reused
     return JobCreate.model_validate(
         {
             "kind": "tts",
             "provider": provider,
-            "items": [{"text": f"Failover line {n} of the benchmark."} for n in range(items)],
+            "items": [{"text": f"Failover line {n} of run {run}."} for n in range(items)],
             "fallback": fallback,
         }
     )

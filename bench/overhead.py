@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -161,11 +162,12 @@ def pipeline_rate(
     try:
         time.sleep(3)  # connected before the clock starts
         meter.begin()
+        run = uuid.uuid4().hex[:8]  # lines unique to this job: a repeated line would be reused
         body = JobCreate.model_validate(
             {
                 "kind": "tts",
                 "provider": "slng",
-                "items": [{"text": f"Overhead line {n}."} for n in range(items)],
+                "items": [{"text": f"Overhead line {n} of {run}."} for n in range(items)],
             }
         )
         job = submit_job(ledger, tenant, body, idempotency_key=None, max_items=items).job

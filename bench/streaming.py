@@ -28,6 +28,7 @@ import os
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -213,7 +214,8 @@ def main() -> None:
             provider = label.split()[0]
             model = options.pop("model", None)
             speed = float(options["speed"])
-            text = text_for(minutes * 60, speed)
+            # A run's own first words: the same text in an earlier job would be reused.
+            text = f"Run {uuid.uuid4().hex[:8]}. " + text_for(minutes * 60, speed)
             if provider == "smallest":
                 text = text[:250]
             body: dict[str, Any] = {

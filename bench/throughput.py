@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -116,12 +117,13 @@ def main() -> None:
         )
         sessions = ledger.db.sessions
         tenant = ensure_tenant(sessions, "bench").id
+        run = uuid.uuid4().hex[:8]  # lines unique to this job: a repeated line would be reused
         body = JobCreate.model_validate(
             {
                 "kind": "tts",
                 "provider": "slng",
                 "items": [
-                    {"text": f"Benchmark line {n} of the bulk job."} for n in range(args.items)
+                    {"text": f"Benchmark line {n} of bulk job {run}."} for n in range(args.items)
                 ],
             }
         )

@@ -17,6 +17,7 @@ import argparse
 import os
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -42,12 +43,13 @@ RUNS = (
 
 def run_job(ledger: ItemLedger, tenant: str, provider: str, transport: str, items: int) -> float:
     """Items/s of one job, from its creation to its last item."""
+    run = uuid.uuid4().hex[:8]  # lines unique to this job: a repeated line would be reused
     body = JobCreate.model_validate(
         {
             "kind": "tts",
             "provider": provider,
             "options": {"transport": transport},
-            "items": [{"text": f"Transport line {n} of the benchmark."} for n in range(items)],
+            "items": [{"text": f"Transport line {n} of run {run}."} for n in range(items)],
         }
     )
     job = submit_job(ledger, tenant, body, idempotency_key=None, max_items=items).job

@@ -43,6 +43,9 @@ class ErrorCode(StrEnum):
     EMPTY_TEXT = "empty_text"  # a TTS item without text
     INVALID_TEXT = "invalid_text"  # text with control characters
     TEXT_TOO_LONG = "text_too_long"  # over the model's per-request character limit
+    # --- cost (issue 12) ---
+    INVALID_BUDGET = "invalid_budget"  # a budget the job's prices cannot turn into a cap
+    BUDGET_EXCEEDED = "budget_exceeded"  # not run: the job's budget cap was reached
     # --- STT sources ---
     MISSING_SOURCE = "missing_source"  # an STT item without a source
     INVALID_SOURCE = "invalid_source"  # not an upload:// or http(s) source
@@ -57,9 +60,17 @@ class ErrorCode(StrEnum):
     SOURCE_TIMEOUT = "source_timeout"  # the source URL did not answer in time
     SOURCE_TOO_LARGE = "source_too_large"  # over SPEECHBATCH_MAX_SOURCE_BYTES
     TOO_MANY_REDIRECTS = "too_many_redirects"  # the source URL redirects in circles
+    # --- webhooks ---
+    INVALID_WEBHOOK_URL = "invalid_webhook_url"  # a webhook_url that does not parse safely
+    FORBIDDEN_WEBHOOK_URL = "forbidden_webhook_url"  # a webhook_url naming a private address
     EMPTY_AUDIO = "empty_audio"  # a recording (upload, source or provider answer) of 0 bytes
     UNSUPPORTED_AUDIO = "unsupported_audio"  # not audio we (or the provider) can read
     AUDIO_TOO_LONG = "audio_too_long"  # more samples than SPEECHBATCH_MAX_DECODE_SAMPLES
+    # --- archive sources (issue 12: `source{prefix, pattern, ...}`) ---
+    INVALID_ARCHIVE = "invalid_archive"  # a malformed prefix, pattern or filter
+    ARCHIVE_FORBIDDEN = "archive_forbidden"  # a prefix not in SPEECHBATCH_ARCHIVE_BUCKETS
+    ARCHIVE_UNAVAILABLE = "archive_unavailable"  # the prefix could not be listed (item error)
+    UNREADABLE_KEY = "unreadable_key"  # an archive key no store can read safely (item error)
     # --- a provider call (an item's error; the CLI exits 1) ---
     PROVIDER_ERROR = "provider_error"  # base code of the provider error tree
     PROVIDER_TRANSIENT = "provider_transient"  # a failure worth retrying later
@@ -88,6 +99,14 @@ class ErrorCode(StrEnum):
     BROKER_UNAVAILABLE = "broker_unavailable"  # Redis is unset or unreachable
     STORAGE_UNAVAILABLE = "storage_unavailable"  # the bucket or directory cannot be used
     JOB_NOT_FINISHED = "job_not_finished"  # outputs asked of a job that is still running
+    API_REQUIRED = "api_required"  # a command that needs SPEECHBATCH_API_URL (schedules)
+    # --- schedules (issue 12) ---
+    INVALID_CRON = "invalid_cron"  # not a five-field cron expression that ever fires
+    INVALID_TIMEZONE = "invalid_timezone"  # not an IANA timezone name
+    INVALID_TEMPLATE = "invalid_template"  # an unknown placeholder or malformed offset
+    TEMPLATE_TOO_LARGE = "template_too_large"  # a job template over its byte cap
+    SCHEDULE_NAME_TAKEN = "schedule_name_taken"  # the tenant has a schedule of that name
+    TOO_MANY_SCHEDULES = "too_many_schedules"  # over SPEECHBATCH_MAX_SCHEDULES_PER_TENANT
     # --- our own side ---
     LEASE_EXPIRED = "lease_expired"  # the worker stopped answering; the item was re-queued
     INTERNAL_ERROR = "internal_error"  # a bug or an unexpected outage on our side

@@ -72,7 +72,8 @@ class ItemLedger(LedgerBase):
         now = self.clock()
         params = sql.held(item.id, item.token, now) | result.columns() | {"finished_at": now}
         moves: dict[str, Any] = {"running": -1, "succeeded": 1, "chars": result.characters}
-        moves["audio"] = result.duration_s or 0.0
+        # A reused output cost no provider call: its line's audio is shown, not counted.
+        moves["audio"] = 0.0 if result.reused_from is not None else result.duration_s or 0.0
         if self.db.autocommit is not None:
             params |= sql.counter_params(now, **moves)
             params["attempt_log"] = [
@@ -211,6 +212,45 @@ class ItemLedger(LedgerBase):
             self.publish([item.id], delay_s)
         return moved is not None
 
+    def pass_budget(self, item: ClaimedItem) -> bool:
+        """Whether `item` may start within its job's caps, marking it as started if so: its
+        characters, added to what the job used and what its other started running items
+        hold, fit the character cap, and the audio cap is not reached yet (STT durations are
+        known only after a call, so audio may overshoot by what is in flight). False once a
+        cap stopped the job, or if the claim was lost."""
+        params = {"b_job_id": item.job_id, "item_id": item.id, "token": item.token}
+        params["b_characters"] = len(item.text or "")
+        lock_first = self.db.autocommit is not None  # PostgreSQL: checks of a job in turn
+
+        def move(c: Connection) -> bool:
+            if lock_first:
+                c.execute(sql.LOCK_JOB_ROW, {"job_id": item.job_id})
+            return bool(c.execute(sql.PASS_BUDGET, params).rowcount)
+
+        return self._transaction(move)
+
+    def stop_for_budget(self, item: ClaimedItem, error: ItemError) -> JobStatus | None:
+        """A cap was reached: `item` (running, not started) and every queued item of its job
+        become canceled with `error` (budget_exceeded); running items finish. The job is
+        marked stopped, so it ends completed_with_errors (failed if nothing succeeded), not
+        canceled. The job's new status, or None if the claim was lost."""
+        check_item_transition(R, ItemStatus.CANCELED)
+        check_item_transition(Q, ItemStatus.CANCELED)
+        now = self.clock()
+        why = {"error_code": error.code, "error_message": error.message}
+        params = sql.held(item.id, item.token, now) | {"finished_at": now} | why
+
+        def move(c: Connection) -> JobStatus | None:
+            c.execute(sql.MARK_BUDGET_STOPPED, {"job_id": item.job_id, "now": now})
+            if not c.execute(sql.CANCEL_HELD_FOR_BUDGET, params).rowcount:
+                return None
+            rest = {"b_job_id": item.job_id, "now": now} | why
+            moved = c.execute(sql.CANCEL_QUEUED_FOR_BUDGET, rest).rowcount
+            job = sql.shift(c, item.job_id, now, running=-1, queued=-moved, canceled=moved + 1)
+            return JobStatus(job.status)
+
+        return self._transaction(move)
+
     def renew(self, tokens: Sequence[str], *, lease_s: float) -> set[str]:
         """Extend the leases of running items held under `tokens` (a worker's heartbeat);
         a lease already taken over is never stolen back. Returns the tokens renewed: one
@@ -252,6 +292,9 @@ class ItemLedger(LedgerBase):
 
         def move(c: Connection) -> int:
             params = {"b_job_id": job_id, "now": now}
+            # First, so the job row is locked before items are read: an archive batch
+            # committing meanwhile is either seen (and canceled) or refused (workers.expand).
+            c.execute(sql.STOP_EXPANDING, {"job_id": job_id})
             q, r = (
                 c.execute(s, params).rowcount for s in (sql.CANCEL_QUEUED, sql.CANCEL_RUNNING_ITEMS)
             )

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Integer,
     Table,
     Text,
+    and_,
     bindparam,
     case,
     column,
@@ -48,7 +49,7 @@ from jobs.status import JobStatus
 
 JOBS, ITEMS, ATTEMPTS = (cast(Table, m.__table__) for m in (Job, Item, Attempt))
 NOW = bindparam("now", type_=UTCDateTime())
-COUNTERS = ("queued", "running", "succeeded", "failed", "canceled")
+COUNTERS = ("queued", "running", "succeeded", "failed", "canceled", "skipped")
 
 
 def counter_update(job_id: Any = None) -> Any:
@@ -60,9 +61,12 @@ def counter_update(job_id: Any = None) -> Any:
     statement `UPDATE jobs ... FROM <cte>`.
     """
     target = bindparam("job_id") if job_id is None else job_id
+    user_canceled = or_(JOBS.c.canceled_at.is_not(None), bindparam("cancel", type_=Boolean()))
     new = {name: JOBS.c[name] + bindparam(f"d_{name}", type_=Integer()) for name in COUNTERS}
     pending = new["queued"] + new["running"]
     status = case(
+        # An archive still listing into items is not finished, whatever its items did.
+        (JOBS.c.expanding, JobStatus.EXPANDING.value),
         (
             pending > 0,
             case(
@@ -70,9 +74,18 @@ def counter_update(job_id: Any = None) -> Any:
                 else_=JobStatus.QUEUED.value,
             ),
         ),
-        (new["canceled"] > 0, JobStatus.CANCELED.value),
-        (new["failed"] == 0, JobStatus.SUCCEEDED.value),
-        (new["succeeded"] == 0, JobStatus.FAILED.value),
+        # `cancel`: a job canceled while expanding may have no item to cancel yet.
+        # Items a budget cap canceled (`budget_stopped_at`) are not a user's cancel: the job
+        # ends with what it made, completed_with_errors or failed (issue 12).
+        (
+            or_(
+                and_(new["canceled"] > 0, or_(JOBS.c.budget_stopped_at.is_(None), user_canceled)),
+                bindparam("cancel", type_=Boolean()),
+            ),
+            JobStatus.CANCELED.value,
+        ),
+        (new["failed"] + new["canceled"] == 0, JobStatus.SUCCEEDED.value),
+        (new["succeeded"] + new["skipped"] == 0, JobStatus.FAILED.value),
         else_=JobStatus.COMPLETED_WITH_ERRORS.value,
     )
     claimed = bindparam("d_running", type_=Integer()) > 0
@@ -83,7 +96,10 @@ def counter_update(job_id: Any = None) -> Any:
         .values(
             **new,
             status=status,
-            finished_at=case((pending > 0, None), else_=func.coalesce(JOBS.c.finished_at, NOW)),
+            finished_at=case(
+                (or_(pending > 0, JOBS.c.expanding), None),
+                else_=func.coalesce(JOBS.c.finished_at, NOW),
+            ),
             started_at=case(
                 (claimed, func.coalesce(JOBS.c.started_at, NOW)), else_=JOBS.c.started_at
             ),
@@ -103,6 +119,8 @@ def counter_update(job_id: Any = None) -> Any:
             JOBS.c.options,
             JOBS.c.output_prefix,
             JOBS.c.fallback,
+            JOBS.c.cap_characters,
+            JOBS.c.cap_audio_seconds,
         )
     )
 
@@ -141,6 +159,7 @@ CLAIM = (
         ITEMS.c.attempts,
         ITEMS.c.provider_job,
         ITEMS.c.route,
+        ITEMS.c.content_hash,
     )
 )
 _CLAIMED = CLAIM.cte("moved")
@@ -150,6 +169,7 @@ CLAIM_AT_ONCE = counter_update(_CLAIMED.c.job_id).returning(
     _CLAIMED.c.attempts,
     _CLAIMED.c.provider_job,
     _CLAIMED.c.route,
+    _CLAIMED.c.content_hash,
 )
 
 # --- leaving running: only the claim holder's token matches -----------------------------
@@ -177,7 +197,16 @@ SUCCEED = _leave(
     "characters",
     "pieces",
     "finished_at",
-).values(error_code=None, error_message=None, next_attempt_at=None)
+    "reused_from",
+).values(
+    error_code=None,
+    error_message=None,
+    next_attempt_at=None,
+    # The hash of the route that spoke it (a fallback's differs); None keeps the submit's.
+    content_hash=func.coalesce(
+        bindparam("content_hash", type_=ITEMS.c.content_hash.type), ITEMS.c.content_hash
+    ),
+)
 FAIL = _leave("failed", "error_code", "error_message", "finished_at").values(next_attempt_at=None)
 REQUEUE = _leave("queued", "error_code", "error_message", "next_attempt_at", "published_at")
 # A hand-back gives the claim's attempt back: the hold-up was ours, not the item's.
@@ -289,6 +318,8 @@ FAILED_IDS = (
     .order_by(ITEMS.c.seq)
 )
 CANCELED_AT = select(JOBS.c.canceled_at).where(JOBS.c.id == bindparam("job_id"))
+# A cancel ends an archive's listing too (workers.expand sees `canceled_at` and stops).
+STOP_EXPANDING = update(JOBS).where(JOBS.c.id == bindparam("job_id")).values(expanding=False)
 ITEM_STATUS = select(ITEMS.c.status).where(ITEMS.c.id == bindparam("item_id"))
 
 
@@ -309,3 +340,65 @@ def record(c: Connection, item_id: int, attempts: Sequence[AttemptRecord]) -> No
     """Insert an item's attempts (nothing when there are none)."""
     if attempts:
         c.execute(RECORD_ATTEMPTS, [a.row() | {"item_id": item_id} for a in attempts])
+
+
+# --- budgets (issue 12) -----------------------------------------------------------------
+
+# An item may start if its characters, with what its job used and what its other running
+# items that passed this check hold, fit the character cap, and the audio cap is not reached
+# (STT durations are known only after a call). The check marks the item as passed in the same
+# statement; on PostgreSQL the job row is locked first (`LOCK_JOB_ROW`), so checks of one job
+# run one after another and each sees the items passed before it: two concurrent items can
+# never both slip under the cap. SQLite has one writer, and the check is its first statement.
+_ITEMS_IN_FLIGHT = ITEMS.alias("in_flight")
+_IN_FLIGHT = (
+    select(func.coalesce(func.sum(_ITEMS_IN_FLIGHT.c.characters), 0))
+    .where(
+        _ITEMS_IN_FLIGHT.c.job_id == bindparam("b_job_id"),
+        _ITEMS_IN_FLIGHT.c.status == "running",
+        _ITEMS_IN_FLIGHT.c.budget_passed.is_(true()),
+        _ITEMS_IN_FLIGHT.c.id != bindparam("item_id"),
+    )
+    .scalar_subquery()
+)
+_ROOM = (
+    select(JOBS.c.id)
+    .where(
+        JOBS.c.id == bindparam("b_job_id"),
+        JOBS.c.budget_stopped_at.is_(None),
+        or_(
+            JOBS.c.cap_characters.is_(None),
+            JOBS.c.usage_characters + _IN_FLIGHT + bindparam("b_characters", type_=Integer())
+            <= JOBS.c.cap_characters,
+        ),
+        or_(
+            JOBS.c.cap_audio_seconds.is_(None),
+            JOBS.c.usage_audio_seconds < JOBS.c.cap_audio_seconds,
+        ),
+    )
+    .exists()
+)
+LOCK_JOB_ROW = select(JOBS.c.id).where(JOBS.c.id == bindparam("job_id")).with_for_update()
+PASS_BUDGET = (
+    update(ITEMS)
+    .where(
+        ITEMS.c.id == bindparam("item_id"),
+        ITEMS.c.status == "running",
+        ITEMS.c.claim_token == bindparam("token"),
+        _ROOM,
+    )
+    .values(budget_passed=True)
+)
+MARK_BUDGET_STOPPED = (
+    update(JOBS)
+    .where(JOBS.c.id == bindparam("job_id"))
+    .values(budget_stopped_at=func.coalesce(JOBS.c.budget_stopped_at, NOW))
+)
+CANCEL_HELD_FOR_BUDGET = _leave("canceled", "finished_at", "error_code", "error_message")
+CANCEL_QUEUED_FOR_BUDGET = job_items_moving(
+    "queued",
+    "canceled",
+    error_code=bindparam("error_code"),
+    error_message=bindparam("error_message"),
+    finished_at=NOW,
+)

@@ -41,6 +41,7 @@ class ManifestRecord:
     source: str | None
     error: dict[str, str] | None
     output: dict[str, Any] | None
+    reused: bool = False  # a copy of an identical line's output: no provider call (issue 12)
 
     @classmethod
     def of(cls, job: Job, item: Item) -> ManifestRecord:
@@ -61,7 +62,14 @@ class ManifestRecord:
                 ],
             }
         return cls(
-            item.external_id, item.seq, item.status, item.attempts, item.source, error, output
+            item.external_id,
+            item.seq,
+            item.status,
+            item.attempts,
+            item.source,
+            error,
+            output,
+            reused=item.reused_from is not None,
         )
 
     def line(self) -> bytes:

@@ -95,6 +95,11 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime]
+    # Standard Webhooks signing secrets (`whsec_...`, jobs.webhooks): made on first use; the
+    # previous one still signs for a grace period after a rotation.
+    webhook_secret: Mapped[str | None] = mapped_column(String(100))
+    webhook_previous_secret: Mapped[str | None] = mapped_column(String(100))
+    webhook_secret_rotated_at: Mapped[datetime | None]
 
 
 class ApiKey(Base):
@@ -110,11 +115,26 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None]
 
 
+# The rows `ix_jobs_webhook_unrecorded` covers; the query that wants it repeats this condition.
+WEBHOOK_UNRECORDED = (
+    "webhook_url IS NOT NULL AND finished_at IS NOT NULL"
+    " AND (webhook_recorded_finish IS NULL OR webhook_recorded_finish <> finished_at)"
+)
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
+        # Beat's webhook question: which finished jobs have no delivery for this finish yet.
+        # Partial, so it holds only those few jobs however many have finished before.
+        Index(
+            "ix_jobs_webhook_unrecorded",
+            "finished_at",
+            postgresql_where=sql_text(WEBHOOK_UNRECORDED),
+            sqlite_where=sql_text(WEBHOOK_UNRECORDED),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -140,17 +160,40 @@ class Job(Base):
     succeeded: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     canceled: Mapped[int] = mapped_column(Integer, default=0)
+    # Archive jobs (issue 12, migration 0009): items skipped as transcribed before; whether the
+    # prefix is still being listed into items (the job is `expanding` until it is not); and
+    # where outputs go (`job` folder, or `mirror` of the source layout).
+    skipped: Mapped[int] = mapped_column(Integer, default=0, server_default=sql_text("0"))
+    expanding: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    output_layout: Mapped[str] = mapped_column(String(8), default="job", server_default="job")
     usage_characters: Mapped[int] = mapped_column(BigInteger, default=0)
     usage_audio_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     canceled_at: Mapped[datetime | None]
+    # Cost and reuse (issue 12, migration 0008): the client's `budget{characters,
+    # audio_seconds, cost}`, the caps workers enforce (a cost cap converted at submit at the
+    # job's dearest route: jobs.pricing.budget_caps), and when a cap stopped the job.
+    budget: Mapped[dict[str, Any] | None]
+    cap_characters: Mapped[int | None] = mapped_column(BigInteger)
+    cap_audio_seconds: Mapped[float | None] = mapped_column(Float)
+    budget_stopped_at: Mapped[datetime | None]
+    # POSTed a signed event when the job finishes (jobs.webhooks, workers.webhook_sender).
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    # The finished_at whose event is recorded in webhook_deliveries (ix_jobs_webhook_unrecorded).
+    webhook_recorded_finish: Mapped[datetime | None]
 
 
 # The rows `ix_items_upload_source` covers; queries that want it repeat this condition.
 UPLOAD_SOURCE_PATTERN = "upload://%"
 UPLOAD_SOURCES = f"source LIKE '{UPLOAD_SOURCE_PATTERN}'"
+HASHED = "content_hash IS NOT NULL"
+REROUTED = "route > 0"
+
+
+# The rows `ix_items_archive_digest` covers (archive items only).
+ARCHIVED = "archive_digest IS NOT NULL"
 
 
 class Item(Base):
@@ -162,6 +205,13 @@ class Item(Base):
         # The sweeper's two questions: which queued items are due, which leases expired.
         Index("ix_items_status_next_attempt", "status", "next_attempt_at"),
         Index("ix_items_status_lease", "status", "lease_expires_at"),
+        # Incremental archives' question: which earlier item transcribed this object version.
+        Index(
+            "ix_items_archive_digest",
+            "archive_digest",
+            postgresql_where=sql_text(ARCHIVED),
+            sqlite_where=sql_text(ARCHIVED),
+        ),
         # Upload retention's question: does an item name this upload? Partial, so long
         # http(s) source URLs stay out of it (a btree entry is capped at ~2.7 kB on PostgreSQL).
         Index(
@@ -169,6 +219,24 @@ class Item(Base):
             "source",
             postgresql_where=sql_text(UPLOAD_SOURCES),
             sqlite_where=sql_text(UPLOAD_SOURCES),
+        ),
+        # Reuse's question (workers/reuse.py): a finished or earlier pending item with this
+        # line's content hash. Partial: STT items have none.
+        Index(
+            "ix_items_content_hash",
+            "content_hash",
+            "status",
+            "id",
+            postgresql_where=sql_text(HASHED),
+            sqlite_where=sql_text(HASHED),
+        ),
+        # Per-provider usage of a job that failed over: only its rerouted items (jobs.pricing).
+        Index(
+            "ix_items_job_rerouted",
+            "job_id",
+            "route",
+            postgresql_where=sql_text(REROUTED),
+            sqlite_where=sql_text(REROUTED),
         ),
     )
 
@@ -202,6 +270,18 @@ class Item(Base):
     finished_at: Mapped[datetime | None]
     # The provider-side job the item waits on between polls (SLNG batch): jobs.records.ProviderJob.
     provider_job: Mapped[dict[str, Any] | None]
+    # What a TTS line's audio is made of (jobs.content_hash): identical lines reuse one output.
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    # The item whose stored output this one copied instead of calling its provider.
+    reused_from: Mapped[int | None] = mapped_column(BigInteger)
+    # Passed its job's budget check (jobs.ledger.pass_budget): while running, its characters
+    # count as spent for the checks of the job's other items.
+    budget_passed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Archive items (migration 0009): what the transcript depends on (object URL, ETag and
+    # settings: jobs.archives.archive_digest), and for a skipped item the job whose item
+    # made the output it points at.
+    archive_digest: Mapped[str | None] = mapped_column(String(64))
+    skipped_from: Mapped[str | None] = mapped_column(String(40))
 
 
 class Attempt(Base):
@@ -216,3 +296,34 @@ class Attempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     error_code: Mapped[str | None] = mapped_column(String(64))
     provider_request_id: Mapped[str | None] = mapped_column(String(200))
+
+
+class ArchiveExpansion(Base):
+    """An archive job's listing: what to list, how far it got, and who is listing it.
+
+    `cursor` is the last key whose item is committed (listing resumes after it), moved in
+    the same transaction as the items it covers; `lease_token`/`lease_until` let one
+    expander at a time work on it (workers.expand), and beat resume one that died.
+    """
+
+    __tablename__ = "archive_expansions"
+    __table_args__ = (Index("ix_archive_expansions_state_lease", "state", "lease_until"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    location: Mapped[str] = mapped_column(Text)  # s3://bucket/prefix/ or file:///dir/
+    pattern: Mapped[str | None] = mapped_column(String(200))
+    min_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    max_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    modified_since: Mapped[datetime | None]
+    incremental: Mapped[bool] = mapped_column(Boolean, default=True)
+    max_items: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="expanding")  # expanding|done
+    cursor: Mapped[str | None] = mapped_column(Text)
+    next_seq: Mapped[int] = mapped_column(Integer, default=0)
+    listed: Mapped[int] = mapped_column(BigInteger, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    lease_token: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[datetime | None]
+    error_message: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]

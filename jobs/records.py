@@ -60,6 +60,8 @@ class ClaimedItem:
     provider_job: ProviderJob | None = None  # a provider-side job the item waits on
     route: int = 0  # 0: the job's provider; n: `fallback[n - 1]` (provider/model/voice above)
     fallback: tuple[Route, ...] = ()  # the job's fallbacks, all of them
+    content_hash: str | None = None  # a TTS line's hash on the job's own route (jobs.content_hash)
+    capped: bool = False  # the job has a budget cap: check it before each provider call
 
     @property
     def can_fail_over(self) -> bool:
@@ -91,6 +93,8 @@ class ClaimedItem:
             provider_job=ProviderJob.from_json(item.provider_job),
             route=route,
             fallback=fallback,
+            content_hash=item.content_hash,
+            capped=job.cap_characters is not None or job.cap_audio_seconds is not None,
         )
         if route == 0:
             return claimed
@@ -133,10 +137,16 @@ class ItemResult:
     duration_s: float | None
     characters: int
     pieces: int = 1  # provider requests a long TTS line took (workers/long_tts.py)
+    # The content hash of the route that spoke it (None: keep the item's), and the item whose
+    # output was copied instead of calling a provider (its usage is then 0: workers/reuse.py).
+    content_hash: str | None = None
+    reused_from: int | None = None
 
     def columns(self) -> dict[str, Any]:
         """The item row's columns this result fills."""
         return {
+            "content_hash": self.content_hash,
+            "reused_from": self.reused_from,
             "output_key": self.output_key,
             "output_bytes": self.output_bytes,
             "output_content_type": self.content_type,

@@ -18,9 +18,11 @@ from sqlalchemy import (
     Connection,
     and_,
     bindparam,
+    func,
     insert,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.orm import Session
@@ -242,3 +244,80 @@ def mark_published(
             .where(Item.id.in_(ids[start : start + INSERT_BATCH]))
             .values(published_at=at)
         )
+
+
+# --- cost and reuse (issue 12) ----------------------------------------------------------
+
+
+def rerouted_usage(session: Session, job_ids: Sequence[str]) -> list[tuple[str, int, int, float]]:
+    """(job id, route, characters, audio seconds) used by succeeded items on fallback routes,
+    for `jobs.usage`. Reads only rerouted items (the partial index `ix_items_job_rerouted`);
+    items that reused an output used nothing."""
+    if not job_ids:
+        return []
+    rows = session.execute(
+        select(
+            Item.job_id,
+            Item.route,
+            func.coalesce(func.sum(Item.characters), 0),
+            func.coalesce(func.sum(Item.duration_s), 0.0),
+        )
+        .where(
+            Item.job_id.in_(list(job_ids)),
+            Item.route > 0,
+            Item.status == ItemStatus.SUCCEEDED.value,
+            Item.reused_from.is_(None),
+        )
+        .group_by(Item.job_id, Item.route)
+    )
+    return [(j, int(r), int(c or 0), float(a or 0.0)) for j, r, c, a in rows]
+
+
+_REUSE_COLUMNS = (
+    Item.id,
+    Item.status,
+    Item.output_key,
+    Item.output_bytes,
+    Item.output_content_type,
+    Item.duration_s,
+)
+_SAME_LINE = Item.content_hash == bindparam("content_hash")
+# One round trip for both of reuse's questions, each side an ordered range of the index
+# `ix_items_content_hash`: the newest succeeded copies, and the lowest pending one before us.
+_REUSE_LOOKUP = union_all(
+    select(*_REUSE_COLUMNS)
+    .where(
+        _SAME_LINE,
+        Item.status == ItemStatus.SUCCEEDED.value,
+        Item.id != bindparam("item_id"),
+        Item.output_key.is_not(None),
+    )
+    .order_by(Item.id.desc())
+    .limit(bindparam("limit"))
+    .subquery()
+    .select(),
+    select(*_REUSE_COLUMNS)
+    .where(
+        _SAME_LINE,
+        Item.status.in_([ItemStatus.QUEUED.value, ItemStatus.RUNNING.value]),
+        Item.id < bindparam("item_id"),
+    )
+    .order_by(Item.id)
+    .limit(1)
+    .subquery()
+    .select(),
+)
+
+
+def reuse_lookup(
+    c: Session | Connection, content_hash: str, item_id: int, *, limit: int = 3
+) -> tuple[list[Any], int | None]:
+    """For a TTS line's content hash: the succeeded items whose outputs may be copied
+    (newest first), and the lowest-id queued or running item before `item_id` (the one that
+    speaks the line while later copies wait; None: this one does). The hash includes the
+    tenant, so both are the tenant's own."""
+    params = {"content_hash": content_hash, "item_id": item_id, "limit": limit}
+    rows = list(c.execute(_REUSE_LOOKUP, params).all())
+    done = [r for r in rows if r.status == ItemStatus.SUCCEEDED.value]
+    pending = [r.id for r in rows if r.status != ItemStatus.SUCCEEDED.value]
+    return done, (pending[0] if pending else None)

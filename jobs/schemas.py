@@ -72,6 +72,24 @@ class OutputSpec(Strict):
     # TTS: once the job ends, its outputs in order as one track, `stitched.<ext>`, with
     # `cues.json` (each item's start in it), next to the manifest.
     stitched: bool = False
+    # Archive jobs: `job` keeps outputs in the job's folder; `mirror` writes each transcript
+    # at `{prefix}/{tenant}/{path below the source prefix}.json` (jobs.archives).
+    layout: Literal["job", "mirror"] = "job"
+
+
+class ArchiveSourceIn(Strict):
+    """An STT job's recordings as an object-store prefix, listed into items by a worker
+    (`jobs.archives` checks what these mean; the shape and bounds are checked here)."""
+
+    prefix: Storable = Field(max_length=1100, description="s3://bucket/prefix/ or file:///dir/")
+    # fnmatch on the path below the prefix, case-insensitive; unset: any audio file.
+    pattern: Storable | None = Field(default=None, min_length=1, max_length=200)
+    min_bytes: int | None = Field(default=None, ge=0, le=2**53)
+    max_bytes: int | None = Field(default=None, ge=1, le=2**53)
+    # ISO 8601; without an offset it is UTC.
+    modified_since: datetime | None = None
+    # Skip objects transcribed before with the same key, ETag and settings.
+    incremental: bool = True
 
 
 class FallbackIn(Strict):
@@ -93,6 +111,17 @@ class FallbackOut(BaseModel):
 MAX_FALLBACKS = 3
 
 
+class BudgetIn(Strict):
+    """Caps on what a job may use (issue 12): once one is reached, items not started are
+    canceled with `budget_exceeded` and the job ends with what it has. Each is optional."""
+
+    characters: int | None = Field(default=None, gt=0, le=10**12, description="TTS only.")
+    audio_seconds: float | None = Field(default=None, gt=0, le=10**9, allow_inf_nan=False)
+    cost: float | None = Field(
+        default=None, gt=0, le=10**7, allow_inf_nan=False, description="USD, estimated."
+    )
+
+
 class JobCreate(Strict):
     kind: Literal["tts", "stt"]
     provider: Storable = Field(max_length=32)
@@ -100,8 +129,12 @@ class JobCreate(Strict):
     voice: Storable | None = Field(default=None, max_length=200)
     options: JobOptions = Field(default_factory=JobOptions)
     items: list[ItemIn] = Field(default_factory=list)
+    source: ArchiveSourceIn | None = None  # STT only, instead of `items`
     output: OutputSpec = Field(default_factory=OutputSpec)
     fallback: list[FallbackIn] = Field(default_factory=list, max_length=MAX_FALLBACKS)
+    budget: BudgetIn | None = None
+    # POSTed a signed `job.finished` event when the job ends (jobs.webhooks).
+    webhook_url: Storable | None = Field(default=None, max_length=2048)
 
 
 class Counts(BaseModel):
@@ -111,11 +144,56 @@ class Counts(BaseModel):
     succeeded: int
     failed: int
     canceled: int
+    skipped: int = 0  # archive objects transcribed before (incremental): not run again
+
+
+class ProviderUsage(BaseModel):
+    characters: int
+    audio_seconds: float
+    cost: float | None = Field(description="Estimated USD at today's prices (None: no price).")
 
 
 class Usage(BaseModel):
     characters: int
     audio_seconds: float
+    # Per provider the job's items were spoken or transcribed by (its own and fallbacks).
+    by_provider: dict[str, ProviderUsage] = Field(default_factory=dict)
+
+
+class Cost(BaseModel):
+    estimated: float | None
+    currency: str = "USD"
+    prices_as_of: str = Field(default="", description="List prices used (jobs.pricing).")
+
+
+class BudgetOut(BudgetIn):
+    """The budget asked for, the caps enforced (a cost cap becomes one of these), and when
+    a cap stopped the job (None: it has not)."""
+
+    cap_characters: int | None = None
+    cap_audio_seconds: float | None = None
+    stopped_at: datetime | None = None
+
+
+class DryRunUsage(BaseModel):
+    characters: int
+    audio_seconds: float | None = Field(
+        description="Known durations summed; None when no source's duration is known."
+    )
+    unknown_durations: int = Field(0, description="STT sources whose duration is not known.")
+
+
+class DryRunOut(BaseModel):
+    """`POST /v1/jobs?dry_run=true`: what the job would be, with nothing created or called."""
+
+    dry_run: Literal[True] = True
+    items: int
+    usage: DryRunUsage
+    cost: Cost
+    within_budget: bool | None = Field(
+        default=None, description="Whether the estimate fits `budget` (None: no budget)."
+    )
+    notes: list[str] = Field(default_factory=list)
 
 
 class JobOut(BaseModel):
@@ -127,9 +205,12 @@ class JobOut(BaseModel):
     options: dict[str, Any]
     output: OutputSpec
     fallback: list[FallbackOut] = Field(default_factory=list)
+    webhook_url: str | None = None
     status: str
     counts: Counts
     usage: Usage
+    cost: Cost | None = None
+    budget: BudgetOut | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -193,6 +274,10 @@ class ItemOut(BaseModel):
     next_attempt_at: datetime | None = None
     error: ErrorOut | None = None
     output: ItemOutput | None = None
+    # A skipped archive item: the job whose transcript of the same object `output` points at.
+    skipped_from: str | None = None
+    # The output is a copy of an identical line's earlier output: no provider call, usage 0.
+    reused: bool = False
 
 
 class ItemList(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -17,7 +18,10 @@ from typing import BinaryIO
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from jobs import estimates
 from jobs import repository as repo
+from jobs.archive_ledger import first_task_lease
+from jobs.archives import NO_ARCHIVES, ArchivePlan, ArchivePolicy, check_layout, plan_archive
 from jobs.clock import utc_now
 from jobs.error_codes import ErrorCode
 from jobs.errors import ApiError, conflict, not_found
@@ -27,11 +31,15 @@ from jobs.manifest import write_manifest_if_finished
 from jobs.media import extension_for
 from jobs.models import Job, Tenant
 from jobs.netpolicy import Allowlist
-from jobs.schemas import JobCreate
+from jobs.pricing import DEFAULT_TABLE, PriceTable
+from jobs.schemas import DryRunOut, JobCreate
 from jobs.status import JOB_TERMINAL, ItemStatus, JobStatus
 from jobs.validation import ValidJob, validate_job
+from jobs.webhooks import check_webhook_url
 from storage.keys import upload_key
 from storage.objects import MiB, ObjectStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,10 +65,13 @@ def submit_job(
     idempotency_key: str | None,
     max_items: int,
     allow: Allowlist = (),
+    prices: PriceTable = DEFAULT_TABLE,
+    archives: ArchivePolicy = NO_ARCHIVES,
 ) -> Submitted:
     """Validate, store the job and its items, then publish the item ids.
 
-    `allow` lists the private networks source URLs may name (SPEECHBATCH_ALLOW_PRIVATE_NETWORKS).
+    `allow` lists the private networks source URLs may name (SPEECHBATCH_ALLOW_PRIVATE_NETWORKS);
+    `prices` turns a `budget.cost` into the caps workers enforce (SPEECHBATCH_PRICES).
     """
     sessions = ledger.db.sessions
     digest = request_digest(body)
@@ -68,8 +79,16 @@ def submit_job(
         existing = _replay(sessions, tenant_id, idempotency_key, digest)
         if existing is not None:
             return Submitted(existing, created=False)
+    check_layout(body)
+    plan = _archive_plan(sessions, tenant_id, body, archives) if body.source else None
     valid = validate_job(body, max_items=max_items, allow=allow)
     job = _job_row(valid, tenant_id, idempotency_key, digest)
+    job.output_layout = body.output.layout
+    if plan is not None:  # listed into items by a worker (workers.expand), batch by batch
+        job.expanding, job.status = True, JobStatus.EXPANDING
+    estimates.apply_budget(job, valid, body.budget, prices)
+    if body.webhook_url is not None:
+        job.webhook_url = check_webhook_url(body.webhook_url, allow)
     now = utc_now()
     rows = [
         {
@@ -81,6 +100,7 @@ def submit_job(
             "status": ItemStatus.QUEUED,
             "attempts": 0,
             "characters": len(r.text or ""),
+            "content_hash": estimates.item_hash(valid, tenant_id, r),
             "published_at": now,
             "updated_at": now,
         }
@@ -90,6 +110,10 @@ def submit_job(
     with sessions() as session:
         try:
             repo.insert_job(session, job, rows)
+            if plan is not None:
+                expansion = plan.row(job.id, max_items=archives.max_items, now=now)
+                expansion.lease_until = first_task_lease(now)
+                session.add(expansion)
             session.commit()
         except IntegrityError:
             # Another request with the same Idempotency-Key won the race: answer with its job.
@@ -102,7 +126,61 @@ def submit_job(
             return Submitted(existing, created=False)
         ids = repo.item_ids(session, job.id, status=ItemStatus.QUEUED)
     ledger.publish(ids)
+    if plan is not None:
+        _start_expansion(ledger, job.id)
     return Submitted(job, created=True)
+
+
+def _archive_plan(
+    sessions: sessionmaker[Session], tenant_id: str, body: JobCreate, policy: ArchivePolicy
+) -> ArchivePlan:
+    name = None
+    if policy.names_tenants:  # entries for one tenant name it; ids are not in the settings
+        with sessions() as session:
+            tenant = session.get(Tenant, tenant_id)
+            name = tenant.name if tenant is not None else None
+    return plan_archive(body, policy, name)
+
+
+def _start_expansion(ledger: ItemLedger, job_id: str) -> None:
+    """Ask a worker to list the archive now; if the broker is down, beat takes it up."""
+    try:
+        ledger.publisher.start_expansion(job_id)
+    except Exception:  # the job is committed; beat resumes expansions nobody holds
+        log.warning("could not publish the expansion of %s; beat will start it", job_id)
+
+
+def dry_run_job(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    tenant_id: str,
+    body: JobCreate,
+    *,
+    max_items: int,
+    allow: Allowlist = (),
+    prices: PriceTable = DEFAULT_TABLE,
+    archives: ArchivePolicy = NO_ARCHIVES,
+) -> DryRunOut:
+    """What `submit_job` would accept, with its usage and cost estimate: the same checks
+    (layout, archive source, catalog, items, budget, webhook URL), and nothing inserted,
+    published or called. An archive is not listed: its items are counted when it runs."""
+    check_layout(body)
+    if body.source:
+        _archive_plan(sessions, tenant_id, body, archives)
+    valid = validate_job(body, max_items=max_items, allow=allow)
+    estimates.apply_budget(Job(), valid, body.budget, prices)
+    if body.webhook_url is not None:
+        check_webhook_url(body.webhook_url, allow)
+    estimate = estimates.estimate(
+        valid, body.budget, tenant_id=tenant_id, store=store, prices=prices
+    )
+    if body.source:
+        estimate.notes.insert(
+            0,
+            "The archive's objects are listed into items when the job runs; a dry run does "
+            "not list them, so items, usage and cost cover the listed items only.",
+        )
+    return estimate
 
 
 def _replay(sessions: sessionmaker[Session], tenant_id: str, key: str, digest: str) -> Job | None:

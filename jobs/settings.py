@@ -14,7 +14,9 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobs.archives import parse_archive_buckets
 from jobs.catalog import SLNG_SYNC_STT_MAX_BYTES, parse_limit_overrides
+from jobs.pricing import PriceTable, price_table
 
 # A cloud region name (eu-north-1, asia-south1): it goes into a header, so nothing else.
 _REGION = re.compile(r"[a-z]{2,12}(-[a-z]{2,12})*-?[0-9]{1,2}")
@@ -108,8 +110,25 @@ class Settings(BaseSettings):
     # A fetched source is held in memory while it is sent on: keep this times concurrency modest.
     max_source_bytes: int = 100 * 1024 * 1024
     source_timeout_seconds: float = 300.0
+    # One webhook POST's whole exchange (connect, send, answer); beat's sender cuts it off after.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     # Per-credential call limits over the catalog's: "slng=16/50,deepgram=15" (concurrency[/rps]).
     provider_limits: str = ""
+    # Price overrides as JSON, keyed by provider or provider/model (jobs.pricing), e.g.
+    # {"openai": {"tts_per_million_chars": 12}, "deepgram/nova-3": {"stt_per_minute": 0.0036}}.
+    prices: str = ""
+    # Archive jobs (issue 12, jobs.archives): where tenants may list recordings, comma
+    # separated `[tenant=]s3://bucket[/prefix]` or `[tenant=]file:///dir` (empty: nowhere;
+    # the service's own storage is always refused); and how many objects one job may take.
+    archive_buckets: str = ""
+    archive_max_items: int = Field(default=1_000_000, ge=1, le=10_000_000)
+    # Schedules (issue 12): how many a tenant may have; how late beat may still fire a fire
+    # time as on time (later ones count as missed and follow the schedule's catch_up).
+    max_schedules_per_tenant: int = Field(default=1000, ge=1)
+    schedule_misfire_grace_seconds: float = Field(default=60.0, ge=0)
+    # One beat at a time does the chores; another takes over this long after it stops renewing
+    # (at least three beat intervals).
+    beat_lease_seconds: float = Field(default=30.0, gt=0)
 
     @field_validator("slng_region")
     @classmethod
@@ -119,11 +138,27 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a region name such as eu-north-1")
         return value or None
 
+    @field_validator("archive_buckets")
+    @classmethod
+    def _archive_buckets_parse(cls, value: str) -> str:
+        parse_archive_buckets(value)  # a bad entry is said at start-up, not at a submit
+        return value
+
     @field_validator("provider_limits")
     @classmethod
     def _limits_parse(cls, value: str) -> str:
         parse_limit_overrides(value)  # fail at start-up, not at the first throttled call
         return value
+
+    @field_validator("prices")
+    @classmethod
+    def _prices_parse(cls, value: str) -> str:
+        price_table(value)  # a bad price is refused at start-up, naming the entry
+        return value
+
+    def price_table(self) -> PriceTable:
+        """The built-in prices with SPEECHBATCH_PRICES applied (parsed once per value)."""
+        return price_table(self.prices)
 
     def provider_base_url(self, provider: str) -> str:
         """The base URL (vendor host root, no `/v1`) for `provider`."""

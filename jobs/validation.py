@@ -150,7 +150,7 @@ def validate_job(body: JobCreate, *, max_items: int, allow: Allowlist = ()) -> V
         )
         voice_of = entry.voice or (other.default_voice if body.kind == "tts" else None)
         fallback.append(Route(other.name, other_model, voice_of))
-    if not body.items:
+    if not body.items and body.source is None:  # an archive's items come from its listing
         raise invalid(ErrorCode.NO_ITEMS, "The job has no items; send at least one.")
     if len(body.items) > max_items:
         raise ApiError(

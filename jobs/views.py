@@ -4,10 +4,11 @@ surface says the same thing about a job or an item (the manifest has its own rec
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from jobs.manifest import output_files
 from jobs.models import Item, Job
+from jobs.pricing import DEFAULT_TABLE, PriceTable
 from jobs.schemas import (
     Counts,
     ErrorOut,
@@ -17,9 +18,9 @@ from jobs.schemas import (
     JobOut,
     OutputFile,
     OutputSpec,
-    Usage,
 )
 from jobs.status import ItemStatus
+from jobs.usage import RouteUsage, budget_view, usage_and_cost
 
 # url_for(key, item) -> a URL clients can fetch the object from (or None).
 UrlFor = Callable[[str, Item], str | None]
@@ -57,10 +58,22 @@ def item_view(job: Job, item: Item, url_for: UrlFor | None) -> ItemOut:
         next_attempt_at=item.next_attempt_at if item.status == ItemStatus.QUEUED else None,
         error=error,
         output=output,
+        skipped_from=item.skipped_from,
+        reused=item.reused_from is not None,
     )
 
 
-def job_view(job: Job) -> JobOut:
+def job_view(
+    job: Job,
+    *,
+    rerouted: Sequence[RouteUsage] | None = None,
+    prices: PriceTable = DEFAULT_TABLE,
+) -> JobOut:
+    """The job as the API shows it. `rerouted` is its usage on fallback routes
+    (`jobs.repository.rerouted_usage`); `prices` the deployment's table (settings'
+    `price_table()`), for `usage.by_provider` and `cost`. Without `rerouted`, a job with
+    fallbacks shows no per-provider split and no cost rather than a wrong one."""
+    usage, cost = usage_and_cost(job, rerouted, prices)
     return JobOut(
         id=job.id,
         kind=job.kind,
@@ -68,8 +81,13 @@ def job_view(job: Job) -> JobOut:
         model=job.model,
         voice=job.voice,
         options=job.options,
-        output=OutputSpec(prefix=job.output_prefix, stitched=job.stitched),
+        output=OutputSpec(
+            prefix=job.output_prefix,
+            stitched=job.stitched,
+            layout="mirror" if job.output_layout == "mirror" else "job",
+        ),
         fallback=[FallbackOut(**route) for route in job.fallback or []],
+        webhook_url=job.webhook_url,
         status=job.status,
         counts=Counts(
             total=job.total,
@@ -78,10 +96,11 @@ def job_view(job: Job) -> JobOut:
             succeeded=job.succeeded,
             failed=job.failed,
             canceled=job.canceled,
+            skipped=job.skipped,
         ),
-        usage=Usage(
-            characters=job.usage_characters, audio_seconds=round(job.usage_audio_seconds, 3)
-        ),
+        usage=usage,
+        cost=cost,
+        budget=budget_view(job),
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,

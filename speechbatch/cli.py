@@ -18,6 +18,7 @@ from jobs.service import create_api_key
 from jobs.settings import Settings, get_settings
 from speechbatch import processes
 from speechbatch.cli_jobs import register_job_commands
+from speechbatch.cli_schedules import register_schedule_commands
 from speechbatch.cli_view import register_view_commands
 from speechbatch.client import describe_mode
 from speechbatch.failures import CliFailure, explain
@@ -96,12 +97,34 @@ def api(host: str, port: int) -> None:
     show_default=True,
     help="Send Celery task events (Celery's -E), for Flower and `celery events`.",
 )
-def worker(concurrency: int | None, name: str, events: bool) -> None:
+@click.option(
+    "--beat",
+    "with_beat",
+    is_flag=True,
+    help="Also run beat (sweeps, schedules, webhooks) in this process, for small deployments; "
+    "several may run, a lease lets one work at a time.",
+)
+@click.option(
+    "--beat-interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 600),
+    help="Seconds between beat's ticks with --beat.",
+)
+def worker(
+    concurrency: int | None, name: str, events: bool, with_beat: bool, beat_interval: float
+) -> None:
     """Run a Celery worker that processes items."""
     settings = get_settings()
     require_broker(settings, "workers need a Redis broker")
     threads = processes.worker_threads(settings, concurrency)
-    processes.run_worker(settings, threads=threads, name=name, events=events)
+    processes.run_worker(
+        settings,
+        threads=threads,
+        name=name,
+        events=events,
+        beat_interval_s=beat_interval if with_beat else 0.0,
+    )
 
 
 @main.command("worker-check")
@@ -138,7 +161,8 @@ def worker_check(node: str | None, timeout: float) -> None:
     help="Seconds between sweeps.",
 )
 def beat(interval: float) -> None:
-    """Run the sweeper: re-publish due and stale items, recover expired leases."""
+    """Run beat: sweeps (re-publish due and stale items, recover expired leases), schedules,
+    webhooks and upload retention. Two may run: a lease lets one work at a time."""
     settings = get_settings()
     require_broker(settings, "beat publishes to Redis")
     processes.run_beat(settings, interval_s=interval)
@@ -241,3 +265,4 @@ def keys_create(tenant: str) -> None:
 
 register_job_commands(main)
 register_view_commands(main)
+register_schedule_commands(main)

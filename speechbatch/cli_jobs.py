@@ -20,7 +20,13 @@ import click
 from rich.console import Console
 
 from jobs.settings import get_settings
-from speechbatch.client import Backend, open_backend
+from speechbatch.archive_inputs import (
+    ArchiveChoices,
+    archive_options,
+    archive_prefix,
+    with_folders_expanded,
+)
+from speechbatch.client import Backend, HttpBackend, open_backend
 from speechbatch.failures import EXIT_ITEMS_FAILED, EXIT_OK
 from speechbatch.inputs import expand_audio_paths, read_script, stt_item_ids
 from speechbatch.outputs import download_outputs, print_summary
@@ -66,6 +72,8 @@ class RunOptions:
     idempotency_key: str | None
     concurrency: int
     as_json: bool
+    webhook_url: str | None = None  # sent as the job's webhook_url (API mode only)
+    dry_run: bool = False  # print the item count, usage and cost estimate; create nothing
 
 
 def job_options(fn: F) -> F:
@@ -79,9 +87,13 @@ def job_options(fn: F) -> F:
         idempotency_key: str | None,
         concurrency: int,
         as_json: bool,
+        webhook_url: str | None = None,
+        dry_run: bool = False,
         **kwargs: Any,
     ) -> Any:
-        run = RunOptions(out_dir, no_wait, idempotency_key, concurrency, as_json)
+        run = RunOptions(
+            out_dir, no_wait, idempotency_key, concurrency, as_json, webhook_url, dry_run
+        )
         return fn(*args, run=run, **kwargs)
 
     command: Any = gathered
@@ -104,6 +116,18 @@ def job_options(fn: F) -> F:
                 "`speechbatch wait JOB` follows it).",
             ),
             click.option("--idempotency-key", default=None),
+            click.option(
+                "--dry-run",
+                is_flag=True,
+                help="Check the job as a submit would and print its item count, usage and "
+                "estimated cost; nothing is created and no provider is called.",
+            ),
+            click.option(
+                "--webhook-url",
+                default=None,
+                help="POST a signed job.finished event here when the job ends (needs "
+                "SPEECHBATCH_API_URL: beat sends it).",
+            ),
             concurrency_option,
             json_option,
         ]
@@ -119,6 +143,16 @@ def _run(body: dict[str, Any], run: RunOptions) -> int:
 
 
 def _submit(body: dict[str, Any], backend: Backend, run: RunOptions) -> int:
+    if run.dry_run:
+        print_estimate(backend.dry_run(body), as_json=run.as_json)
+        return EXIT_OK
+    if run.webhook_url is not None:
+        if not isinstance(backend, HttpBackend):  # no beat runs in local mode to send it
+            raise click.UsageError(
+                "--webhook-url needs a server: set SPEECHBATCH_API_URL (local mode sends "
+                "no webhooks)."
+            )
+        body = {**body, "webhook_url": run.webhook_url}
     job = backend.submit(body, run.idempotency_key)
     if run.no_wait:
         backend.detach(job["id"])
@@ -130,6 +164,26 @@ def _submit(body: dict[str, Any], backend: Backend, run: RunOptions) -> int:
     backend.start_work(job["id"], resume=False)
     target = run.out_dir or Path("out") / job["id"]
     return _finish(backend, job["id"], target, as_json=run.as_json)
+
+
+def print_estimate(estimate: dict[str, Any], *, as_json: bool) -> None:
+    """A dry run's answer: as JSON, or one line of figures and its notes."""
+    if as_json:
+        print_json(estimate)
+        return
+    usage, cost = estimate["usage"], estimate["cost"]
+    parts = [f"{estimate['items']} items"]
+    if usage["characters"]:
+        parts.append(f"{usage['characters']:,} characters")
+    if usage["audio_seconds"] is not None:
+        parts.append(f"{usage['audio_seconds']:,.1f} s of audio")
+    money = "unknown" if cost["estimated"] is None else f"{cost['estimated']:.4f}"
+    parts.append(f"estimated cost {money} {cost['currency']}")
+    if estimate.get("within_budget") is not None:
+        parts.append("within budget" if estimate["within_budget"] else "OVER BUDGET")
+    click.echo("Dry run: " + ", ".join(parts) + ".")
+    for note in estimate.get("notes", []):
+        click.echo(f"  note: {note}")
 
 
 def _finish(
@@ -200,6 +254,7 @@ def tts(
     show_default=True,
     help="Transcript renderings to write.",
 )
+@archive_options
 @job_options
 def stt(
     inputs: tuple[str, ...],
@@ -208,26 +263,26 @@ def stt(
     model: str | None,
     language: str | None,
     run: RunOptions,
+    archive: ArchiveChoices,
 ) -> None:
-    """Transcribe audio files (paths or globs such as 'calls/*.wav')."""
-    paths = expand_audio_paths(inputs)
-    ids = stt_item_ids(paths)  # a collision is refused before anything is uploaded
+    """Transcribe audio files (paths or globs such as 'calls/*.wav'), a folder (recursed), or
+    an archive prefix (s3://bucket/calls/2026/, listed by the server)."""
     options: dict[str, Any] = {"transcript_formats": [f.strip() for f in formats.split(",")]}
     if language:
         options["language"] = language
+    body: dict[str, Any] = {"kind": "stt", "provider": provider, "model": model, "options": options}
     with connected(run.concurrency) as backend:  # uploads and job on one backend
+        prefix = archive_prefix(inputs, local_mode=not isinstance(backend, HttpBackend))
+        if prefix is not None:
+            code = _submit(body | archive.body(prefix), backend, run)
+            sys.exit(code)
+        paths = expand_audio_paths(with_folders_expanded(inputs, archive))
+        ids = stt_item_ids(paths)  # a collision is refused before anything is uploaded
         items = [
             {"id": item_id, "source": backend.upload(path)}
             for item_id, path in zip(ids, paths, strict=True)
         ]
-        body = {
-            "kind": "stt",
-            "provider": provider,
-            "model": model,
-            "options": options,
-            "items": items,
-        }
-        code = _submit(body, backend, run)
+        code = _submit(body | {"items": items}, backend, run)
     sys.exit(code)
 
 

@@ -57,10 +57,13 @@ def status(job_id: str, as_json: bool) -> None:
         table.add_row("id", job["id"])
         for field in ("kind", "provider", "model", "status", "created_at", "finished_at"):
             table.add_row(field, str(job.get(field) or "-"))
-        for name in ("total", "queued", "running", "succeeded", "failed", "canceled"):
-            table.add_row(name, str(counts[name]))
+        for name in ("total", "queued", "running", "succeeded", "skipped", "failed", "canceled"):
+            table.add_row(name, str(counts.get(name, 0)))
         table.add_row("characters", str(usage["characters"]))
         table.add_row("audio seconds", f"{usage['audio_seconds']:.1f}")
+        cost = job.get("cost") or {}
+        if cost.get("estimated") is not None:
+            table.add_row("estimated cost", f"{cost['estimated']:.4f} {cost.get('currency', '')}")
         _stdout().print(table)
 
 

@@ -24,6 +24,9 @@ class Backend(Protocol):
     where: str
 
     def submit(self, body: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]: ...
+    def dry_run(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Items, usage and cost estimate of `body`, checked as a submit; nothing created."""
+
     def upload(self, path: Path) -> str: ...
     def get_job(self, job_id: str) -> dict[str, Any]: ...
     def list_jobs(self, limit: int) -> list[dict[str, Any]]: ...
@@ -70,9 +73,20 @@ class HttpBackend:
         _raise_for(response)
         return response.json()
 
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        """Any API call beyond jobs (`speechbatch schedules`): its JSON, None for a 204."""
+        response = self.client.request(method, path, **kw)
+        _raise_for(response)
+        return None if response.status_code == 204 else response.json()
+
     def submit(self, body: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         result: dict[str, Any] = self._json("POST", "/v1/jobs", json=body, headers=headers)
+        return result
+
+    def dry_run(self, body: dict[str, Any]) -> dict[str, Any]:
+        params = {"dry_run": "true"}
+        result: dict[str, Any] = self._json("POST", "/v1/jobs", json=body, params=params)
         return result
 
     def upload(self, path: Path) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,15 +20,19 @@ from typing import Any
 
 from jobs import repository as repo
 from jobs import service
+from jobs.archives import ArchivePolicy
 from jobs.errors import refused_upload
 from jobs.media import AudioRejected, check_audio
 from jobs.migrate import upgrade_to_head
+from jobs.models import Job
 from jobs.netpolicy import parse_allowlist
 from jobs.schemas import JobCreate
 from jobs.settings import Settings
 from jobs.status import ItemStatus
+from jobs.usage import RouteUsage, by_job
 from jobs.views import item_view, job_view
 from storage.publisher import InMemoryPublisher
+from workers.expand import ArchiveResumer, expand_to_end, expander_for
 from workers.local import LocalRunner
 from workers.runtime import build_runtime
 from workers.sweeper import UploadRetention
@@ -58,16 +63,48 @@ class LocalBackend:
         uploads = UploadRetention(
             self.store, self.sessions, max_age=timedelta(hours=settings.upload_retention_hours)
         )
+        # One person's machine: any local folder may be an archive (S3 ones per the setting).
+        self.archives = ArchivePolicy.from_settings(
+            settings.archive_buckets,
+            settings.storage_url,
+            max_items=settings.archive_max_items,
+            local=True,
+        )
+        self.expander = expander_for(self.runtime)
         self.runner = LocalRunner(
-            self.runtime, self.publisher, threads=concurrency, chores=[uploads.chore()]
+            self.runtime,
+            self.publisher,
+            threads=concurrency,
+            chores=[uploads.chore(), ArchiveResumer(self.expander).chore()],
         )
         self.running = False
         self.tenant_id = service.ensure_tenant(self.sessions, LOCAL_TENANT).id
 
     def _view(self, job_id: str) -> dict[str, Any]:
-        return job_view(service.get_job(self.sessions, self.tenant_id, job_id)).model_dump(
-            mode="json"
+        return self._job_view(service.get_job(self.sessions, self.tenant_id, job_id))
+
+    def _job_view(self, job: Job) -> dict[str, Any]:
+        """The API's view of `job`, its per-provider usage and cost included."""
+        rerouted: list[RouteUsage] = []
+        if job.fallback:
+            with self.sessions() as session:
+                rerouted = by_job(repo.rerouted_usage(session, [job.id])).get(job.id, [])
+        view = job_view(job, rerouted=rerouted, prices=self.settings.price_table())
+        return view.model_dump(mode="json")
+
+    def dry_run(self, body: dict[str, Any]) -> dict[str, Any]:
+        """What the job would use and cost, checked as a submit is; nothing created or run."""
+        estimate = service.dry_run_job(
+            self.sessions,
+            self.store,
+            self.tenant_id,
+            JobCreate.model_validate(body),
+            max_items=self.settings.max_items_per_job,
+            allow=parse_allowlist(self.settings.allow_private_networks),
+            prices=self.settings.price_table(),
+            archives=self.archives,
         )
+        return estimate.model_dump(mode="json")
 
     def submit(self, body: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
         submitted = service.submit_job(
@@ -77,6 +114,8 @@ class LocalBackend:
             idempotency_key=idempotency_key,
             max_items=self.settings.max_items_per_job,
             allow=parse_allowlist(self.settings.allow_private_networks),
+            prices=self.settings.price_table(),
+            archives=self.archives,
         )
         return self._view(submitted.job.id)
 
@@ -92,6 +131,10 @@ class LocalBackend:
         if not self.running:
             self.runner.start()
             self.running = True
+        # An archive job's listing (a no-op for other jobs): its items run as it goes.
+        threading.Thread(
+            target=expand_to_end, args=(self.expander, job_id), name="local-expand", daemon=True
+        ).start()
 
     def detach(self, job_id: str) -> None:
         """Run the job to its end in a detached `speechbatch wait --quiet` process."""
@@ -126,7 +169,7 @@ class LocalBackend:
             jobs = repo.list_jobs(
                 session, self.tenant_id, status=None, kind=None, limit=limit, before=None
             )
-        return [job_view(j).model_dump(mode="json") for j in jobs]
+        return [self._job_view(j) for j in jobs]
 
     def items(self, job_id: str) -> Iterator[dict[str, Any]]:
         job = service.get_job(self.sessions, self.tenant_id, job_id)

@@ -12,12 +12,13 @@ import threading
 from types import FrameType
 
 import uvicorn
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_shutting_down
 from pythonjsonlogger.json import JsonFormatter
 
 from emulator.config import EmulatorConfig
 from emulator.server import serve
 from jobs.api import BoundedHttpToolsProtocol, create_app
+from jobs.beat_lease import beat_lease
 from jobs.catalog import provider_limits
 from jobs.ledger import ItemLedger
 from jobs.settings import Settings
@@ -25,7 +26,10 @@ from storage.db import open_database
 from storage.publisher import CeleryPublisher
 from workers.celery_app import create_worker_app, worker_argv
 from workers.config import default_threads
+from workers.expand import ArchiveResumer
+from workers.scheduler import Scheduler
 from workers.sweeper import UploadRetention, run_sweeper
+from workers.webhook_sender import WebhookSender
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -73,24 +77,50 @@ def worker_threads(settings: Settings, requested: int | None) -> int:
     return requested or default_threads(provider_limits(settings.provider_limits))
 
 
-def run_worker(settings: Settings, *, threads: int, name: str, events: bool = False) -> None:
+def run_worker(
+    settings: Settings,
+    *,
+    threads: int,
+    name: str,
+    events: bool = False,
+    beat_interval_s: float = 0.0,
+) -> None:
+    """A Celery worker; with `beat_interval_s` > 0 (`worker --beat`) also the beat loop in a
+    thread of this process, stopped when the worker starts shutting down."""
     logging_setup(settings.log_format)
     setup_logging.connect(_leave_logging_alone, weak=False)
     app = create_worker_app(settings, threads=threads)
     logging.getLogger(__name__).info(
-        "worker %s: %d threads, task events %s", name, threads, "on" if events else "off"
-    )
+        "worker %s: %d threads, task events %s, beat %s", name, threads,
+        "on" if events else "off", f"every {beat_interval_s:g} s" if beat_interval_s else "off",
+    )  # fmt: skip
     # Celery's start-up banner is printed, not logged: in JSON mode it would break the lines.
     banner = settings.log_format == "text"
-    app.worker_main(worker_argv(threads, name, events=events, banner=banner))
+    stop = threading.Event()
+    beat = threading.Thread(
+        target=beat_loop,
+        kwargs={"settings": settings, "interval_s": beat_interval_s, "stop": stop},
+        name="beat",
+        daemon=True,  # a hard exit must not wait for it; a clean one stops and joins it
+    )
+
+    def stop_beat(**_: object) -> None:
+        stop.set()
+
+    worker_shutting_down.connect(stop_beat, weak=False)
+    if beat_interval_s:
+        beat.start()
+    try:
+        app.worker_main(worker_argv(threads, name, events=events, banner=banner))
+    finally:
+        stop.set()
+        if beat.is_alive():
+            beat.join(timeout=30)
 
 
 def run_beat(settings: Settings, *, interval_s: float) -> None:
-    """The sweeper loop until SIGTERM/SIGINT: re-publish due and stale items, expire leases."""
+    """The beat loop until SIGTERM/SIGINT (see `beat_loop`)."""
     logging_setup(settings.log_format)
-    ledger = ItemLedger(
-        open_database(settings.database_url), CeleryPublisher(settings.broker_url or "")
-    )
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -98,16 +128,34 @@ def run_beat(settings: Settings, *, interval_s: float) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    beat_loop(settings, interval_s=interval_s, stop=stop)
+
+
+def beat_loop(settings: Settings, *, interval_s: float, stop: threading.Event) -> None:
+    """Beat until `stop` is set: re-publish due and stale items, expire leases, and run the
+    chores (uploads, webhooks, schedules), while this process holds beat's lease
+    (`jobs.beat_lease`). `run_beat` and `worker --beat` both run it."""
+    ledger = ItemLedger(
+        open_database(settings.database_url), CeleryPublisher(settings.broker_url or "")
+    )
+    lease = beat_lease(settings, ledger.db.sessions, interval_s)
+    schedules = Scheduler.from_settings(settings, ledger)
     uploads = UploadRetention.from_settings(settings, ledger.db.sessions)
+    webhooks = WebhookSender.from_settings(settings, ledger.db.sessions)
+    archives = ArchiveResumer.from_settings(settings, ledger)
     try:
         run_sweeper(
             ledger,
             interval_s=interval_s,
             stale_s=settings.lease_seconds,
             stop=stop,
-            chores=[uploads.chore()],
+            chores=[uploads.chore(), webhooks.chore(), schedules.chore(), archives.chore()],
+            holds=lease.hold,
         )
     finally:
+        lease.release()
+        webhooks.close()
+        archives.close()
         uploads.close()
         ledger.db.dispose()
         ledger.publisher.close()

@@ -20,7 +20,9 @@ from jobs.status import JOB_TERMINAL
 
 def _done(job: dict[str, Any]) -> int:
     counts = job["counts"]
-    return int(counts["succeeded"] + counts["failed"] + counts["canceled"])
+    # Skipped archive items were done by an earlier job (issue 12).
+    done = counts["succeeded"] + counts["failed"] + counts["canceled"]
+    return int(done + counts.get("skipped", 0))
 
 
 def _counts(job: dict[str, Any]) -> str:
@@ -60,6 +62,7 @@ def follow(
             elapsed = max(time.monotonic() - started, 1e-6)
             bar.update(
                 task,
+                total=job["counts"]["total"],  # an archive job's total grows as it expands
                 completed=done,
                 status=job["status"][:9],
                 failed=_counts(job),

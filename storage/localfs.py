@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -18,7 +19,9 @@ from storage.keys import UnsafeKey, validate_key, validate_prefix
 from storage.objects import (
     BaseObjectWriter,
     MiB,
+    ObjectInfo,
     ObjectNotFound,
+    ObjectPage,
     ObjectWriter,
     StorageUnavailable,
 )
@@ -152,6 +155,20 @@ class LocalObjectStore:
         path = self._path(key)
         return path.stat().st_size if path.is_file() else None
 
+    def copy(self, src: str, dst: str) -> int:
+        """See ObjectStore: a file copy into a temp file renamed over `dst`, as every write."""
+        try:
+            source = self._path(src).open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectNotFound(src) from exc
+
+        def write(tmp: BinaryIO) -> int:
+            shutil.copyfileobj(source, tmp, MiB)
+            return tmp.tell()
+
+        with source:
+            return self._write(dst, write)
+
     def delete(self, key: str) -> None:
         # Empty folders are left behind on purpose: pruning them races with concurrent writers.
         self._path(key).unlink(missing_ok=True)
@@ -172,6 +189,57 @@ class LocalObjectStore:
                 continue
             if written < cutoff:
                 yield key
+
+    def list_page(
+        self, prefix: str, *, start_after: str | None = None, limit: int = 1000
+    ) -> ObjectPage:
+        """See ObjectStore. The ETag is size and mtime (no hashing of every file); folders
+        that sort wholly before `start_after` are not entered, so a resumed listing does not
+        walk again what it has passed."""
+        validate_prefix(prefix.rstrip("/"))
+        folder = (self.root / prefix.rpartition("/")[0]).resolve()
+        if not folder.is_relative_to(self.root):
+            raise UnsafeKey(f"Prefix {prefix!r} resolves outside the store's root.")
+        objects: list[ObjectInfo] = []
+        for entry, key in self._walk_sorted(folder, start_after or ""):
+            if not key.startswith(prefix):
+                continue
+            if len(objects) == limit:
+                return ObjectPage(objects, truncated=True)
+            try:
+                stat = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # deleted since it was listed
+                continue
+            modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+            etag = f"{stat.st_size:x}-{stat.st_mtime_ns:x}"
+            objects.append(ObjectInfo(key, stat.st_size, etag, modified))
+        return ObjectPage(objects, truncated=False)
+
+    def _walk_sorted(self, folder: Path, after: str) -> Iterator[tuple[os.DirEntry[str], str]]:
+        """(entry, key) of files under `folder` in key order, with keys after `after`.
+
+        A folder sorts as its name plus `/`, which is where its keys fall in byte order
+        (`a.wav` < `a/x.wav`); one folder's entries are in memory at a time.
+        """
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            return
+        keyed = []
+        for entry in entries:
+            key = Path(entry.path).relative_to(self.root).as_posix()
+            if entry.is_dir(follow_symlinks=False):
+                keyed.append((key + "/", entry, True))
+            elif entry.is_file(follow_symlinks=False) and not entry.name.startswith(_TMP_MARK):
+                keyed.append((key, entry, False))
+        for key, entry, is_dir in sorted(keyed, key=lambda k: k[0].encode()):
+            if is_dir:
+                # Everything inside sorts between `key` and `key` + 0xff: skip it when passed.
+                if after and not after.startswith(key) and after > key:
+                    continue
+                yield from self._walk_sorted(Path(entry.path), after)
+            elif key > after:
+                yield entry, key
 
     def _walk(self, folder: Path) -> Iterator[str]:
         """Keys under `folder`, depth first in sorted order, one directory in memory at a time."""

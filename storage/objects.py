@@ -23,10 +23,12 @@ aborted lifecycle the three stores' writers share.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import BinaryIO, Literal, Protocol, Self
@@ -49,6 +51,25 @@ class ObjectNotFound(KeyError):
 
 class StorageUnavailable(Exception):
     """The store cannot be reached or used; the message says what to check."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object: its key (relative to the store's root), size, ETag (a version
+    tag: it changes when the content does) and last-modified time (timezone-aware)."""
+
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime
+
+
+@dataclass(frozen=True)
+class ObjectPage:
+    """One page of a listing, in key order; `truncated` when more keys may follow."""
+
+    objects: list[ObjectInfo]
+    truncated: bool
 
 
 class ObjectWriter(Protocol):
@@ -141,6 +162,11 @@ class ObjectStore(Protocol):
     def size(self, key: str) -> int | None:
         """The object's size in bytes, or None when absent."""
 
+    def copy(self, src: str, dst: str) -> int:
+        """Copy the object at `src` to `dst` (replacing it) inside the store, without the
+        bytes passing through this process where the store can (S3 CopyObject); its size.
+        ObjectNotFound when `src` is absent."""
+
     def delete(self, key: str) -> None:
         """Remove the object; an absent key is not an error."""
 
@@ -149,6 +175,13 @@ class ObjectStore(Protocol):
 
     def list_keys_older_than(self, prefix: str, before: datetime) -> Iterator[str]:
         """The keys of `list_keys(prefix)` last written before `before` (timezone-aware)."""
+
+    def list_page(
+        self, prefix: str, *, start_after: str | None = None, limit: int = 1000
+    ) -> ObjectPage:
+        """Up to `limit` objects whose key starts with `prefix` (a string prefix) and sorts
+        after `start_after`, in key order: a listing resumes from its last key alone, so an
+        archive's expansion keeps one page in memory and a cursor in the database."""
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         """A short-lived GET URL for clients, or None when the store cannot make one."""
@@ -359,6 +392,15 @@ class MemoryObjectStore:
             found = self.objects.get(validate_key(key))
         return None if found is None else len(found[0])
 
+    def copy(self, src: str, dst: str) -> int:
+        with self._lock:
+            found = self.objects.get(validate_key(src))
+            if found is None:
+                raise ObjectNotFound(src)
+            self.objects[validate_key(dst)] = found
+            self.written_at[dst] = self.clock()
+        return len(found[0])
+
     def delete(self, key: str) -> None:
         with self._lock:
             self.objects.pop(validate_key(key), None)
@@ -375,6 +417,23 @@ class MemoryObjectStore:
         with self._lock:
             old = [k for k in keys if k in self.written_at and self.written_at[k] < before]
         return iter(old)
+
+    def list_page(
+        self, prefix: str, *, start_after: str | None = None, limit: int = 1000
+    ) -> ObjectPage:
+        with self._lock:
+            keys = sorted(k for k in self.objects if k.startswith(prefix))
+            after = [k for k in keys if start_after is None or k > start_after]
+            objects = [
+                ObjectInfo(
+                    k,
+                    len(self.objects[k][0]),
+                    hashlib.md5(self.objects[k][0], usedforsecurity=False).hexdigest(),
+                    self.written_at[k],
+                )
+                for k in after[:limit]
+            ]
+        return ObjectPage(objects, truncated=len(after) > limit)
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         return None

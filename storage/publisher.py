@@ -38,6 +38,7 @@ from celery import Celery
 
 TASK_PROCESS_ITEM = "speechbatch.process_item"
 TASK_PROCESS_ITEMS = "speechbatch.process_items"  # several ids, run one after another
+TASK_EXPAND_ARCHIVE = "speechbatch.expand_archive"  # list an archive job's prefix into items
 IDS_PER_MESSAGE = 16
 SPREAD = 32
 QUEUE = "speechbatch"
@@ -57,6 +58,10 @@ class Publisher(Protocol):
 
     def depth(self) -> int:
         """How many deliveries wait to be taken (the sweeper re-publishes only at 0)."""
+
+    def start_expansion(self, job_id: str) -> None:
+        """Ask for an archive job's listing to go on (`workers.expand`); losing the message
+        is harmless: beat resumes expansions nobody holds."""
 
     def ping(self) -> None:
         """Raise unless the broker answers (for /healthz)."""
@@ -236,6 +241,9 @@ class CeleryPublisher:
     def depth(self) -> int:
         return queue_depth(self.app)
 
+    def start_expansion(self, job_id: str) -> None:
+        self.app.send_task(TASK_EXPAND_ARCHIVE, args=[job_id], queue=QUEUE, retry=False)
+
     def ping(self) -> None:
         with self.app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
@@ -254,6 +262,7 @@ class InMemoryPublisher:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.published: list[tuple[int, float]] = []
+        self.expansions: list[str] = []
         self._clock = clock
         self._due: list[tuple[float, int, int]] = []  # (due, order, id)
         self._order = 0
@@ -290,6 +299,11 @@ class InMemoryPublisher:
         with self._ready:
             now = self._clock()
             return sum(1 for due, _, _ in self._due if due <= now)
+
+    def start_expansion(self, job_id: str) -> None:
+        """Recorded in `expansions`; local mode runs them itself (speechbatch.local)."""
+        with self._ready:
+            self.expansions.append(job_id)
 
     def ping(self) -> None:
         """Always reachable."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -24,7 +24,13 @@ from botocore.exceptions import (
 )
 
 from storage.keys import validate_key, validate_prefix
-from storage.objects import ObjectNotFound, ObjectWriter, StorageUnavailable
+from storage.objects import (
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectPage,
+    ObjectWriter,
+    StorageUnavailable,
+)
 from storage.s3_writer import PART_SIZE, S3ObjectWriter
 
 if TYPE_CHECKING:
@@ -167,6 +173,22 @@ class S3ObjectStore:
         except ObjectNotFound:
             return None
 
+    def copy(self, src: str, dst: str) -> int:
+        """See ObjectStore: one CopyObject request, so the bytes stay inside S3. (CopyObject
+        takes objects up to 5 GiB; speechbatch copies TTS outputs, far below that.)"""
+        source, target = self._key(src), self._key(dst)
+        with self._errors(src):
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=target,
+                CopySource={"Bucket": self.bucket, "Key": source},
+                MetadataDirective="COPY",
+            )
+        size = self.size(dst)
+        if size is None:  # copied and gone at once: a concurrent delete
+            raise ObjectNotFound(dst)
+        return size
+
     def delete(self, key: str) -> None:
         full = self._key(key)
         with self._errors(key):
@@ -192,6 +214,25 @@ class S3ObjectStore:
             for page in listing.paginate(Bucket=self.bucket, Prefix=root + prefix):
                 old = (o for o in page.get("Contents", []) if o["LastModified"] < before)
                 yield from (o["Key"][len(root) :] for o in old)
+
+    def list_page(
+        self, prefix: str, *, start_after: str | None = None, limit: int = 1000
+    ) -> ObjectPage:
+        """See ObjectStore: one ListObjectsV2 call, resumed by StartAfter (no continuation
+        token to keep). Archive keys are S3's own, so `prefix` is not held to our key rules."""
+        root = f"{self.prefix}/" if self.prefix else ""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": root + prefix, "MaxKeys": limit}
+        if start_after:
+            args["StartAfter"] = root + start_after
+        with self._errors(prefix):
+            page = self.client.list_objects_v2(**args)
+        objects = [
+            ObjectInfo(
+                o["Key"][len(root) :], o["Size"], o.get("ETag", "").strip('"'), o["LastModified"]
+            )
+            for o in page.get("Contents", [])
+        ]
+        return ObjectPage(objects, truncated=bool(page.get("IsTruncated")))
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         full = self._key(key)

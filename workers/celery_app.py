@@ -25,6 +25,7 @@ from celery.signals import worker_shutdown, worker_shutting_down
 from jobs.catalog import provider_limits
 from jobs.settings import Settings, get_settings
 from storage.publisher import (
+    TASK_EXPAND_ARCHIVE,
     TASK_PROCESS_ITEM,
     TASK_PROCESS_ITEMS,
     CeleryPublisher,
@@ -32,6 +33,7 @@ from storage.publisher import (
 )
 from workers.canary import register_canary
 from workers.config import default_threads
+from workers.expand import run_expansion
 from workers.pipeline import run_item, run_items
 from workers.runtime import Runtime, build_runtime
 from workers.self_check import install_self_check
@@ -70,6 +72,10 @@ def create_worker_app(settings: Settings, *, threads: int) -> Celery:
     @app.task(name=TASK_PROCESS_ITEMS, ignore_result=True)  # type: ignore[untyped-decorator]
     def process_items(item_ids: list[int]) -> int:
         return len(run_items(runtime(), [int(item_id) for item_id in item_ids], stopping))
+
+    @app.task(name=TASK_EXPAND_ARCHIVE, ignore_result=True)  # type: ignore[untyped-decorator]
+    def expand_archive(job_id: str) -> str:
+        return run_expansion(runtime(), str(job_id)).value
 
     def shutting_down(**_: Any) -> None:
         stopping.set()

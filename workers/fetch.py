@@ -87,6 +87,23 @@ def _checked(url: str, allow: Allowlist) -> ParsedSource:
         ) from None
 
 
+def distinct_addresses(answers: Sequence[tuple[Any, ...]]) -> list[IPAddress]:
+    """The IPv4 and IPv6 addresses of getaddrinfo answers, once each, in their order
+    (shared with `workers.webhook_sender`, which vets and pins them the same way)."""
+    found: dict[IPAddress, None] = {}
+    for family, *_, sockaddr in answers:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            found[ipaddress.ip_address(sockaddr[0])] = None
+    return list(found)
+
+
+def pinned_url(source: ParsedSource, ip: IPAddress) -> str:
+    """`source`'s URL with the vetted `ip` in place of the host: what we connect to, while
+    `Host` (`source.authority`) and TLS SNI (`source.host`) carry the name."""
+    literal = f"[{ip}]" if ip.version == 6 else str(ip)
+    return f"{source.scheme}://{literal}:{source.port}{source.target}"
+
+
 def _resolve(source: ParsedSource, allow: Allowlist, resolver: Resolver) -> IPAddress:
     """The address to connect to, after vetting every address the host resolves to."""
     if source.ip is not None:
@@ -100,31 +117,27 @@ def _resolve(source: ParsedSource, allow: Allowlist, resolver: Resolver) -> IPAd
                 code=ErrorCode.SOURCE_UNAVAILABLE,
             ) from None
         raise _unavailable(source, f"DNS lookup failed ({exc.strerror})") from None
-    found: dict[IPAddress, None] = {}
-    for family, *_, sockaddr in answers:
-        if family in (socket.AF_INET, socket.AF_INET6):
-            found[ipaddress.ip_address(sockaddr[0])] = None
+    found = distinct_addresses(answers)
     if not found:
         raise _unavailable(source, f"{source.host} has no IPv4 or IPv6 address")
     try:
-        check_addresses(source.host, list(found), allow)
+        check_addresses(source.host, found, allow)
     except UnsafeUrl as exc:
         raise InvalidInput(
             f"Source URL refused: {exc.message}", code=ErrorCode.FORBIDDEN_SOURCE
         ) from None
-    return next(iter(found))
+    return found[0]
 
 
 def _request(source: ParsedSource, ip: IPAddress, deadline: Deadline) -> httpx.Request:
     """A GET to `ip` that presents itself (Host, SNI) as `source.host`."""
-    literal = f"[{ip}]" if ip.version == 6 else str(ip)
     extensions: dict[str, Any] = {"trace": deadline.trace}
     if source.ip is None and source.scheme == "https":
         extensions["sni_hostname"] = source.host
     remaining = deadline.remaining()
     return httpx.Request(
         "GET",
-        f"{source.scheme}://{literal}:{source.port}{source.target}",
+        pinned_url(source, ip),
         headers={
             "Host": source.authority,
             "User-Agent": USER_AGENT,

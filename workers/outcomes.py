@@ -39,6 +39,7 @@ class Outcome(StrEnum):
     # handed back without spending an attempt (limit full, storage down, an SLNG batch job)
     DEFERRED = "deferred"
     REROUTED = "rerouted"  # moved to the job's next fallback provider, due now
+    STOPPED = "stopped"  # not started: its job's budget cap was reached (issue 12)
 
 
 def item_fields(item: ClaimedItem, **more: object) -> dict[str, object]:
@@ -83,6 +84,21 @@ def fail(
     status = rt.ledger.fail(item, error, attempts, whole_job=whole_job)
     _after_final(rt, item, status)
     return _ended(item, Outcome.FAILED if status else Outcome.LOST, error.code)
+
+
+BUDGET_MESSAGE = (
+    "Not started: the job's budget cap was reached (see the job's budget and usage); "
+    "submit the remaining lines as a new job, with a larger budget if they should run."
+)
+
+
+def stop_for_budget(rt: Runtime, item: ClaimedItem) -> Outcome:
+    """Starting the item would exceed its job's budget: it and every queued item of the
+    job are canceled with `budget_exceeded`; running ones finish (no call was made here)."""
+    code = ErrorCode.BUDGET_EXCEEDED
+    status = rt.ledger.stop_for_budget(item, ItemError(code, BUDGET_MESSAGE))
+    _after_final(rt, item, status)
+    return _ended(item, Outcome.STOPPED if status else Outcome.LOST, code)
 
 
 def retry_later(

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,7 +28,15 @@ from jobs.status import JobKind
 from jobs.validation import HTTP_SOURCE
 from storage.keys import output_key, upload_key
 from storage.objects import ObjectNotFound, StorageUnavailable
-from workers import batch_stt, long_audio, long_tts, outcomes
+from workers import batch_stt, long_audio, long_tts, outcomes, reuse
+from workers.archive import (
+    ArchiveObject,
+    archive_size,
+    archive_stem,
+    is_archive_source,
+    read_archive_source,
+    spool_archive_source,
+)
 from workers.audio import convert, ext_of
 from workers.canceled import end_stopped, remove_if_canceled
 from workers.circuit import CircuitOpen
@@ -97,9 +106,10 @@ def _work(rt: Runtime, item: ClaimedItem, stop: ItemStop) -> Outcome:  # noqa: P
     attempts: list[AttemptRecord] = []
     try:
         with stop.interruptible():  # the heartbeat cuts a canceled item's provider call off
-            if item.kind == JobKind.TTS:
+            written = _before_call(rt, item)
+            if written is None and item.kind == JobKind.TTS:
                 written = _synthesize(rt, item, attempts)
-            else:
+            elif written is None:
                 written = _transcribe(rt, item, attempts)
     except ItemStopped:
         return end_stopped(rt, item)
@@ -140,10 +150,44 @@ def _work(rt: Runtime, item: ClaimedItem, stop: ItemStop) -> Outcome:  # noqa: P
             code=code,
         )
         return outcomes.retry_later(rt, item, attempts, transient)
+    return _settle(rt, item, attempts, written)
+
+
+def _settle(
+    rt: Runtime, item: ClaimedItem, attempts: list[AttemptRecord], written: Settled
+) -> Outcome:
+    """The outcome of an item that ran (or was settled before its call) without an error."""
+    if isinstance(written, reuse.WaitForLeader):  # an identical line is being spoken
+        return outcomes.hand_back(rt, item, attempts, written.delay_s)
+    if isinstance(written, OverBudget):
+        return outcomes.stop_for_budget(rt, item)
+    if written.content_hash is None and item.kind == JobKind.TTS:
+        # Recorded for the route that spoke it, so a fallback's audio is found by its own hash.
+        written = replace(written, content_hash=reuse.route_hash(item))
     outcome = outcomes.succeed(rt, item, attempts, written)
     if outcome is Outcome.LOST:  # canceled after its output was written: remove it
         remove_if_canceled(rt, item)
     return outcome
+
+
+class OverBudget:
+    """`_before_call`'s answer when starting the item would exceed its job's budget."""
+
+
+Settled = ItemResult | reuse.WaitForLeader | OverBudget
+
+
+def _before_call(rt: Runtime, item: ClaimedItem) -> Settled | None:
+    """What settles an item before any provider call (issue 12): an identical line's output
+    copied (`workers.reuse`), a wait for the identical line being spoken, or its job's
+    budget cap reached; None when the provider is to be called."""
+    found = reuse.reuse_or_wait(rt, item) if item.kind == JobKind.TTS else None
+    if found is not None:
+        return found
+    # An item whose provider-side job is under way (SLNG batch) already started: let it end.
+    if item.capped and item.provider_job is None and not rt.ledger.pass_budget(item):
+        return OverBudget()
+    return None
 
 
 def _refused(
@@ -369,6 +413,11 @@ def _transcribe_long(
         return long_audio.merge_transcripts(parts)
 
 
+def _archived(rt: Runtime, item: ClaimedItem) -> ArchiveObject | None:
+    """The store and key of an archive item's source (None for uploads and URLs)."""
+    return rt.archives.open(item.source or "") if is_archive_source(item.source) else None
+
+
 def _upload_key(item: ClaimedItem) -> str | None:
     """The store key of an `upload://` source (None for a URL source)."""
     source = item.source or ""
@@ -396,6 +445,10 @@ def _spool(rt: Runtime, key: str | None, path: Path) -> None:
 
 def _read_source(rt: Runtime, item: ClaimedItem) -> AudioInput:
     source = item.source or ""
+    archived = _archived(rt, item)
+    if archived is not None:  # an archive object (issue 12): streamed, capped like a URL
+        cap = rt.config.max_source_bytes
+        return _stored(rt, partial(read_archive_source, archived, source, max_bytes=cap))
     if HTTP_SOURCE.match(source):
         # Resolved, checked against private ranges and fetched with size/time caps here, at
         # run time: DNS answers may differ from submit time (rebinding).
@@ -435,22 +488,29 @@ def _transcribe(rt: Runtime, item: ClaimedItem, attempts: list[AttemptRecord]) -
     limit = spec.max_audio_bytes if spec is not None else None
     upload = _upload_key(item)
     size = _stored(rt, partial(rt.store.size, upload)) if upload and limit else None
+    archived = _archived(rt, item)
+    spool = partial(_spool, rt, upload)
+    if archived is not None:
+        size = _stored(rt, partial(archive_size, archived, item.source or "")) if limit else None
+        spool = partial(spool_archive_source, archived, item.source or "")
     if batch_stt.goes_to_batch(item):
         transcript = by_batch(lambda: _read_source(rt, item))
     elif limit and size and size > limit:  # never read whole: spooled to disk, then split
-        transcript = _transcribe_long(rt, item, attempts, limit, partial(_spool, rt, upload))
+        transcript = _transcribe_long(rt, item, attempts, limit, spool)
     else:
         audio = _read_source(rt, item)
         if batch_stt.too_big_for_sync(item, audio, rt.config.batch):
             transcript = by_batch(lambda: audio)
         elif limit and len(audio.data) > limit:  # a fetched URL over the provider's limit
-            spool = partial(Path.write_bytes, data=audio.data)
-            transcript = _transcribe_long(rt, item, attempts, limit, spool)
+            spooled = partial(Path.write_bytes, data=audio.data)
+            transcript = _transcribe_long(rt, item, attempts, limit, spooled)
         else:
             transcript = _transcribe_one(rt, item, attempts, audio)
     stem = output_key(
         item.output_prefix, item.tenant_id, item.job_id, item.seq, item.external_id, "json"
     )
+    if archived is not None:  # `output.layout: mirror` lays outputs out as the archive is
+        stem = archive_stem(rt.archives, rt.ledger.db.sessions, item) or stem
     # Checked and rendered before the first write; a failed write removes the others.
     files = transcript_files(transcript, stem, item.options.get("transcript_formats", []))
     size, *_ = write_all(

@@ -30,6 +30,7 @@ from storage.db import open_database
 from storage.objects import ObjectStore
 from storage.publisher import Publisher
 from storage.stores import open_object_store
+from workers.archive import ArchiveStores
 from workers.batch_stt import BatchApi, NoBatchApi
 from workers.circuit import Circuit, NoCircuit, RedisCircuit
 from workers.config import WorkerConfig
@@ -52,6 +53,8 @@ class Runtime:
     circuit: Circuit = field(default_factory=NoCircuit)
     leases: Leases = field(default_factory=NullLeases)
     batch: BatchApi = field(default_factory=NoBatchApi)
+    # Where archive items' recordings are read (workers.archive); tests pass one on `store`.
+    archives: ArchiveStores = field(default_factory=ArchiveStores)
     rng: random.Random = field(default_factory=random.Random)
     sleep: Callable[[float], None] = time.sleep
 
@@ -59,6 +62,7 @@ class Runtime:
         self.leases.close()
         self.providers.close()
         self.store.close()
+        self.archives.close()
         self.ledger.db.dispose()
 
 
@@ -95,14 +99,16 @@ def build_runtime(settings: Settings, publisher: Publisher, *, threads: int) -> 
         batch = SlngBatch(
             client, base_url=base_url, api_key=slng_key.strip(), bounds=providers.bounds
         )
+    store = open_object_store(
+        settings.storage_url,
+        endpoint_url=settings.s3_endpoint_url,
+        public_endpoint_url=settings.s3_public_endpoint_url,
+    )
     return Runtime(
         config=config,
         ledger=ledger,
-        store=open_object_store(
-            settings.storage_url,
-            endpoint_url=settings.s3_endpoint_url,
-            public_endpoint_url=settings.s3_public_endpoint_url,
-        ),
+        store=store,
+        archives=ArchiveStores(store, settings.s3_endpoint_url),
         providers=providers,
         throttle=throttle,
         budget=budget,

@@ -149,10 +149,17 @@ def run_sweeper(
     stale_s: float,
     stop: threading.Event,
     chores: Sequence[Chore] = (),
+    holds: Callable[[], bool] = lambda: True,
 ) -> None:
     """Sweep, then run each chore, every `interval_s` until `stop` is set; errors are logged
-    and the loop goes on. The caller owns what the chores hold and closes it."""
+    and the loop goes on. The caller owns what the chores hold and closes it.
+
+    `holds` is asked first on every tick (beat's lease, `jobs.beat_lease`): a tick whose
+    answer is False (another beat works) or an error does nothing but wait."""
     while not stop.is_set():
+        if not _holding(holds):
+            stop.wait(interval_s)
+            continue
         try:
             sweep_once(ledger, stale_s=stale_s)
         except Exception:  # DB or broker blip: try again next tick
@@ -163,3 +170,11 @@ def run_sweeper(
             except Exception:  # storage, DB or network blip: the next tick goes on
                 log.warning("%s failed; retrying in %.0f s", chore.name, interval_s, exc_info=True)
         stop.wait(interval_s)
+
+
+def _holding(holds: Callable[[], bool]) -> bool:
+    try:
+        return holds()
+    except Exception:  # the database is away: nobody can do beat's work now anyway
+        log.warning("cannot renew beat's lease; idle this tick", exc_info=True)
+        return False

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from jobs.api import routes_health, routes_jobs, routes_uploads
+from jobs.api import routes_health, routes_jobs, routes_schedules, routes_uploads, routes_webhooks
 from jobs.api.deps import Resources
 from jobs.api.docs import install_docs
 from jobs.api.limits import BodySizeLimit, PlainRequestTarget
@@ -106,6 +106,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(routes_jobs.router)
     app.include_router(routes_uploads.router)
+    app.include_router(routes_schedules.router)
+    app.include_router(routes_webhooks.router)
     app.include_router(routes_health.router)
     install_docs(app)
     app.add_middleware(

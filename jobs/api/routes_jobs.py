@@ -18,13 +18,15 @@ from jobs import service
 from jobs.api.deps import Res, Resources, TenantId
 from jobs.api.docs import AUTH, BAD_CURSOR, BAD_QUERY, NO_JOB, TOO_LARGE, errors
 from jobs.api.json_body import JsonBodyRoute
+from jobs.archives import archive_policy
 from jobs.error_codes import ErrorCode
 from jobs.errors import ApiError, invalid, not_found
 from jobs.manifest import ManifestRecord, output_files
 from jobs.media import media_type_for
 from jobs.models import Item, Job
-from jobs.schemas import ItemList, JobCreate, JobList, JobOut, OutputFormat
+from jobs.schemas import DryRunOut, ItemList, JobCreate, JobList, JobOut, OutputFormat
 from jobs.status import JOB_TERMINAL, ItemStatus, JobKind, JobStatus
+from jobs.usage import RouteUsage, by_job
 from jobs.views import UrlFor, item_view, job_view
 from storage.objects import ObjectNotFound
 
@@ -62,7 +64,14 @@ def _poll_headers(response: Response, job: Job) -> None:
             422: "`invalid_request` (the schema, unknown fields included) or a code naming "
             "what the body asks for that cannot be done (`unknown_model`, `no_items`, ...).",
         }
-    ),
+    )
+    | {
+        200: {
+            "model": DryRunOut,
+            "description": "`dry_run=true`: the body passed every check a submit makes; its "
+            "item count, usage and cost estimate. Nothing was created or called.",
+        }
+    },
 )
 def create_job(
     body: JobCreate,
@@ -72,7 +81,25 @@ def create_job(
     # An empty key is refused (422), not taken as a key: it is a client's unset variable,
     # and as a key it made every later job of the tenant a 409.
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
-) -> JobOut:
+    dry_run: bool = False,
+) -> JobOut | Response:
+    prices = res.settings.price_table()
+    if dry_run:  # validated as a submit is; the Idempotency-Key is neither used nor replayed
+        estimate = service.dry_run_job(
+            res.sessions,
+            res.store,
+            tenant_id,
+            body,
+            max_items=res.settings.max_items_per_job,
+            allow=res.source_allow,
+            prices=prices,
+            archives=archive_policy(
+                res.settings.archive_buckets,
+                res.settings.storage_url,
+                res.settings.archive_max_items,
+            ),
+        )
+        return Response(estimate.model_dump_json(), media_type="application/json")
     submitted = service.submit_job(
         res.ledger,
         tenant_id,
@@ -80,12 +107,26 @@ def create_job(
         idempotency_key=idempotency_key,
         max_items=res.settings.max_items_per_job,
         allow=res.source_allow,
+        prices=prices,
+        archives=archive_policy(
+            res.settings.archive_buckets, res.settings.storage_url, res.settings.archive_max_items
+        ),
     )
     response.headers["Location"] = f"/v1/jobs/{submitted.job.id}"
     if not submitted.created:
         response.headers["Idempotent-Replayed"] = "true"
     _poll_headers(response, submitted.job)
-    return job_view(submitted.job)
+    return _view(res, submitted.job)
+
+
+def _view(res: Resources, job: Job) -> JobOut:
+    """The job view with its per-provider usage (one grouped read over rerouted items, only
+    for a job with fallbacks) at this deployment's prices."""
+    rerouted: list[RouteUsage] = []
+    if job.fallback:
+        with res.reads() as session:
+            rerouted = by_job(repo.rerouted_usage(session, [job.id])).get(job.id, [])
+    return job_view(job, rerouted=rerouted, prices=res.settings.price_table())
 
 
 def _bad_cursor() -> ApiError:
@@ -119,14 +160,18 @@ def list_jobs(
     next_cursor = None
     if len(jobs) == limit:
         next_cursor = repo.encode_cursor([jobs[-1].created_at.isoformat(), jobs[-1].id])
-    return JobList(jobs=[job_view(j) for j in jobs], next_cursor=next_cursor)
+    with res.reads() as session:
+        rerouted = by_job(repo.rerouted_usage(session, [j.id for j in jobs if j.fallback]))
+    prices = res.settings.price_table()
+    views = [job_view(j, rerouted=rerouted.get(j.id, []), prices=prices) for j in jobs]
+    return JobList(jobs=views, next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=errors({401: AUTH, 404: NO_JOB}))
 def get_job(job_id: str, res: Res, tenant_id: TenantId) -> Response:
     """The poll endpoint: one autocommit SELECT, and the view is serialized once."""
     job = service.get_job(res.reads, tenant_id, job_id)
-    response = Response(job_view(job).model_dump_json(), media_type="application/json")
+    response = Response(_view(res, job).model_dump_json(), media_type="application/json")
     _poll_headers(response, job)
     return response
 
@@ -260,7 +305,7 @@ def item_output(
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=errors({401: AUTH, 404: NO_JOB}))
 def cancel_job(job_id: str, res: Res, tenant_id: TenantId) -> JobOut:
-    return job_view(service.cancel_job(res.ledger, res.store, tenant_id, job_id))
+    return _view(res, service.cancel_job(res.ledger, res.store, tenant_id, job_id))
 
 
 @router.post(
@@ -275,4 +320,4 @@ def retry_job(job_id: str, response: Response, res: Res, tenant_id: TenantId) ->
     job = service.retry_job(res.ledger, tenant_id, job_id)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     _poll_headers(response, job)
-    return job_view(job)
+    return _view(res, job)

@@ -104,7 +104,11 @@ class ChaosStack(Stack):
         )  # fmt: skip
 
     def submit_tts(self, count: int) -> str:
-        """POST a TTS job of `count` distinct lines (provider slng, WAV) and return its id."""
+        """POST a TTS job of `count` distinct lines (provider slng, WAV) and return its id.
+
+        The lines name the job's own token: identical lines of the tenant's earlier jobs
+        would be copied (reuse) instead of spoken, and the checks count provider calls."""
+        token = uuid.uuid4().hex[:8]
         body = {
             "kind": "tts",
             "provider": "slng",
@@ -112,7 +116,7 @@ class ChaosStack(Stack):
             "voice": "aura-2-thalia-en",
             "options": {"format": "wav"},
             "items": [
-                {"id": f"line-{n:04d}", "text": f"Chaos line {n}: the batch must survive this."}
+                {"id": f"line-{n:04d}", "text": f"Chaos line {n} of {token}: the batch survives."}
                 for n in range(count)
             ],
         }

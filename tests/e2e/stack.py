@@ -23,6 +23,7 @@ import redis
 
 from jobs.migrate import upgrade_to_head
 from jobs.service import create_api_key
+from jobs.status import JOB_TERMINAL
 from storage.db import open_database
 from tests.services import free_port
 
@@ -141,7 +142,7 @@ class Stack:
         with self.client() as client:
             while True:
                 job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
-                if job["status"] not in ("queued", "running"):
+                if job["status"] in JOB_TERMINAL:
                     return job
                 if time.monotonic() > deadline:
                     logs = "\n".join(f"--- {p.name}\n{p.tail()}" for p in self.procs)

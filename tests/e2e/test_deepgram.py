@@ -50,7 +50,7 @@ def test_tts_job_over_each_transport(stack: Stack, transport: str, lines: int) -
     """Every line, whole over HTTP or streamed into storage, becomes a 16 kHz WAV in S3 that
     decodes to its recorded length, in one attempt each, asking Deepgram for aura-2-thalia-en."""
     emulated_requests(stack)
-    texts = [f"Line {n} of the Deepgram voiceover." for n in range(lines)]
+    texts = [f"Line {n} of the Deepgram voiceover, over {transport}." for n in range(lines)]
     job = accepted(stack, tts_body(texts, transport=transport))
     assert job["status"] == "succeeded", job
     assert (job["model"], job["voice"]) == ("aura-2", "thalia-en")

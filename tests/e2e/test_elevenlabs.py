@@ -56,7 +56,7 @@ def test_tts_job_over_each_transport(
     that decodes to its recorded length at the asked rate, in one attempt each, with no 429
     from the plan's cap."""
     emulated_requests(stack)
-    texts = [f"Line {n} of the ElevenLabs voiceover." for n in range(lines)]
+    texts = [f"Line {n} of the ElevenLabs voiceover, over {transport}." for n in range(lines)]
     job = accepted(stack, tts_body(texts, transport=transport, sample_rate=rate))
     assert job["status"] == "succeeded", job
     items = stack.items(job["id"])

@@ -53,7 +53,7 @@ def test_tts_job_over_each_transport(stack: Stack, transport: str, lines: int) -
     """Every line, spoken over HTTP (a WAV) or streamed (raw PCM into storage), becomes a WAV
     in S3 that decodes to its recorded length, in one attempt each, within OpenAI's limit."""
     emulated(stack)
-    texts = [f"Line {n} of the OpenAI voiceover." for n in range(lines)]
+    texts = [f"Line {n} of the OpenAI voiceover, over {transport}." for n in range(lines)]
     job = accepted(stack, tts_body(texts, transport=transport))
     assert job["status"] == "succeeded", job
     items = stack.items(job["id"])

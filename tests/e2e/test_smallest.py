@@ -86,7 +86,7 @@ def test_200_line_tts_job_over_each_transport(stack: Stack, transport: str, rout
     """Every line of a 200-line script, over HTTP or SSE, becomes a WAV in S3 that decodes to
     its recorded length, in one attempt each, with no 429 from Smallest's one-at-a-time cap."""
     emulated_requests(stack)
-    texts = [f"Line {n} of the Smallest voiceover." for n in range(LINES)]
+    texts = [f"Line {n} of the Smallest voiceover, over {transport}." for n in range(LINES)]
     job = accepted(stack, tts_body(texts, transport=transport))
     assert job["status"] == "succeeded", job
     assert job["options"]["transport"] == transport

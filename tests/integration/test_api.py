@@ -122,6 +122,7 @@ def test_create_returns_202_location_and_publishes_every_item(api: Api) -> None:
         "succeeded": 0,
         "failed": 0,
         "canceled": 0,
+        "skipped": 0,
     }
     assert api.redis.llen(QUEUE) == 5
     got = api.client.get(response.headers["Location"], headers=api.auth())

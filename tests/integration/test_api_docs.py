@@ -32,6 +32,16 @@ ERRORS = {
     ("post", "/v1/jobs/{job_id}/cancel"): {"401", "404"},
     ("post", "/v1/jobs/{job_id}/retry"): {"401", "404", "409"},
     ("post", "/v1/uploads"): {"400", "401", "413", "415", "422"},
+    ("post", "/v1/schedules"): {"400", "401", "409", "413", "422"},
+    ("get", "/v1/schedules"): {"400", "401", "422"},
+    ("get", "/v1/schedules/{schedule_id}"): {"401", "404", "422"},
+    ("patch", "/v1/schedules/{schedule_id}"): {"400", "401", "404", "409", "413", "422"},
+    ("delete", "/v1/schedules/{schedule_id}"): {"401", "404"},
+    ("post", "/v1/schedules/{schedule_id}/run"): {"401", "404"},
+    ("get", "/v1/webhook-secret"): {"401"},
+    ("post", "/v1/webhook-secret/rotate"): {"401"},
+    ("get", "/v1/jobs/{job_id}/webhooks"): {"401", "404"},
+    ("post", "/v1/jobs/{job_id}/webhooks/{delivery_id}/redeliver"): {"401", "404"},
 }
 
 

@@ -203,4 +203,4 @@ def test_json_worker_logs_one_object_per_line(json_worker: Proc) -> None:
     assert {"speechbatch.processes", "celery.apps.worker"} <= loggers, loggers
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
     started = next(r for r in records if r["logger"] == "speechbatch.processes")
-    assert started["message"].endswith("2 threads, task events on")
+    assert started["message"].endswith("2 threads, task events on, beat off")

@@ -1,0 +1,362 @@
+"""The archive ledger: every state change of an archive job's listing, and the items it adds.
+
+    expanding ──claim──▶ held by one expander (token, lease)
+        ▲                  │ commit_batch: items + cursor + counters, one transaction
+        └──release/expiry──┤
+                           └─finish──▶ done (the job's `expanding` flag drops)
+
+A batch of items, the cursor that says the listing has passed them, and the job's counters
+move in one transaction, guarded by the expander's token: a crash before the commit leaves
+nothing (the batch is listed again from the old cursor), one after it leaves the cursor past
+the batch, and a second expander whose lease was taken over matches no row. That is how an
+interrupted expansion resumes without a duplicate item. Committed queued ids are published at
+once, so the first items run while the rest is still being listed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, and_, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from jobs import ledger_sql as sql
+from jobs.error_codes import ErrorCode
+from jobs.ledger_base import LedgerBase
+from jobs.models import ArchiveExpansion, Item
+from jobs.records import ItemError
+from jobs.status import ItemStatus, JobStatus
+
+EXPANSIONS = cast(Table, ArchiveExpansion.__table__)
+ITEMS, JOBS = sql.ITEMS, sql.JOBS
+# A fresh expansion is left to the task the API published for this long before beat takes it.
+FIRST_TASK_GRACE_S = 15.0
+_ITEM_COLUMNS = (
+    "job_id",
+    "seq",
+    "external_id",
+    "source",
+    "status",
+    "attempts",
+    "characters",
+    "published_at",
+    "updated_at",
+    "finished_at",
+    "archive_digest",
+    "skipped_from",
+    "output_key",
+    "output_bytes",
+    "output_content_type",
+    "duration_s",
+    "error_code",
+    "error_message",
+)
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One object that passed the filters, ready to become an item."""
+
+    relative: str  # its path below the prefix
+    source: str  # the item's source URL
+    digest: str | None  # archive_digest; None for an object no store can read
+    external_id: str
+
+
+@dataclass(frozen=True)
+class ExpansionClaim:
+    """An expansion held by one expander, with what it needs to list and insert."""
+
+    job_id: str
+    token: str
+    tenant_id: str
+    job: dict[str, Any]  # provider, model, options, output_prefix, output_layout
+    row: dict[str, Any]  # the archive_expansions row as read at claim
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    claim: ExpansionClaim | None  # None: the claim was lost (or the job canceled)
+    queued: list[int]
+    skipped: int
+
+
+class ArchiveLedger(LedgerBase):
+    """Claims, batches and ends archive expansions, on one `Database` and `Publisher`."""
+
+    def claim(self, job_id: str, *, lease_s: float) -> ExpansionClaim | None:
+        """Take the expansion of `job_id` if nobody holds it; None when someone does or it ended."""
+        token, now = secrets.token_hex(8), self.clock()
+        free = or_(EXPANSIONS.c.lease_token.is_(None), EXPANSIONS.c.lease_until < now)
+        take = (
+            update(EXPANSIONS)
+            .where(EXPANSIONS.c.job_id == job_id, EXPANSIONS.c.state == "expanding", free)
+            .values(lease_token=token, lease_until=now + timedelta(seconds=lease_s))
+        )
+
+        def move(c: Connection) -> ExpansionClaim | None:
+            if not c.execute(take).rowcount:
+                return None
+            row = c.execute(select(EXPANSIONS).where(EXPANSIONS.c.job_id == job_id)).one()
+            job = c.execute(select(JOBS).where(JOBS.c.id == job_id)).one()
+            return ExpansionClaim(
+                job_id, token, job.tenant_id, dict(job._mapping), dict(row._mapping)
+            )
+
+        return self._transaction(move)
+
+    def commit_batch(
+        self,
+        claim: ExpansionClaim,
+        listed: Sequence[Listed],
+        *,
+        cursor: str,
+        seen: int,
+        lease_s: float,
+    ) -> BatchResult:
+        """Insert `listed` as items (skipped when an earlier transcript exists), move the
+        cursor to `cursor` and the counters, in one transaction; publish the queued ones."""
+        now = self.clock()
+        row = claim.row
+
+        def move(c: Connection) -> BatchResult:
+            canceled = c.execute(sql.CANCELED_AT, {"job_id": claim.job_id}).scalar()
+            if canceled is not None:  # the cancel stopped the job's items; stop listing too
+                c.execute(_end(claim, now))
+                return BatchResult(None, [], 0)
+            moved = c.execute(
+                update(EXPANSIONS)
+                .where(
+                    EXPANSIONS.c.job_id == claim.job_id,
+                    EXPANSIONS.c.lease_token == claim.token,
+                    EXPANSIONS.c.state == "expanding",
+                )
+                .values(
+                    cursor=cursor,
+                    next_seq=EXPANSIONS.c.next_seq + len(listed),
+                    listed=EXPANSIONS.c.listed + seen,
+                    lease_until=now + timedelta(seconds=lease_s),
+                    updated_at=now,
+                )
+            ).rowcount
+            if not moved:
+                return BatchResult(None, [], 0)
+            earlier = self._earlier(c, claim, listed) if row["incremental"] else {}
+            rows = [
+                _item_row(claim, row["next_seq"] + n + 1, x, earlier, now)
+                for n, x in enumerate(listed)
+            ]
+            if rows:
+                c.execute(insert(Item), rows)
+            # The job row (every worker of the job updates it) is locked last, for least time.
+            first, last = row["next_seq"], row["next_seq"] + len(rows)
+            ids = list(
+                c.execute(
+                    select(ITEMS.c.id)
+                    .where(
+                        ITEMS.c.job_id == claim.job_id,
+                        ITEMS.c.seq > first,
+                        ITEMS.c.seq <= last,
+                        ITEMS.c.status == ItemStatus.QUEUED.value,
+                    )
+                    .order_by(ITEMS.c.seq)
+                ).scalars()
+            )
+            counts = {s: sum(1 for r in rows if r["status"] == s) for s in ItemStatus}
+            grown = c.execute(
+                update(JOBS)
+                .where(JOBS.c.id == claim.job_id, JOBS.c.canceled_at.is_(None))
+                .values(total=JOBS.c.total + len(rows))
+            ).rowcount
+            if not grown:  # canceled since the check above: none of this batch stays
+                raise _CanceledMeanwhile
+            sql.shift(
+                c,
+                claim.job_id,
+                now,
+                queued=counts[ItemStatus.QUEUED],
+                skipped=counts[ItemStatus.SKIPPED],
+                failed=counts[ItemStatus.FAILED],
+            )
+            new_row = {**row, "cursor": cursor, "next_seq": last, "listed": row["listed"] + seen}
+            return BatchResult(replace(claim, row=new_row), ids, counts[ItemStatus.SKIPPED])
+
+        try:
+            result = self._transaction(move)
+        except _CanceledMeanwhile:
+            self._transaction(lambda c: c.execute(_end(claim, self.clock())))
+            return BatchResult(None, [], 0)
+        self.publish(result.queued)
+        return result
+
+    def _earlier(
+        self, c: Connection, claim: ExpansionClaim, listed: Sequence[Listed]
+    ) -> dict[str, Any]:
+        """digest → an earlier succeeded item of the same tenant with that digest."""
+        digests = sorted({x.digest for x in listed if x.digest})
+        if not digests:
+            return {}
+        found = c.execute(
+            select(
+                ITEMS.c.archive_digest,
+                ITEMS.c.job_id,
+                ITEMS.c.output_key,
+                ITEMS.c.output_bytes,
+                ITEMS.c.output_content_type,
+                ITEMS.c.duration_s,
+            )
+            .join(JOBS, JOBS.c.id == ITEMS.c.job_id)
+            .where(
+                ITEMS.c.archive_digest.in_(digests),
+                ITEMS.c.archive_digest.is_not(None),
+                ITEMS.c.status == ItemStatus.SUCCEEDED.value,
+                JOBS.c.tenant_id == claim.tenant_id,
+                ITEMS.c.job_id != claim.job_id,
+            )
+            .order_by(ITEMS.c.id.desc())
+        ).all()
+        earlier: dict[str, Any] = {}
+        for hit in found:
+            earlier.setdefault(hit.archive_digest, hit)
+        return earlier
+
+    def release(
+        self, claim: ExpansionClaim, *, error: str | None = None, delay_s: float = 0.0
+    ) -> int:
+        """Let go of the expansion (more to list, or the listing failed: `error`) so another
+        pass takes it up in `delay_s`; returns how many failures in a row it has had."""
+        now = self.clock()
+        values: dict[str, Any] = {
+            "lease_token": None,
+            "lease_until": now + timedelta(seconds=delay_s),
+            "updated_at": now,
+        }
+        if error is not None:
+            values |= {"failures": EXPANSIONS.c.failures + 1, "error_message": error[:2000]}
+        else:
+            values |= {"failures": 0, "error_message": None}
+        mine = and_(EXPANSIONS.c.job_id == claim.job_id, EXPANSIONS.c.lease_token == claim.token)
+
+        def move(c: Connection) -> int:
+            c.execute(update(EXPANSIONS).where(mine).values(**values))
+            failures = c.execute(
+                select(EXPANSIONS.c.failures).where(EXPANSIONS.c.job_id == claim.job_id)
+            ).scalar()
+            return int(failures or 0)
+
+        return self._transaction(move)
+
+    def finish(self, claim: ExpansionClaim, failure: ItemError | None = None) -> JobStatus | None:
+        """End the expansion: the job's status follows from its items from now on. A
+        `failure` (the prefix cannot be listed, too many objects) is recorded as one failed
+        item named `expansion`, so the job says why in its items and manifest."""
+        now = self.clock()
+        row = claim.row
+
+        def move(c: Connection) -> JobStatus | None:
+            done = c.execute(_end(claim, now)).rowcount
+            if not done:
+                return None
+            c.execute(sql.STOP_EXPANDING, {"job_id": claim.job_id})
+            if failure is None or c.execute(sql.CANCELED_AT, {"job_id": claim.job_id}).scalar():
+                return JobStatus(sql.shift(c, claim.job_id, now).status)
+            seq = row["next_seq"] + 1
+            c.execute(
+                insert(Item),
+                [
+                    _blank(claim.job_id, seq, now)
+                    | {
+                        "external_id": f"{seq}-expansion",
+                        "source": row["location"],
+                        "status": ItemStatus.FAILED.value,
+                        "finished_at": now,
+                        "error_code": failure.code.value,
+                        "error_message": failure.message,
+                    }
+                ],
+            )
+            c.execute(update(JOBS).where(JOBS.c.id == claim.job_id).values(total=JOBS.c.total + 1))
+            return JobStatus(sql.shift(c, claim.job_id, now, failed=1).status)
+
+        return self._transaction(move)
+
+    def resumable(self, *, limit: int) -> list[str]:
+        """Jobs whose expansion nobody holds and is due: its expander died, its task message
+        was lost, or it paused between passes."""
+        now = self.clock()
+        query = (
+            select(EXPANSIONS.c.job_id)
+            .where(EXPANSIONS.c.state == "expanding", EXPANSIONS.c.lease_until < now)
+            .order_by(EXPANSIONS.c.lease_until)
+            .limit(limit)
+        )
+        return self._transaction(lambda c: list(c.execute(query).scalars()))
+
+
+class _CanceledMeanwhile(Exception):
+    """The job was canceled while a batch was being inserted: roll the batch back."""
+
+
+def _end(claim: ExpansionClaim, now: datetime) -> Any:
+    """Mark the claim's expansion done (only its holder's token matches)."""
+    return (
+        update(EXPANSIONS)
+        .where(EXPANSIONS.c.job_id == claim.job_id, EXPANSIONS.c.lease_token == claim.token)
+        .values(state="done", lease_token=None, lease_until=None, finished_at=now, updated_at=now)
+    )
+
+
+def first_task_lease(now: datetime) -> datetime:
+    """A fresh expansion's `lease_until`: beat leaves it to the API's task until then."""
+    return now + timedelta(seconds=FIRST_TASK_GRACE_S)
+
+
+def _blank(job_id: str, seq: int, now: datetime) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(_ITEM_COLUMNS)
+    return row | {"job_id": job_id, "seq": seq, "attempts": 0, "characters": 0, "updated_at": now}
+
+
+def _item_row(
+    claim: ExpansionClaim, seq: int, listed: Listed, earlier: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    row = _blank(claim.job_id, seq, now) | {
+        "external_id": listed.external_id,
+        "source": listed.source,
+        "archive_digest": listed.digest,
+    }
+    if listed.digest is None:
+        return row | {
+            "status": ItemStatus.FAILED.value,
+            "finished_at": now,
+            "error_code": ErrorCode.UNREADABLE_KEY.value,
+            "error_message": (
+                f"The key {listed.relative!r} has a '..' or empty segment, a control character "
+                "or over 200 characters, which speechbatch does not read; rename the object."
+            ),
+        }
+    hit = earlier.get(listed.digest)
+    if hit is None:
+        return row | {"status": ItemStatus.QUEUED.value, "published_at": now}
+    return row | {
+        "status": ItemStatus.SKIPPED.value,
+        "finished_at": now,
+        "skipped_from": hit.job_id,
+        "output_key": hit.output_key,
+        "output_bytes": hit.output_bytes,
+        "output_content_type": hit.output_content_type,
+        "duration_s": hit.duration_s,
+    }
+
+
+def mirror_root(session: Session, job_id: str) -> str | None:
+    """The archive URL of a mirror-layout job (its outputs mirror the paths below it)."""
+    row = session.execute(
+        select(EXPANSIONS.c.location)
+        .join(JOBS, JOBS.c.id == EXPANSIONS.c.job_id)
+        .where(EXPANSIONS.c.job_id == job_id, JOBS.c.output_layout == "mirror")
+    ).first()
+    return None if row is None else str(row.location)

@@ -1,0 +1,328 @@
+"""Archive sources: which prefixes a tenant may list, and what an archive job stores.
+
+An STT job may name `source{prefix, pattern, min_bytes, max_bytes, modified_since,
+incremental}` instead of `items`; a worker lists the prefix into items (`workers.expand`).
+The rule that keeps tenants apart (issue 12):
+
+- a prefix is listed only where `SPEECHBATCH_ARCHIVE_BUCKETS` says tenants may read:
+  comma-separated `[tenant=]s3://bucket[/prefix]` or `[tenant=]file:///dir` entries (a bare
+  `bucket[/prefix]` is S3); an entry with `tenant=` is for that tenant (by name) only;
+- a prefix that overlaps the service's own storage (`SPEECHBATCH_STORAGE_URL`: everyone's
+  uploads, transcripts and manifests) is refused even when an entry covers it;
+- item sources are never user-supplied `s3://`/`file://` URLs (`jobs.validation` refuses
+  them), so the listing made from a vetted prefix is the only way such a source appears.
+
+Local mode (the CLI without an API) is one person on their own machine: any local directory
+may be listed there, and S3 prefixes follow the same entries.
+
+`archive_digest` is what makes re-running an archive job free: an object's URL, its ETag and
+the settings that shape its transcript; an earlier succeeded item of the same tenant with the
+same digest is the transcript, and the new item is inserted `skipped`, pointing at it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+from jobs.error_codes import ErrorCode
+from jobs.errors import invalid
+from jobs.models import ArchiveExpansion
+from jobs.schemas import JobCreate
+from storage.keys import UnsafeKey, safe_name, validate_key
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+MAX_PATTERN_STARS = 8
+MAX_SOURCE_CHARS = 2048
+# What "any audio file" means when a source names no pattern (the CLI's directories too).
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".webm", ".mp4"})
+
+
+@dataclass(frozen=True)
+class Location:
+    """A listable place: an S3 bucket and key prefix, or a folder (`prefix` below `/`)."""
+
+    scheme: Literal["s3", "file"]
+    bucket: str  # "" for a folder
+    prefix: str  # a string prefix of keys ("calls/2026/"); for a folder, its path without "/"
+
+    @property
+    def url(self) -> str:
+        return (
+            f"s3://{self.bucket}/{self.prefix}" if self.scheme == "s3" else f"file:///{self.prefix}"
+        )
+
+    def object_url(self, key: str) -> str:
+        """The item source of the object at `key` (a key of the whole bucket or of `/`)."""
+        return f"s3://{self.bucket}/{key}" if self.scheme == "s3" else f"file:///{key}"
+
+    def overlaps(self, other: Location) -> bool:
+        """Whether a key could be under both (one prefix starts with the other)."""
+        if (self.scheme, self.bucket) != (other.scheme, other.bucket):
+            return False
+        return self.prefix.startswith(other.prefix) or other.prefix.startswith(self.prefix)
+
+    def covers(self, other: Location) -> bool:
+        """Whether every key under `other` is under this entry, folder by folder."""
+        if (self.scheme, self.bucket) != (other.scheme, other.bucket):
+            return False
+        root = self.prefix if not self.prefix or self.prefix.endswith("/") else self.prefix + "/"
+        return other.prefix.startswith(root)
+
+
+def _check_prefix(prefix: str, what: str) -> str:
+    if any(unicodedata.category(ch).startswith("C") for ch in prefix) or "\\" in prefix:
+        raise ValueError(f"{what} contains a control character or a backslash.")
+    if any(part in {".", ".."} for part in prefix.split("/")) or "//" in prefix:
+        raise ValueError(f"{what} has an empty, '.' or '..' segment.")
+    return prefix
+
+
+def parse_location(url: str, what: str = "source.prefix") -> Location:
+    """`s3://bucket[/prefix]` or `file:///absolute/dir` as a Location; ValueError says why."""
+    if url.startswith("s3://"):
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+            raise ValueError(f"{what} {url!r} does not name an S3 bucket (s3://bucket/prefix/).")
+        return Location("s3", bucket, _check_prefix(prefix, what))
+    if url.startswith("file:///"):
+        path = url.removeprefix("file://")
+        if not PurePosixPath(path).is_absolute():
+            raise ValueError(f"{what} {url!r} is not an absolute folder (file:///dir/).")
+        return Location("file", "", _check_prefix(path.lstrip("/"), what))
+    raise ValueError(f"{what} {url!r} must start with s3:// or file:///.")
+
+
+@dataclass(frozen=True)
+class ArchiveEntry:
+    """One SPEECHBATCH_ARCHIVE_BUCKETS entry: a place, for one tenant or (None) for all."""
+
+    location: Location
+    tenant: str | None = None
+
+
+def parse_archive_buckets(value: str) -> tuple[ArchiveEntry, ...]:
+    """The entries of SPEECHBATCH_ARCHIVE_BUCKETS; ValueError names a bad one."""
+    entries = []
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        tenant, _, place = part.rpartition("=")
+        if "://" not in place:
+            place = f"s3://{place}"
+        try:
+            entries.append(ArchiveEntry(parse_location(place, "entry"), tenant.strip() or None))
+        except ValueError as exc:
+            raise ValueError(
+                f"SPEECHBATCH_ARCHIVE_BUCKETS entry {part!r} is not usable ({exc}); write "
+                "e.g. archive-bucket/calls, s3://archive, acme=s3://acme-calls or file:///srv/rec."
+            ) from None
+    return tuple(entries)
+
+
+def storage_location(storage_url: str) -> Location:
+    """Where the service keeps its own objects (`SPEECHBATCH_STORAGE_URL`), as a Location."""
+    root = parse_location(storage_url.rstrip("/"), "SPEECHBATCH_STORAGE_URL")
+    if root.prefix:
+        root = Location(root.scheme, root.bucket, root.prefix + "/")
+    return root
+
+
+@dataclass(frozen=True)
+class ArchivePolicy:
+    """Where archive jobs may list; the default allows nothing."""
+
+    entries: tuple[ArchiveEntry, ...] = ()
+    storage: Location | None = None
+    any_local_dir: bool = False  # local mode: the CLI's user reads their own folders
+    max_items: int = 1_000_000  # objects one job may take (SPEECHBATCH_ARCHIVE_MAX_ITEMS)
+
+    @classmethod
+    def from_settings(
+        cls, archive_buckets: str, storage_url: str, *, max_items: int, local: bool = False
+    ) -> ArchivePolicy:
+        entries = parse_archive_buckets(archive_buckets)
+        return cls(entries, storage_location(storage_url), local, max_items)
+
+    @property
+    def names_tenants(self) -> bool:
+        return any(entry.tenant for entry in self.entries)
+
+    def check(self, location: Location, tenant_name: str | None) -> None:
+        """Raise ApiError `archive_forbidden` unless this tenant may list `location`."""
+        if self.storage is not None and location.overlaps(self.storage):
+            raise invalid(
+                ErrorCode.ARCHIVE_FORBIDDEN,
+                f"source.prefix {location.url!r} overlaps this service's own storage, which "
+                "holds every tenant's uploads and outputs; archives are read from other places.",
+            )
+        if location.scheme == "file" and self.any_local_dir:
+            return
+        for entry in self.entries:
+            if entry.tenant not in (None, tenant_name):
+                continue
+            if entry.location.covers(location) or entry.location == location:
+                return
+        raise invalid(
+            ErrorCode.ARCHIVE_FORBIDDEN,
+            f"source.prefix {location.url!r} is not a place this deployment lets you read; "
+            "its operator lists those in SPEECHBATCH_ARCHIVE_BUCKETS.",
+        )
+
+
+@dataclass(frozen=True)
+class ArchivePlan:
+    """A checked `source`: what the expansion row records."""
+
+    location: Location
+    pattern: str | None
+    min_bytes: int | None
+    max_bytes: int | None
+    modified_since: datetime | None
+    incremental: bool
+
+    def row(self, job_id: str, *, max_items: int, now: datetime) -> ArchiveExpansion:
+        return ArchiveExpansion(
+            job_id=job_id,
+            location=self.location.url,
+            pattern=self.pattern,
+            min_bytes=self.min_bytes,
+            max_bytes=self.max_bytes,
+            modified_since=self.modified_since,
+            incremental=self.incremental,
+            max_items=max_items,
+            state="expanding",
+            cursor=None,
+            next_seq=0,
+            listed=0,
+            failures=0,
+            updated_at=now,
+        )
+
+
+def check_layout(body: JobCreate) -> None:
+    """`output.layout: mirror` needs an archive source to mirror."""
+    if body.output.layout == "mirror" and body.source is None:
+        raise invalid(
+            ErrorCode.INVALID_ARCHIVE,
+            "output.layout 'mirror' mirrors an archive's folders; it needs a `source` prefix.",
+        )
+
+
+def plan_archive(body: JobCreate, policy: ArchivePolicy, tenant_name: str | None) -> ArchivePlan:
+    """Check a body's `source` (with its `items` and `output`); ApiError 422 says what is wrong."""
+    source = body.source
+    assert source is not None  # the caller branches on it
+    if body.kind != "stt":
+        raise invalid(ErrorCode.INVALID_ARCHIVE, "source (an archive prefix) is for STT jobs only.")
+    if body.items:
+        raise invalid(
+            ErrorCode.INVALID_ARCHIVE, "Give either items or source (an archive prefix), not both."
+        )
+    try:
+        location = parse_location(source.prefix)
+    except ValueError as exc:
+        raise invalid(ErrorCode.INVALID_ARCHIVE, str(exc)) from None
+    if source.pattern is not None and source.pattern.count("*") > MAX_PATTERN_STARS:
+        raise invalid(
+            ErrorCode.INVALID_ARCHIVE,
+            f"source.pattern has more than {MAX_PATTERN_STARS} '*'; simplify it.",
+        )
+    low, high = source.min_bytes, source.max_bytes
+    if low is not None and high is not None and low > high:
+        raise invalid(ErrorCode.INVALID_ARCHIVE, "source.min_bytes is larger than max_bytes.")
+    since = source.modified_since
+    if since is not None:
+        try:  # documented: no offset means UTC
+            since = since.astimezone(UTC) if since.tzinfo else since.replace(tzinfo=UTC)
+        except (OverflowError, ValueError):
+            raise invalid(
+                ErrorCode.INVALID_ARCHIVE, "source.modified_since is outside the years 1-9999."
+            ) from None
+    policy.check(location, tenant_name)
+    return ArchivePlan(location, source.pattern, low, high, since, source.incremental)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which listed objects become items: `source`'s pattern and bounds."""
+
+    pattern: str | None = None
+    min_bytes: int | None = None
+    max_bytes: int | None = None
+    modified_since: datetime | None = None
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> Filters:
+        """From an `archive_expansions` row (as a mapping)."""
+        return cls(row["pattern"], row["min_bytes"], row["max_bytes"], row["modified_since"])
+
+    def matches(self, relative: str, size: int, modified: datetime) -> bool:
+        """Whether an object (its path below the prefix) passes: the pattern (fnmatch,
+        case-insensitive; none: an audio file name), the size bounds, the modification time."""
+        if self.pattern is not None:
+            if not fnmatch.fnmatchcase(relative.lower(), self.pattern.lower()):
+                return False
+        elif PurePosixPath(relative).suffix.lower() not in AUDIO_SUFFIXES:
+            return False
+        if self.min_bytes is not None and size < self.min_bytes:
+            return False
+        if self.max_bytes is not None and size > self.max_bytes:
+            return False
+        return self.modified_since is None or modified >= self.modified_since
+
+
+def readable_key(key: str) -> bool:
+    """Whether a store can read `key` under our key rules (no '..', no empty segment, no
+    control character, at most 200 characters); other objects become failed items."""
+    try:
+        validate_key(key)
+    except UnsafeKey:
+        return False
+    return True
+
+
+def archive_digest(source_url: str, etag: str, job: dict[str, Any]) -> str:
+    """What a transcript of this object depends on: the object (URL and ETag), the provider
+    and model, and the options that change the transcript or its files (not the transport)."""
+    options = job.get("options") or {}
+    shaping = {
+        "language": options.get("language"),
+        "transcript_formats": sorted(options.get("transcript_formats") or []),
+    }
+    canonical = [source_url, etag, job["provider"], job["model"], shaping]
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def item_id_for(seq: int, relative: str) -> str:
+    """An archive item's id: its sequence number and file name (`17-call_0042.wav`), which is
+    unique in the job and safe as a file name; the full key is the item's `source`."""
+    name = safe_name(PurePosixPath(relative).name, 100).replace("..", "_")
+    return f"{seq}-{name}"
+
+
+def mirror_key(prefix: str, tenant: str, relative: str, ext: str) -> str | None:
+    """`{prefix}/{tenant}/{relative}.{ext}` for a mirrored output, or None when that key
+    would break our key rules (a '..' segment, over 200 characters): the item then keeps the
+    job layout. The tenant segment keeps one tenant's mirror out of another's files."""
+    key = "/".join(part for part in (prefix, tenant, f"{relative}.{ext}") if part)
+    return key if readable_key(key) else None
+
+
+NO_ARCHIVES = ArchivePolicy()  # the default: no prefix may be listed
+
+
+@lru_cache(maxsize=8)
+def archive_policy(buckets: str, storage_url: str, max_items: int) -> ArchivePolicy:
+    """The API's policy from its settings (`archive_buckets`, `storage_url`,
+    `archive_max_items`), parsed once per distinct value."""
+    return ArchivePolicy.from_settings(buckets, storage_url, max_items=max_items)
