@@ -50,6 +50,7 @@ bench: test-deps      ## every benchmark; services are started for each as neede
 	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.long_audio
 	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.bulk_submit
 	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.ratelimit
+	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.archive_expansion
 
 clean:
 	rm -rf $(VENV) .speechbatch out .pytest_cache .mypy_cache .ruff_cache

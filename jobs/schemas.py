@@ -187,7 +187,10 @@ class DryRunOut(BaseModel):
     """`POST /v1/jobs?dry_run=true`: what the job would be, with nothing created or called."""
 
     dry_run: Literal[True] = True
-    items: int
+    items: int | None = Field(
+        description="How many items the job would have; None for an archive source, whose "
+        "objects are counted when the job lists them."
+    )
     usage: DryRunUsage
     cost: Cost
     within_budget: bool | None = Field(

@@ -175,10 +175,11 @@ def dry_run_job(
         valid, body.budget, tenant_id=tenant_id, store=store, prices=prices
     )
     if body.source:
+        estimate.items = None
         estimate.notes.insert(
             0,
             "The archive's objects are listed into items when the job runs; a dry run does "
-            "not list them, so items, usage and cost cover the listed items only.",
+            "not list them, so it cannot say how many there are or what they will cost.",
         )
     return estimate
 

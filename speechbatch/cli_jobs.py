@@ -172,7 +172,8 @@ def print_estimate(estimate: dict[str, Any], *, as_json: bool) -> None:
         print_json(estimate)
         return
     usage, cost = estimate["usage"], estimate["cost"]
-    parts = [f"{estimate['items']} items"]
+    items = estimate["items"]
+    parts = ["items unknown until the archive is listed" if items is None else f"{items} items"]
     if usage["characters"]:
         parts.append(f"{usage['characters']:,} characters")
     if usage["audio_seconds"] is not None:

@@ -7,6 +7,12 @@ more audio than the text could take, not white noise), encoded into the requeste
 parts. Memory stays at a few parts whatever the output's length. Nothing is visible at the
 key until `commit`; a stream that breaks off, or any check that fails, aborts the writer, so
 a truncated output is never stored and the retry starts clean.
+
+Most streamed lines are a few seconds long. Their PCM is kept as it comes, up to
+`BUFFERED_PCM_BYTES` (one upload part), and `commit` converts and puts it in one go: opening
+libsndfile on a writer and feeding it chunk by chunk through Python callbacks cost a worker
+about 3 ms of CPU per line (bench/transports.py), more than the rest of the item. A stream
+that outgrows the buffer moves to the encoder and writer, starting with what it holds.
 """
 
 from __future__ import annotations
@@ -14,9 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import TracebackType
 
-from storage.objects import ObjectStore, ObjectWriter
-from workers.audio import PcmEncoder, content_type_of
+from storage.objects import MiB, ObjectStore, ObjectWriter
+from workers.audio import PcmEncoder, content_type_of, convert, pcm16_to_wav
 from workers.providers.answers import StreamedSpeech
+
+# PCM held before a stream moves to the encoder and writer: one S3 part (8 MiB), about three
+# minutes of 24 kHz speech.
+BUFFERED_PCM_BYTES = 8 * MiB
 
 
 @dataclass(frozen=True)
@@ -46,35 +56,52 @@ class StoredSpeech:
         self._writer: ObjectWriter | None = None
         self._encoder: PcmEncoder | None = None
         self._check: StreamedSpeech | None = None
+        self._rate = 0
+        self._pcm = bytearray()  # until it outgrows BUFFERED_PCM_BYTES (then the encoder's)
         self._committed = False
 
     @property
     def writer(self) -> ObjectWriter | None:
-        """The open writer (None before the first audio), e.g. for a benchmark's timings."""
+        """The open writer (None while the audio fits the buffer), e.g. for a benchmark's
+        timings."""
         return self._writer
 
     def start(self, sample_rate: int) -> None:
-        if self._writer is not None:
+        if self._check is not None:
             raise RuntimeError("StoredSpeech.start called twice")
         self._check = StreamedSpeech(text=self._text, rate=sample_rate, provider=self._provider)
-        self._writer = self.store.open_writer(self.key, content_type_of(self._fmt))
-        self._encoder = PcmEncoder(
-            self._writer, fmt=self._fmt, rate=sample_rate, sample_rate=self._sample_rate
-        )
+        self._rate = sample_rate
 
     def write(self, pcm: bytes) -> None:
-        if self._check is None or self._encoder is None:
+        if self._check is None:
             raise RuntimeError("StoredSpeech.write before start")
         self._check.feed(pcm)
-        self._encoder.write(pcm)
+        if self._encoder is not None:
+            self._encoder.write(pcm)
+            return
+        self._pcm += pcm
+        if len(self._pcm) > BUFFERED_PCM_BYTES:
+            self._writer = self.store.open_writer(self.key, content_type_of(self._fmt))
+            self._encoder = PcmEncoder(
+                self._writer, fmt=self._fmt, rate=self._rate, sample_rate=self._sample_rate
+            )
+            held, self._pcm = bytes(self._pcm), bytearray()
+            self._encoder.write(held)
 
     def commit(self, request_id: str | None = None) -> StoredAudio:
         """Finish the encoding and make the object visible at the key (after the checks)."""
-        if self._check is None or self._encoder is None or self._writer is None:
+        if self._check is None:
             # Nothing was streamed: the check's own "no audio" error.
             StreamedSpeech(text=self._text, rate=1, provider=self._provider).finish(request_id)
             raise RuntimeError("a stream with no audio passed its check")
         self._check.finish(request_id)
+        if self._encoder is None or self._writer is None:
+            wav = pcm16_to_wav(bytes(self._pcm), self._rate)
+            self._pcm = bytearray()
+            encoded = convert(wav, fmt=self._fmt, sample_rate=self._sample_rate)
+            size = self.store.put_bytes(self.key, encoded.data, encoded.content_type)
+            self._committed = True
+            return StoredAudio(size, encoded.content_type, encoded.duration_s)
         duration = self._encoder.finish()
         size = self._writer.commit()
         self._committed = True

@@ -172,3 +172,26 @@ def test_odd_dry_run_values_are_refused_with_the_envelope(api: Api) -> None:
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid_request"
     assert rows(api) == (0, 0)
+
+
+def test_an_archive_dry_run_says_its_item_count_is_unknown(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """An archive source is checked but not listed: the estimate's item count is null (not a
+    misleading 0), the note says why, and nothing is created."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / "a.wav").write_bytes(_wav(1.0))
+    settings = {
+        "storage_url": f"file://{tmp_path / 'objects'}",
+        "archive_buckets": f"file://{archive}",
+    }
+    with running_api(database_url, redis_url, **settings) as api:
+        body = {"kind": "stt", "provider": "openai", "source": {"prefix": f"file://{archive}/"}}
+        answer = dry_run(api, body)
+        assert answer.status_code == 200, answer.text
+        estimate = answer.json()
+        assert estimate["items"] is None
+        assert estimate["cost"]["estimated"] in (None, 0)
+        assert any("not list" in note for note in estimate["notes"])
+        assert rows(api) == (0, 0)
