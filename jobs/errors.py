@@ -28,6 +28,15 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, ErrorCode.NOT_FOUND, f"No {what} with that id exists for this API key.")
 
 
+def bad_cursor() -> ApiError:
+    """A list's `cursor` that this API did not issue (or that is garbled)."""
+    return ApiError(
+        400,
+        ErrorCode.INVALID_CURSOR,
+        "The cursor is not one this API issued; pass `next_cursor` from the previous page.",
+    )
+
+
 def conflict(code: ErrorCode, message: str) -> ApiError:
     return ApiError(409, code, message)
 

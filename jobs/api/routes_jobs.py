@@ -20,7 +20,7 @@ from jobs.api.docs import AUTH, BAD_CURSOR, BAD_QUERY, NO_JOB, TOO_LARGE, errors
 from jobs.api.json_body import JsonBodyRoute
 from jobs.archives import archive_policy
 from jobs.error_codes import ErrorCode
-from jobs.errors import ApiError, invalid, not_found
+from jobs.errors import bad_cursor, invalid, not_found
 from jobs.manifest import ManifestRecord, output_files
 from jobs.media import media_type_for
 from jobs.models import Item, Job
@@ -129,14 +129,6 @@ def _view(res: Resources, job: Job) -> JobOut:
     return job_view(job, rerouted=rerouted, prices=res.settings.price_table())
 
 
-def _bad_cursor() -> ApiError:
-    return ApiError(
-        400,
-        ErrorCode.INVALID_CURSOR,
-        "The cursor is not one this API issued; pass `next_cursor` from the previous page.",
-    )
-
-
 @router.get(
     "", response_model=JobList, responses=errors({400: BAD_CURSOR, 401: AUTH, 422: BAD_QUERY})
 )
@@ -152,7 +144,7 @@ def list_jobs(
     if cursor:
         before = repo.decode_job_cursor(cursor)
         if before is None:
-            raise _bad_cursor()
+            raise bad_cursor()
     with res.sessions() as session:
         jobs = repo.list_jobs(
             session, tenant_id, status=status, kind=kind, limit=limit, before=before
@@ -207,7 +199,7 @@ def list_items(
     if cursor:
         decoded = repo.decode_item_cursor(cursor)
         if decoded is None:
-            raise _bad_cursor()
+            raise bad_cursor()
         after = decoded
     with res.sessions() as session:
         items = repo.list_items(session, job_id, status=status, limit=limit, after_seq=after)

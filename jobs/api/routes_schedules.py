@@ -19,8 +19,7 @@ from jobs.api.docs import AUTH, BAD_CURSOR, BAD_QUERY, TOO_LARGE, errors
 from jobs.api.json_body import JsonBodyRoute
 from jobs.archives import ArchivePolicy, archive_policy
 from jobs.clock import utc_now
-from jobs.error_codes import ErrorCode
-from jobs.errors import ApiError
+from jobs.errors import bad_cursor
 from jobs.schedule_fire import Firing, run_now
 from jobs.schedule_schemas import (
     RunNowOut,
@@ -85,14 +84,6 @@ def create_schedule(
     return schedules.view(schedule)
 
 
-def _bad_cursor() -> ApiError:
-    return ApiError(
-        400,
-        ErrorCode.INVALID_CURSOR,
-        "The cursor is not one this API issued; pass `next_cursor` from the previous page.",
-    )
-
-
 @router.get(
     "", response_model=ScheduleList, responses=errors({400: BAD_CURSOR, 401: AUTH, 422: BAD_QUERY})
 )
@@ -107,7 +98,7 @@ def list_schedules(
     if cursor:
         decoded = repo.decode_cursor(cursor)
         if not decoded or len(decoded) != 1 or not isinstance(decoded[0], str):
-            raise _bad_cursor()
+            raise bad_cursor()
         after = decoded[0]
     with res.sessions() as session:
         found = schedules.page(session, tenant_id, limit=limit, after_name=after)
