@@ -51,6 +51,7 @@ bench: test-deps      ## every benchmark; services are started for each as neede
 	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.bulk_submit
 	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.ratelimit
 	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.archive_expansion
+	$(BIN)/python -m tests.services run -- $(BIN)/python -m bench.metrics
 
 clean:
 	rm -rf $(VENV) .speechbatch out .pytest_cache .mypy_cache .ruff_cache

@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     # One beat at a time does the chores; another takes over this long after it stops renewing
     # (at least three beat intervals).
     beat_lease_seconds: float = Field(default=30.0, gt=0)
+    # Metrics (issue 13): the port of a worker's and of beat's Prometheus endpoint, one per
+    # process (0: none). `--metrics-port` on `worker` and `beat` wins over these.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    beat_metrics_port: int = Field(default=0, ge=0, le=65535)
 
     @field_validator("slng_region")
     @classmethod

@@ -111,8 +111,20 @@ def api(host: str, port: int) -> None:
     type=click.FloatRange(0.1, 600),
     help="Seconds between beat's ticks with --beat.",
 )
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Serve this worker's Prometheus metrics on this port, one per worker process  "
+    "[default: SPEECHBATCH_WORKER_METRICS_PORT, 0 = off]",
+)
 def worker(
-    concurrency: int | None, name: str, events: bool, with_beat: bool, beat_interval: float
+    concurrency: int | None,
+    name: str,
+    events: bool,
+    with_beat: bool,
+    beat_interval: float,
+    metrics_port: int | None,
 ) -> None:
     """Run a Celery worker that processes items."""
     settings = get_settings()
@@ -124,6 +136,7 @@ def worker(
         name=name,
         events=events,
         beat_interval_s=beat_interval if with_beat else 0.0,
+        metrics_port=settings.worker_metrics_port if metrics_port is None else metrics_port,
     )
 
 
@@ -160,12 +173,23 @@ def worker_check(node: str | None, timeout: float) -> None:
     type=click.FloatRange(0.1, 600),
     help="Seconds between sweeps.",
 )
-def beat(interval: float) -> None:
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Serve beat's Prometheus metrics on this port  "
+    "[default: SPEECHBATCH_BEAT_METRICS_PORT, 0 = off]",
+)
+def beat(interval: float, metrics_port: int | None) -> None:
     """Run beat: sweeps (re-publish due and stale items, recover expired leases), schedules,
     webhooks and upload retention. Two may run: a lease lets one work at a time."""
     settings = get_settings()
     require_broker(settings, "beat publishes to Redis")
-    processes.run_beat(settings, interval_s=interval)
+    processes.run_beat(
+        settings,
+        interval_s=interval,
+        metrics_port=settings.beat_metrics_port if metrics_port is None else metrics_port,
+    )
 
 
 @main.command()

@@ -13,6 +13,7 @@ from types import FrameType
 
 import uvicorn
 from celery.signals import setup_logging, worker_shutting_down
+from prometheus_client import start_http_server
 from pythonjsonlogger.json import JsonFormatter
 
 from emulator.config import EmulatorConfig
@@ -58,6 +59,18 @@ def _leave_logging_alone(**_: object) -> None:
     stdout redirect), so its records reach the root handler of `logging_setup` as they are."""
 
 
+def serve_metrics(port: int, host: str = "0.0.0.0") -> None:  # noqa: S104 - Prometheus scrapes it
+    """Serve this process's Prometheus registry (`workers.metrics`) on `port` (0: none).
+
+    One port per process: a worker's pool is threads, so its one registry holds every
+    thread's counts; several workers on one host each take a port of their own. The server
+    is a daemon thread of prometheus_client and goes with the process.
+    """
+    if port:
+        start_http_server(port, addr=host)
+        logging.getLogger(__name__).info("metrics on port %d", port)
+
+
 def run_api(settings: Settings, *, host: str, port: int) -> None:
     logging_setup(settings.log_format)
     # log_config=None: uvicorn's loggers propagate to ours instead of printing their own lines.
@@ -84,12 +97,14 @@ def run_worker(
     name: str,
     events: bool = False,
     beat_interval_s: float = 0.0,
+    metrics_port: int = 0,
 ) -> None:
     """A Celery worker; with `beat_interval_s` > 0 (`worker --beat`) also the beat loop in a
     thread of this process, stopped when the worker starts shutting down."""
     logging_setup(settings.log_format)
     setup_logging.connect(_leave_logging_alone, weak=False)
     app = create_worker_app(settings, threads=threads)
+    serve_metrics(metrics_port)
     logging.getLogger(__name__).info(
         "worker %s: %d threads, task events %s, beat %s", name, threads,
         "on" if events else "off", f"every {beat_interval_s:g} s" if beat_interval_s else "off",
@@ -118,9 +133,11 @@ def run_worker(
             beat.join(timeout=30)
 
 
-def run_beat(settings: Settings, *, interval_s: float) -> None:
-    """The beat loop until SIGTERM/SIGINT (see `beat_loop`)."""
+def run_beat(settings: Settings, *, interval_s: float, metrics_port: int = 0) -> None:
+    """The beat loop until SIGTERM/SIGINT (see `beat_loop`), with its metrics on
+    `metrics_port` when it is not 0."""
     logging_setup(settings.log_format)
+    serve_metrics(metrics_port)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:

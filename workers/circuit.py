@@ -31,6 +31,8 @@ from typing import Any, Protocol
 
 import redis
 
+from workers import metrics
+
 log = logging.getLogger(__name__)
 
 _TTL_S = 3600
@@ -118,6 +120,7 @@ class RedisCircuit:
             raise CircuitOpen(credential[0], self.open_s)
         with self._lock:
             self._probing.add(credential)
+        metrics.CIRCUIT_STATE.labels(metrics.provider_label(credential[0])).set(2)
 
     def succeeded(self, credential: tuple[str, str]) -> None:
         with self._lock:
@@ -176,6 +179,7 @@ class RedisCircuit:
 
     def _remember(self, credential: tuple[str, str], until: float) -> _View:
         view = _View(self.monotonic(), until)
+        metrics.CIRCUIT_STATE.labels(metrics.provider_label(credential[0])).set(1 if until else 0)
         with self._lock:
             self._views[credential] = view
         return view

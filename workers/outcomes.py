@@ -21,6 +21,7 @@ from jobs.error_codes import ErrorCode
 from jobs.manifest import write_manifest_if_finished
 from jobs.records import AttemptRecord, ClaimedItem, ItemError, ItemResult, ProviderJob
 from jobs.status import JOB_TERMINAL, JobStatus
+from workers import metrics
 from workers.providers.errors import ProviderError
 from workers.retry import next_delay
 from workers.runtime import Runtime
@@ -59,6 +60,7 @@ def _ended(item: ClaimedItem, outcome: Outcome, code: ErrorCode | None = None) -
         fields["error_code"] = code.value
     level = logging.WARNING if outcome is Outcome.FAILED else logging.INFO
     log.log(level, "item %s outcome %s %s", item.id, outcome.value, about(item, code), extra=fields)
+    metrics.ITEMS_FINISHED.labels(metrics.provider_label(item.provider), outcome.value).inc()
     return outcome
 
 

@@ -28,7 +28,7 @@ from jobs.status import JobKind
 from jobs.validation import HTTP_SOURCE
 from storage.keys import output_key, upload_key
 from storage.objects import ObjectNotFound, StorageUnavailable
-from workers import batch_stt, long_audio, long_tts, outcomes, reuse
+from workers import batch_stt, long_audio, long_tts, metrics, outcomes, reuse
 from workers.archive import (
     ArchiveObject,
     archive_size,
@@ -245,7 +245,8 @@ def _with_retries(
         rt.circuit.check(credential)  # CircuitOpen: the provider is down for every worker
         with provider_call(), rt.throttle.permit(*credential, max_wait_s=wait_s):
             try:
-                result = call()
+                with metrics.timed_call(item.provider, item.model, item.options.get("transport")):
+                    result = call()
             except QuotaExceeded:
                 rt.circuit.failed(credential, quota=True)
                 raise

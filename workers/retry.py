@@ -18,6 +18,7 @@ from typing import TypeVar
 from jobs.clock import utc_now
 from jobs.records import AttemptRecord
 from storage.publisher import MAX_COUNTDOWN_S
+from workers import metrics
 from workers.providers.errors import ProviderError, RateLimited, TransientProviderError
 from workers.retry_budget import RetryBudget
 
@@ -96,6 +97,7 @@ def call_with_retries(
         try:
             result = fn()
         except ProviderError as error:
+            metrics.provider_error(credential[0], error.status_code)
             attempts_log.append(
                 attempt_record(
                     started,
@@ -115,6 +117,7 @@ def call_with_retries(
                 raise
             if not budget.try_withdraw(*credential):
                 raise  # the fleet is already retrying a lot against this provider
+            metrics.RETRIES.labels(metrics.provider_label(credential[0])).inc()
             sleep(delay)
             continue
         attempts_log.append(

@@ -44,6 +44,7 @@ from jobs.netpolicy import parse_allowlist
 from jobs.schedule_cron import fire_times_after, latest_fire_at_or_before
 from jobs.schedule_fire import Firing, complete_run
 from jobs.settings import Settings
+from workers import metrics
 from workers.sweeper import Chore
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class Scheduler:
                 fired += self.fire_due(schedule, now)
             except Exception:  # one schedule's trouble never stops the others
                 log.exception("schedule %s: fire failed; the next pass tries again", schedule.id)
+        metrics.SCHEDULE_FIRES.inc(fired)
         return fired + self.repair(now)
 
     def fire_due(self, schedule: Schedule, now: datetime) -> int:

@@ -28,6 +28,7 @@ from jobs.ledger import ItemLedger
 from jobs.settings import Settings
 from storage.objects import ObjectStore
 from storage.stores import open_object_store
+from workers import metrics
 
 log = logging.getLogger(__name__)
 UPLOADS_PREFIX = "uploads/"  # storage.keys.upload_key: uploads/{tenant}/{upload_id}/{name}
@@ -59,6 +60,7 @@ def sweep_once(ledger: ItemLedger, *, stale_s: float, batch: int = 1000) -> Swee
     if ids:
         ledger.republish(ids)
         log.info("sweeper: %d leases expired, %d items published", len(expired), len(ids))
+    metrics.swept(len(expired), len(ids))
     return SweepReport(expired=len(expired), published=len(ids))
 
 

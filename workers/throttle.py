@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import redis
 
 from jobs.catalog import ProviderLimits
+from workers import metrics
 from workers.providers.errors import RateLimited
 from workers.throttle_redis import (
     ADMITTED,
@@ -228,7 +229,9 @@ class ProviderThrottle:
             left = max_wait_s - (self._clock() - started)
             permit = self.acquire(provider, credential_fingerprint, max_wait_s=max(left, 0.0))
             if permit is None:
+                metrics.THROTTLE_BUSY.labels(metrics.provider_label(provider)).inc()
                 raise ThrottleBusy(provider)
+            metrics.throttle_waited(provider, self._clock() - started)
             error: BaseException | None = None
             try:
                 yield

@@ -50,6 +50,7 @@ from jobs.pricing import DEFAULT_TABLE, PriceTable
 from jobs.settings import Settings
 from jobs.webhook_secrets import tenant_secrets
 from jobs.webhooks import AttemptRecord, ClaimedDelivery, claim_due, finish_attempt, record_finished
+from workers import metrics
 from workers.deadline import Deadline
 from workers.fetch import Resolver, distinct_addresses, pinned_url
 from workers.sweeper import Chore
@@ -161,6 +162,7 @@ class WebhookSender:
     def deliver(self, claim: ClaimedDelivery) -> AttemptRecord:
         """One attempt of a claimed delivery, logged, and the delivery moved on."""
         attempt = self.attempt(claim)
+        metrics.WEBHOOK_ATTEMPTS.labels(metrics.webhook_outcome(attempt.status_code)).inc()
         now = self.clock()
         due = None
         if not attempt.delivered:

@@ -13,7 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from jobs.api import routes_health, routes_jobs, routes_schedules, routes_uploads, routes_webhooks
+from jobs.api import (
+    routes_health,
+    routes_jobs,
+    routes_metrics,
+    routes_schedules,
+    routes_uploads,
+    routes_webhooks,
+)
 from jobs.api.deps import Resources
 from jobs.api.docs import install_docs
 from jobs.api.limits import BodySizeLimit, PlainRequestTarget
@@ -103,12 +110,14 @@ def create_app(settings: Settings) -> FastAPI:
         ),
         source_allow=parse_allowlist(settings.allow_private_networks),
     )
+    app.state.metrics = routes_metrics.metrics_registry(app.state.resources)
     install_error_handlers(app)
     app.include_router(routes_jobs.router)
     app.include_router(routes_uploads.router)
     app.include_router(routes_schedules.router)
     app.include_router(routes_webhooks.router)
     app.include_router(routes_health.router)
+    app.include_router(routes_metrics.router)
     install_docs(app)
     app.add_middleware(
         BodySizeLimit,

@@ -20,7 +20,9 @@ from urllib.parse import urlsplit
 import click
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 
+import workers.metrics  # noqa: F401 - registers the worker metrics in REGISTRY
 from jobs.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +42,13 @@ EXPECTED_SERVICES = {
     "worker",
     "beat",
     "emulator",
+    "prometheus",
+    "grafana",
 }
+# Services behind a compose profile, and which (nothing else is left out of a plain `up`).
+PROFILED = {"emulator": ["emulator"], "prometheus": ["monitoring"], "grafana": ["monitoring"]}
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus.yml"
+GRAFANA_DIR = ROOT / "deploy" / "grafana"
 APP_SERVERS = ("api", "worker", "beat")
 ENV_PREFIX = "SPEECHBATCH_"
 # Variables that only configure the compose-managed containers themselves, never speechbatch.
@@ -202,16 +210,17 @@ def cli_problems(args: list[str]) -> list[str]:
 def test_compose_has_exactly_the_production_services(
     compose: dict[str, Any], services: dict[str, Any]
 ) -> None:
-    """Compose defines exactly the nine services of design §3, with no obsolete `version:` key."""
+    """Compose defines exactly the services of design §3 plus issue 13's monitoring pair, with
+    no obsolete `version:` key."""
     assert "version" not in compose
     assert set(services) == EXPECTED_SERVICES
 
 
-def test_only_the_emulator_is_behind_a_profile(services: dict[str, Any]) -> None:
-    """A plain `docker compose up` starts everything but the emulator, which has a profile."""
-    assert services["emulator"].get("profiles")
-    profiled = {name for name, svc in services.items() if svc.get("profiles")}
-    assert profiled == {"emulator"}
+def test_only_the_emulator_and_monitoring_are_behind_profiles(services: dict[str, Any]) -> None:
+    """A plain `docker compose up` starts everything but the emulator and the monitoring pair,
+    which have the `emulator` and `monitoring` profiles."""
+    profiled = {name: svc["profiles"] for name, svc in services.items() if svc.get("profiles")}
+    assert profiled == PROFILED
 
 
 def test_shared_app_block_is_a_yaml_anchor() -> None:
@@ -542,3 +551,78 @@ def test_dockerfile_copies_what_install_and_migrate_need() -> None:
         assert not any(fnmatch.fnmatch(source, pattern) for pattern in ignored), source
     # Secrets stay out of the build context, and so out of every image layer.
     assert ".env" in ignored
+
+
+# --- monitoring (issue 13) ----------------------------------------------------------------------
+
+
+def _scrape_targets() -> dict[str, list[tuple[str, int]]]:
+    """Scrape job name -> (host, port) of each static or DNS target in deploy/prometheus.yml."""
+    config: dict[str, Any] = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    targets: dict[str, list[tuple[str, int]]] = {}
+    for job in config["scrape_configs"]:
+        found = targets.setdefault(job["job_name"], [])
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                host, port = target.rsplit(":", 1)
+                found.append((host, int(port)))
+        for dns in job.get("dns_sd_configs", []):
+            found += [(name, int(dns["port"])) for name in dns["names"]]
+    return targets
+
+
+def test_prometheus_scrapes_the_real_services_on_their_metrics_ports(
+    services: dict[str, Any],
+) -> None:
+    """Each scrape target is a compose service on the port it serves metrics on: the api's
+    published HTTP port, and the worker/beat metrics ports compose sets for them."""
+    env = services["worker"]["environment"]
+    ports = {
+        "api": int(argv(services["api"]["command"])[-1]),
+        "worker": int(env["SPEECHBATCH_WORKER_METRICS_PORT"]),
+        "beat": int(env["SPEECHBATCH_BEAT_METRICS_PORT"]),
+    }
+    scraped = {target for found in _scrape_targets().values() for target in found}
+    assert scraped == set(ports.items())
+    assert all(host in services for host, _ in scraped)
+
+
+def test_monitoring_services_mount_the_deploy_files(services: dict[str, Any]) -> None:
+    """Prometheus mounts deploy/prometheus.yml as its config, and Grafana mounts provisioning
+    naming Prometheus as its data source and a dashboard provider for the mounted JSON."""
+    prom = [v.split(":")[0] for v in services["prometheus"]["volumes"]]
+    assert "./deploy/prometheus.yml" in prom
+    assert any(
+        "--config.file=/etc/prometheus/prometheus.yml" in a
+        for a in services["prometheus"]["command"]
+    )
+    mounts = dict(v.split(":")[:2] for v in services["grafana"]["volumes"])
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    dashboard_dir = str(Path(mounts["./deploy/grafana/speechbatch.json"]).parent)
+    source = yaml.safe_load((GRAFANA_DIR / "provisioning/datasources/prometheus.yml").read_text())
+    assert [d["url"] for d in source["datasources"]] == ["http://prometheus:9090"]
+    assert "prometheus" in services
+    provider = yaml.safe_load((GRAFANA_DIR / "provisioning/dashboards/speechbatch.yml").read_text())
+    assert [p["options"]["path"] for p in provider["providers"]] == [dashboard_dir]
+
+
+def test_grafana_dashboard_queries_metrics_the_code_exports() -> None:
+    """Every metric the dashboard queries is one that jobs.metrics or workers.metrics exports."""
+    exported = {
+        sample_name
+        for family in REGISTRY.collect()
+        for sample_name in (family.name, f"{family.name}_total", f"{family.name}_bucket")
+    }
+    exported |= {
+        "speechbatch_items",
+        "speechbatch_queue_depth",
+        "speechbatch_estimated_cost_usd",
+    }  # jobs.metrics.SystemCollector's gauges (read from a database at scrape time)
+    dashboard = json.loads((GRAFANA_DIR / "speechbatch.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bspeechbatch_[a-z_]+", target["expr"])
+    }
+    assert queried and queried <= exported, queried - exported

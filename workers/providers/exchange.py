@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from jobs.error_codes import ErrorCode
+from workers import metrics
 from workers.audio import DEFAULT_MAX_DECODE_SAMPLES
 from workers.deadline import Deadline
 from workers.interrupt import watching
@@ -127,6 +128,7 @@ def call(
         # ... and, on the workers' interruptible transport, reused keep-alive sockets too.
         with watching(deadline):
             response = client.send(request, stream=True)
+            metrics.first_byte()
             try:
                 body = _read(response, limit, provider, deadline, sink)
             finally:
