@@ -4,8 +4,10 @@ and every refusal in the error envelope (never a 500)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -98,7 +100,9 @@ def test_run_now_fires_a_job_and_records_the_run(api: Api) -> None:
     job_id = answer["job"]["id"]
     assert fired.headers["Location"] == f"/v1/jobs/{job_id}"
     assert answer["run"]["trigger"] == "manual" and answer["run"]["job_id"] == job_id
-    fire_date = answer["run"]["fire_time"][:10]
+    # {fire_date} is the date in the schedule's timezone (Berlin), not in UTC.
+    fired_at = datetime.fromisoformat(answer["run"]["fire_time"])
+    fire_date = fired_at.astimezone(ZoneInfo("Europe/Berlin")).date().isoformat()
     assert answer["job"]["output"]["prefix"] == f"nightly/{fire_date}"
     job = api.client.get(f"/v1/jobs/{job_id}", headers=api.auth()).json()
     assert job["counts"]["total"] == 1
