@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -32,9 +33,12 @@ from jobs import ledger_sql as sql
 from jobs.ledger_base import LedgerBase
 from jobs.records import AttemptRecord, ClaimedItem, ItemError, ItemResult, ProviderJob
 from jobs.status import ItemStatus, JobStatus, check_item_transition
+from storage.prepared import Prepared
 from storage.publisher import MAX_COUNTDOWN_S
 
 Q, R = ItemStatus.QUEUED, ItemStatus.RUNNING
+# The two moves every item makes, run without SQLAlchemy's per-execution work (PostgreSQL).
+_CLAIM_AT_ONCE, _SUCCEED_AT_ONCE = Prepared(sql.CLAIM_AT_ONCE), Prepared(sql.SUCCEED_AT_ONCE)
 
 
 class ItemLedger(LedgerBase):
@@ -51,7 +55,7 @@ class ItemLedger(LedgerBase):
         params["lease_until"] = now + timedelta(seconds=lease_s)
         if self.db.autocommit is not None:
             params |= sql.counter_params(now, queued=-1, running=1)
-            row = self._statement(lambda c: c.execute(sql.CLAIM_AT_ONCE, params).one_or_none())
+            row = self._prepared(_CLAIM_AT_ONCE, params)
             return None if row is None else ClaimedItem.from_rows(item_id, token, row, row)
 
         def move(c: Connection) -> ClaimedItem | None:
@@ -59,7 +63,9 @@ class ItemLedger(LedgerBase):
             if row is None:
                 return None
             job = sql.shift(c, row.job_id, now, queued=-1, running=1)
-            return ClaimedItem.from_rows(item_id, token, row, job)
+            ask = {"item_id": item_id, "content_hash": row.content_hash}
+            twin = row.content_hash is not None and c.execute(sql.HAS_TWIN, ask).scalar_one()
+            return replace(ClaimedItem.from_rows(item_id, token, row, job), twin=bool(twin))
 
         return self._transaction(move)
 
@@ -79,7 +85,7 @@ class ItemLedger(LedgerBase):
             params["attempt_log"] = [
                 {**a.row(), "started_at": a.started_at.isoformat()} for a in attempts
             ]
-            row = self._statement(lambda c: c.execute(sql.SUCCEED_AT_ONCE, params).one_or_none())
+            row = self._prepared(_SUCCEED_AT_ONCE, params)
             return None if row is None else JobStatus(row.status)
 
         def move(c: Connection) -> JobStatus | None:

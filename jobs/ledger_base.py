@@ -22,6 +22,7 @@ from jobs import repository as repo
 from jobs.clock import utc_now
 from jobs.outages import ride_out
 from storage.db import Database
+from storage.prepared import Prepared
 from storage.publisher import Publisher
 
 T = TypeVar("T")
@@ -68,6 +69,12 @@ class LedgerBase:
 
     def _transaction(self, work: Callable[[Connection], T]) -> T:
         return ride_out(lambda: _run(self.db.engine.begin(), work), **self._patience)
+
+    def _prepared(self, statement: Prepared, params: dict[str, Any]) -> Any:
+        """One autocommit statement's first row (or None), run on the driver connection."""
+        engine = self.db.autocommit
+        assert engine is not None  # callers check first: PostgreSQL only
+        return ride_out(lambda: statement.one_or_none(engine, params), **self._patience)
 
     def _statement(self, work: Callable[[Connection], T]) -> T:
         engine = self.db.autocommit

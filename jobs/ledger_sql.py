@@ -163,6 +163,32 @@ CLAIM = (
     )
 )
 _CLAIMED = CLAIM.cte("moved")
+_TWIN = ITEMS.alias("twin")
+
+
+# Whether another item shares the claimed line's hash: a succeeded copy with an output, or a
+# pending copy before it. Answered in the claim (a range of `ix_items_content_hash`), so the
+# worker skips reuse's own lookup for the lines that have no twin (`workers.reuse`).
+def _has_twin(content_hash: Any) -> Any:
+    return (
+        select(_TWIN.c.id)
+        .where(
+            _TWIN.c.content_hash == content_hash,
+            _TWIN.c.id != bindparam("item_id"),
+            or_(
+                and_(_TWIN.c.status == "succeeded", _TWIN.c.output_key.is_not(None)),
+                and_(
+                    or_(_TWIN.c.status == "queued", _TWIN.c.status == "running"),
+                    _TWIN.c.id < bindparam("item_id"),
+                ),
+            ),
+        )
+        .exists()
+    )
+
+
+_HAS_TWIN = _has_twin(_CLAIMED.c.content_hash)
+HAS_TWIN = select(_has_twin(bindparam("content_hash")))  # SQLite's claim asks it separately
 CLAIM_AT_ONCE = counter_update(_CLAIMED.c.job_id).returning(
     *(_CLAIMED.c[name] for name in ("job_id", "seq", "external_id", "text", "source")),
     _CLAIMED.c.item_voice,
@@ -170,6 +196,7 @@ CLAIM_AT_ONCE = counter_update(_CLAIMED.c.job_id).returning(
     _CLAIMED.c.provider_job,
     _CLAIMED.c.route,
     _CLAIMED.c.content_hash,
+    _HAS_TWIN.label("twin"),
 )
 
 # --- leaving running: only the claim holder's token matches -----------------------------

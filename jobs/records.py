@@ -62,6 +62,8 @@ class ClaimedItem:
     fallback: tuple[Route, ...] = ()  # the job's fallbacks, all of them
     content_hash: str | None = None  # a TTS line's hash on the job's own route (jobs.content_hash)
     capped: bool = False  # the job has a budget cap: check it before each provider call
+    # Whether another item shares `content_hash` (PostgreSQL's claim says; None: not asked).
+    twin: bool | None = None
 
     @property
     def can_fail_over(self) -> bool:
@@ -95,6 +97,7 @@ class ClaimedItem:
             fallback=fallback,
             content_hash=item.content_hash,
             capped=job.cap_characters is not None or job.cap_audio_seconds is not None,
+            twin=getattr(item, "twin", None),
         )
         if route == 0:
             return claimed

@@ -75,6 +75,8 @@ def reuse_or_wait(rt: Runtime, item: ClaimedItem) -> ItemResult | WaitForLeader 
     digest = route_hash(item)
     if digest is None:
         return None
+    if item.twin is False and digest == item.content_hash:
+        return None  # the claim found no other item with this line: nothing to copy or await
     engine = rt.ledger.db.autocommit or rt.ledger.db.engine
     with engine.connect() as c:
         candidates, leader = repo.reuse_lookup(c, digest, item.id, limit=CANDIDATES)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import itertools
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -249,7 +250,8 @@ def test_one_statement_claim_and_success_match_the_transactional_ones(pg_url: st
             ).all()
         snapshots.append(
             (
-                {k: v for k, v in vars(item).items() if k not in {"id", "job_id", "token"}},
+                # `twin` differs by design: the second job's line has the first's as a twin.
+                {k: v for k, v in vars(item).items() if k not in {"id", "job_id", "token", "twin"}},
                 (row.status, row.attempts, row.output_key, row.duration_s, row.characters),
                 (job.status, job.running, job.succeeded, job.usage_characters),
                 (job.usage_audio_seconds, job.started_at is not None),
@@ -277,3 +279,20 @@ def test_one_statement_claim_wins_once_and_a_lost_claim_writes_nothing(pg_url: s
     with ledger.db.sessions() as session:
         logged = session.scalar(select(func.count()).select_from(Attempt))
     assert (job.running, job.succeeded, logged) == (1, 0, 0)
+
+
+def test_both_claim_forms_say_whether_a_line_has_a_twin(pg_url: str) -> None:
+    """The one-statement and the transactional claim both report a twin for a line that a
+    succeeded item or an earlier pending item shares, and none for a line of its own."""
+    one_statement = migrated_ledger(pg_url)
+    db = one_statement.db
+    transactional = ItemLedger(Database(db.engine, db.sessions, None), one_statement.publisher)
+    for ledger in (transactional, one_statement):
+        tenant = f"twins-{uuid.uuid4().hex[:8]}"
+        tts_job(ledger, ["spoken before"], tenant=tenant)
+        first = claim(ledger, published(ledger).ids[-1])
+        assert first.twin is False
+        ledger.succeed(first, SMALL, [])
+        tts_job(ledger, ["spoken before", "only here", "said twice", "said twice"], tenant=tenant)
+        ids = published(ledger).ids[-4:]
+        assert [claim(ledger, i).twin for i in ids] == [True, False, False, True]
