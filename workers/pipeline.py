@@ -58,7 +58,7 @@ from workers.providers.errors import (
 )
 from workers.retry import call_with_retries, next_delay
 from workers.runtime import Runtime
-from workers.streamed import StoredAudio, StoredSpeech
+from workers.streamed import HeldAudio, StoredAudio, StoredSpeech
 from workers.throttle import ThrottleBusy
 from workers.transcript_files import transcript_files, write_all
 
@@ -296,7 +296,7 @@ def _speak(
     provider = rt.providers.get(item.provider)
     fmt, sample_rate = encoding
 
-    def attempt() -> Synthesis | StoredAudio:
+    def attempt() -> Synthesis | StoredAudio | HeldAudio:
         # A streaming transport writes into `sink` as the audio arrives; one that sends its
         # audio whole ignores it. Leaving the block without commit() leaves nothing at `key`.
         with StoredSpeech(
@@ -312,6 +312,10 @@ def _speak(
     answer = _with_retries(rt, item, attempts, attempt)
     if isinstance(answer, StoredAudio):
         return answer
+    if isinstance(answer, HeldAudio):  # a short stream, stored now its permit is released
+        held = answer
+        size = _stored(rt, lambda: rt.store.put_bytes(key, held.data, held.content_type))
+        return StoredAudio(size, held.content_type, held.duration_s)
     try:
         encoded = convert(answer.audio, fmt=fmt, sample_rate=sample_rate)
     except UnsupportedAudio as error:

@@ -9,10 +9,13 @@ key until `commit`; a stream that breaks off, or any check that fails, aborts th
 a truncated output is never stored and the retry starts clean.
 
 Most streamed lines are a few seconds long. Their PCM is kept as it comes, up to
-`BUFFERED_PCM_BYTES` (one upload part), and `commit` converts and puts it in one go: opening
+`BUFFERED_PCM_BYTES` (one upload part), and `commit` converts it in one go: opening
 libsndfile on a writer and feeding it chunk by chunk through Python callbacks cost a worker
-about 3 ms of CPU per line (bench/transports.py), more than the rest of the item. A stream
-that outgrows the buffer moves to the encoder and writer, starting with what it holds.
+about 3 ms of CPU per line (bench/transports.py), more than the rest of the item. Such a
+line's `commit` returns the encoded bytes (`HeldAudio`) for the caller to put once the
+provider's permit is released, as a plain HTTP answer is: a PUT inside the permit held the
+provider's slot for the PUT's time too. A stream that outgrows the buffer moves to the
+encoder and writer, starting with what it holds, and its `commit` completes the upload.
 """
 
 from __future__ import annotations
@@ -34,6 +37,15 @@ class StoredAudio:
     """What a committed stream left at its key."""
 
     size: int
+    content_type: str
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class HeldAudio:
+    """A short stream's audio, checked and encoded, not yet stored at its key."""
+
+    data: bytes
     content_type: str
     duration_s: float
 
@@ -88,8 +100,9 @@ class StoredSpeech:
             held, self._pcm = bytes(self._pcm), bytearray()
             self._encoder.write(held)
 
-    def commit(self, request_id: str | None = None) -> StoredAudio:
-        """Finish the encoding and make the object visible at the key (after the checks)."""
+    def commit(self, request_id: str | None = None) -> StoredAudio | HeldAudio:
+        """After the checks: the encoded audio of a stream that fit the buffer (for the caller
+        to put), or a longer stream's finished upload, visible at the key."""
         if self._check is None:
             # Nothing was streamed: the check's own "no audio" error.
             StreamedSpeech(text=self._text, rate=1, provider=self._provider).finish(request_id)
@@ -99,9 +112,8 @@ class StoredSpeech:
             wav = pcm16_to_wav(bytes(self._pcm), self._rate)
             self._pcm = bytearray()
             encoded = convert(wav, fmt=self._fmt, sample_rate=self._sample_rate)
-            size = self.store.put_bytes(self.key, encoded.data, encoded.content_type)
-            self._committed = True
-            return StoredAudio(size, encoded.content_type, encoded.duration_s)
+            self._committed = True  # nothing was written: there is nothing to abort
+            return HeldAudio(encoded.data, encoded.content_type, encoded.duration_s)
         duration = self._encoder.finish()
         size = self._writer.commit()
         self._committed = True
