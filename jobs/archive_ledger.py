@@ -22,7 +22,6 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, and_, insert, or_, select, update
-from sqlalchemy.orm import Session
 
 from jobs import ledger_sql as sql
 from jobs.error_codes import ErrorCode
@@ -350,13 +349,3 @@ def _item_row(
         "output_content_type": hit.output_content_type,
         "duration_s": hit.duration_s,
     }
-
-
-def mirror_root(session: Session, job_id: str) -> str | None:
-    """The archive URL of a mirror-layout job (its outputs mirror the paths below it)."""
-    row = session.execute(
-        select(EXPANSIONS.c.location)
-        .join(JOBS, JOBS.c.id == EXPANSIONS.c.job_id)
-        .where(EXPANSIONS.c.job_id == job_id, JOBS.c.output_layout == "mirror")
-    ).first()
-    return None if row is None else str(row.location)

@@ -9,6 +9,10 @@ The rule that keeps tenants apart (issue 12):
   `bucket[/prefix]` is S3); an entry with `tenant=` is for that tenant (by name) only;
 - a prefix that overlaps the service's own storage (`SPEECHBATCH_STORAGE_URL`: everyone's
   uploads, transcripts and manifests) is refused even when an entry covers it;
+- an output destination in another bucket (`output{url, layout: mirror}`) is written only
+  where an entry marked `write:` says tenants may write (`jobs.archive_outputs`), under the
+  same tenant and own-storage rules; a `write:` entry is never listed, a plain one never
+  written;
 - item sources are never user-supplied `s3://`/`file://` URLs (`jobs.validation` refuses
   them), so the listing made from a vetted prefix is the only way such a source appears.
 
@@ -108,6 +112,7 @@ class ArchiveEntry:
 
     location: Location
     tenant: str | None = None
+    write: bool = False  # `write:`: a place outputs may go to, not one that is listed
 
 
 def parse_archive_buckets(value: str) -> tuple[ArchiveEntry, ...]:
@@ -117,14 +122,18 @@ def parse_archive_buckets(value: str) -> tuple[ArchiveEntry, ...]:
         if not part:
             continue
         tenant, _, place = part.rpartition("=")
+        write = place.startswith("write:")
+        place = place.removeprefix("write:")
         if "://" not in place:
             place = f"s3://{place}"
         try:
-            entries.append(ArchiveEntry(parse_location(place, "entry"), tenant.strip() or None))
+            location = parse_location(place, "entry")
+            entries.append(ArchiveEntry(location, tenant.strip() or None, write))
         except ValueError as exc:
             raise ValueError(
                 f"SPEECHBATCH_ARCHIVE_BUCKETS entry {part!r} is not usable ({exc}); write "
-                "e.g. archive-bucket/calls, s3://archive, acme=s3://acme-calls or file:///srv/rec."
+                "e.g. archive-bucket/calls, s3://archive, acme=s3://acme-calls, file:///srv/rec or "
+                "write:s3://transcripts."
             ) from None
     return tuple(entries)
 
@@ -168,7 +177,7 @@ class ArchivePolicy:
         if location.scheme == "file" and self.any_local_dir:
             return
         for entry in self.entries:
-            if entry.tenant not in (None, tenant_name):
+            if entry.write or entry.tenant not in (None, tenant_name):
                 continue
             if entry.location.covers(location) or entry.location == location:
                 return
@@ -189,6 +198,7 @@ class ArchivePlan:
     max_bytes: int | None
     modified_since: datetime | None
     incremental: bool
+    destination: Location | None = None  # output.url (jobs.archive_outputs)
 
     def row(self, job_id: str, *, max_items: int, now: datetime) -> ArchiveExpansion:
         return ArchiveExpansion(
@@ -206,15 +216,6 @@ class ArchivePlan:
             listed=0,
             failures=0,
             updated_at=now,
-        )
-
-
-def check_layout(body: JobCreate) -> None:
-    """`output.layout: mirror` needs an archive source to mirror."""
-    if body.output.layout == "mirror" and body.source is None:
-        raise invalid(
-            ErrorCode.INVALID_ARCHIVE,
-            "output.layout 'mirror' mirrors an archive's folders; it needs a `source` prefix.",
         )
 
 

@@ -69,6 +69,8 @@ class ErrorCode(StrEnum):
     # --- archive sources (issue 12: `source{prefix, pattern, ...}`) ---
     INVALID_ARCHIVE = "invalid_archive"  # a malformed prefix, pattern or filter
     ARCHIVE_FORBIDDEN = "archive_forbidden"  # a prefix not in SPEECHBATCH_ARCHIVE_BUCKETS
+    OUTPUT_FORBIDDEN = "output_forbidden"  # an output.url not a write: archive entry
+    OUTPUT_UNAVAILABLE = "output_unavailable"  # an output.url bucket that does not exist
     ARCHIVE_UNAVAILABLE = "archive_unavailable"  # the prefix could not be listed (item error)
     UNREADABLE_KEY = "unreadable_key"  # an archive key no store can read safely (item error)
     # --- a provider call (an item's error; the CLI exits 1) ---

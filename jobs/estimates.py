@@ -7,20 +7,22 @@ audio seconds are known only where they can be read cheaply: an `upload://` sour
 header in our own store (WAV and FLAC state their length; `jobs.audio_header`), at most
 `MAX_HEADER_READS` distinct uploads per estimate. URL sources are never fetched (a dry run
 calls no one), and MP3/Ogg state no length: those count as unknown, and the answer says
-how many, with a note, instead of guessing.
+how many, with a note, instead of guessing. An archive source is listed, bounded
+(`jobs.archive_count`), and its audio seconds are extrapolated from a sample, labelled so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from jobs.archive_count import ArchiveCount
 from jobs.audio_header import HEADER_BYTES, header_seconds
 from jobs.content_hash import tts_content_hash
 from jobs.error_codes import ErrorCode
 from jobs.errors import invalid
 from jobs.models import Job
 from jobs.pricing import CURRENCY, PRICES_AS_OF, BudgetRefused, PriceTable, budget_caps
-from jobs.schemas import BudgetIn, Cost, DryRunOut, DryRunUsage
+from jobs.schemas import ArchiveCountOut, BudgetIn, Cost, DryRunOut, DryRunUsage
 from jobs.validation import UPLOAD_SOURCE, ItemRow, ValidJob
 from storage.keys import upload_key
 from storage.objects import ObjectNotFound, ObjectStore, StorageUnavailable
@@ -141,6 +143,16 @@ def estimate(
         known = seconds if unknown < len(sources) else None
         usage = DryRunUsage(characters=0, audio_seconds=known, unknown_durations=unknown)
         cost = prices.cost("stt", valid.provider, valid.model, 0, seconds)
+    return _answer(len(valid.items), usage, cost, budget, notes)
+
+
+def _answer(
+    items: int | None,
+    usage: DryRunUsage,
+    cost: float | None,
+    budget: BudgetIn | None,
+    notes: list[str],
+) -> DryRunOut:
     within = None
     if budget is not None:
         within = all(
@@ -156,7 +168,8 @@ def estimate(
         "not invoices."
     )
     return DryRunOut(
-        items=len(valid.items),
+        items=items,
+        items_at_least=items,
         usage=usage,
         cost=Cost(
             estimated=None if cost is None else round(cost, 6),
@@ -166,3 +179,73 @@ def estimate(
         within_budget=within,
         notes=notes,
     )
+
+
+def estimate_archive(
+    valid: ValidJob, budget: BudgetIn | None, count: ArchiveCount, *, prices: PriceTable
+) -> DryRunOut:
+    """The dry run's answer for an archive source from its bounded listing: the items
+    counted (a lower bound when the listing stopped early), the audio seconds extrapolated
+    from a sample's headers, and the cost of the items that would be transcribed."""
+    seconds = count.audio_seconds()
+    to_run = count.items - count.skipped - count.unreadable
+    cost = None if seconds is None else prices.cost("stt", valid.provider, valid.model, 0, seconds)
+    usage = DryRunUsage(
+        characters=0,
+        audio_seconds=None if seconds is None else round(seconds, 3),
+        unknown_durations=to_run if seconds is None else 0,
+    )
+    notes = [_count_note(count)]
+    if count.skipped or count.unreadable:
+        notes.append(
+            f"{count.skipped} objects were transcribed before with these settings and would "
+            f"be skipped, and {count.unreadable} have keys speechbatch does not read and would "
+            "fail; neither costs anything."
+        )
+    if seconds is None and to_run:
+        notes.append(
+            f"None of the {count.sampled} sampled headers states a duration (MP3/Ogg do not), "
+            "so audio_seconds and cost are unknown."
+        )
+    elif to_run:
+        notes.append(
+            f"audio_seconds is extrapolated, not measured: the headers of {count.sampled_known} "
+            f"objects sampled from the {to_run} to transcribe give seconds per byte, times "
+            f"their {count.bytes_to_transcribe} bytes."
+        )
+    answer = _answer(count.items if count.complete else None, usage, cost, budget, notes)
+    answer.items_at_least = count.items
+    answer.archive = ArchiveCountOut(
+        complete=count.complete,
+        stopped_by=count.stopped_by,
+        listed=count.listed,
+        items=count.items,
+        skipped=count.skipped,
+        unreadable=count.unreadable,
+        bytes=count.bytes,
+        bytes_to_transcribe=count.bytes_to_transcribe,
+        sampled_headers=count.sampled,
+        audio_seconds_basis="none" if seconds is None or not to_run else "extrapolated",
+    )
+    return answer
+
+
+def _count_note(count: ArchiveCount) -> str:
+    if count.stopped_by == "error":
+        return (
+            f"The archive could not be listed to the end ({count.error}); the job would retry "
+            f"its listing. Counted so far: at least {count.items} items."
+        )
+    if not count.complete:
+        budget = "time" if count.stopped_by == "time" else "object"
+        return (
+            f"The listing stopped at the dry run's {budget} budget after {count.listed} "
+            f"objects: at least {count.items} items (items_at_least; `items` is null). "
+            "Narrow the prefix or pattern for an exact count."
+        )
+    if count.stopped_by == "max_items":
+        return (
+            f"The job would stop listing at {count.items} items (SPEECHBATCH_ARCHIVE_MAX_ITEMS); "
+            "objects after them would not become items."
+        )
+    return f"The archive was listed: {count.listed} objects, {count.items} of them items."

@@ -75,6 +75,10 @@ class OutputSpec(Strict):
     # Archive jobs: `job` keeps outputs in the job's folder; `mirror` writes each transcript
     # at `{prefix}/{tenant}/{path below the source prefix}.json` (jobs.archives).
     layout: Literal["job", "mirror"] = "job"
+    # Archive jobs: mirror into another bucket, `s3://bucket/prefix/` (or `file:///dir/` in
+    # local mode), allowed by a `write:` SPEECHBATCH_ARCHIVE_BUCKETS entry
+    # (jobs.archive_outputs); the manifest stays under `prefix` in the service's storage.
+    url: Storable | None = Field(default=None, max_length=1100)
 
 
 class ArchiveSourceIn(Strict):
@@ -183,16 +187,36 @@ class DryRunUsage(BaseModel):
     unknown_durations: int = Field(0, description="STT sources whose duration is not known.")
 
 
+class ArchiveCountOut(BaseModel):
+    """An archive dry run's listing of `source.prefix` (jobs.archive_count)."""
+
+    complete: bool = Field(description="False: stopped early; the counts are lower bounds.")
+    stopped_by: Literal["time", "objects", "max_items", "error"] | None = None
+    listed: int = Field(description="Objects looked at.")
+    items: int = Field(description="Objects that pass the filters: the job's items.")
+    skipped: int = Field(description="Of them, transcribed before (incremental): no cost.")
+    unreadable: int = Field(description="Of them, keys speechbatch does not read: failed.")
+    bytes: int
+    bytes_to_transcribe: int
+    sampled_headers: int = Field(description="Headers read for the audio seconds estimate.")
+    audio_seconds_basis: Literal["extrapolated", "none"] = Field(
+        description="`extrapolated`: a sample's seconds per byte times bytes_to_transcribe."
+    )
+
+
 class DryRunOut(BaseModel):
     """`POST /v1/jobs?dry_run=true`: what the job would be, with nothing created or called."""
 
     dry_run: Literal[True] = True
     items: int | None = Field(
-        description="How many items the job would have; None for an archive source, whose "
-        "objects are counted when the job lists them."
+        description="How many items the job would have; None for an archive whose listing "
+        "stopped at the dry run's time or object budget (see `items_at_least`)."
     )
+    # At least this many items (an archive listing stopped early: `items` is None then).
+    items_at_least: int | None = None
     usage: DryRunUsage
     cost: Cost
+    archive: ArchiveCountOut | None = None
     within_budget: bool | None = Field(
         default=None, description="Whether the estimate fits `budget` (None: no budget)."
     )

@@ -12,7 +12,7 @@ import json
 import logging
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from sqlalchemy.exc import IntegrityError
@@ -20,8 +20,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from jobs import estimates
 from jobs import repository as repo
+from jobs.archive_count import CountLimits, count_plan
 from jobs.archive_ledger import first_task_lease
-from jobs.archives import NO_ARCHIVES, ArchivePlan, ArchivePolicy, check_layout, plan_archive
+from jobs.archive_outputs import (
+    OUTPUT_URL_OPTION,
+    check_layout,
+    plan_destination,
+    probe_destination,
+)
+from jobs.archives import NO_ARCHIVES, ArchivePlan, ArchivePolicy, plan_archive
 from jobs.clock import utc_now
 from jobs.error_codes import ErrorCode
 from jobs.errors import ApiError, conflict, not_found
@@ -38,6 +45,7 @@ from jobs.validation import ValidJob, validate_job
 from jobs.webhooks import check_webhook_url
 from storage.keys import upload_key
 from storage.objects import MiB, ObjectStore
+from storage.stores import BucketStores
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +75,13 @@ def submit_job(
     allow: Allowlist = (),
     prices: PriceTable = DEFAULT_TABLE,
     archives: ArchivePolicy = NO_ARCHIVES,
+    buckets: BucketStores | None = None,
 ) -> Submitted:
     """Validate, store the job and its items, then publish the item ids.
 
     `allow` lists the private networks source URLs may name (SPEECHBATCH_ALLOW_PRIVATE_NETWORKS);
-    `prices` turns a `budget.cost` into the caps workers enforce (SPEECHBATCH_PRICES).
+    `prices` turns a `budget.cost` into the caps workers enforce (SPEECHBATCH_PRICES);
+    `buckets`, when given, probes an `output.url` bucket (jobs.archive_outputs).
     """
     sessions = ledger.db.sessions
     digest = request_digest(body)
@@ -80,12 +90,15 @@ def submit_job(
         if existing is not None:
             return Submitted(existing, created=False)
     check_layout(body)
-    plan = _archive_plan(sessions, tenant_id, body, archives) if body.source else None
+    plan = _archive_plan(sessions, tenant_id, body, archives, buckets) if body.source else None
     valid = validate_job(body, max_items=max_items, allow=allow)
     job = _job_row(valid, tenant_id, idempotency_key, digest)
     job.output_layout = body.output.layout
     if plan is not None:  # listed into items by a worker (workers.expand), batch by batch
         job.expanding, job.status = True, JobStatus.EXPANDING
+        if plan.destination is not None:  # output.url (jobs.archive_outputs)
+            job.output_layout = "mirror"
+            job.options = {**job.options, OUTPUT_URL_OPTION: plan.destination.url}
     estimates.apply_budget(job, valid, body.budget, prices)
     if body.webhook_url is not None:
         job.webhook_url = check_webhook_url(body.webhook_url, allow)
@@ -132,14 +145,22 @@ def submit_job(
 
 
 def _archive_plan(
-    sessions: sessionmaker[Session], tenant_id: str, body: JobCreate, policy: ArchivePolicy
+    sessions: sessionmaker[Session],
+    tenant_id: str,
+    body: JobCreate,
+    policy: ArchivePolicy,
+    buckets: BucketStores | None,
 ) -> ArchivePlan:
     name = None
     if policy.names_tenants:  # entries for one tenant name it; ids are not in the settings
         with sessions() as session:
             tenant = session.get(Tenant, tenant_id)
             name = tenant.name if tenant is not None else None
-    return plan_archive(body, policy, name)
+    plan = plan_archive(body, policy, name)
+    destination = plan_destination(body, policy, name)
+    if buckets is not None:  # the API's stores: a missing destination bucket is said now
+        probe_destination(buckets, destination)
+    return replace(plan, destination=destination)
 
 
 def _start_expansion(ledger: ItemLedger, job_id: str) -> None:
@@ -160,28 +181,33 @@ def dry_run_job(
     allow: Allowlist = (),
     prices: PriceTable = DEFAULT_TABLE,
     archives: ArchivePolicy = NO_ARCHIVES,
+    buckets: BucketStores | None = None,
+    count_limits: CountLimits | None = None,
 ) -> DryRunOut:
     """What `submit_job` would accept, with its usage and cost estimate: the same checks
     (layout, archive source, catalog, items, budget, webhook URL), and nothing inserted,
-    published or called. An archive is not listed: its items are counted when it runs."""
+    published or called. An archive is listed to count its items, within `count_limits`
+    (`jobs.archive_count`), on `buckets` (default: stores sharing `store`'s client)."""
     check_layout(body)
-    if body.source:
-        _archive_plan(sessions, tenant_id, body, archives)
+    plan = _archive_plan(sessions, tenant_id, body, archives, buckets) if body.source else None
     valid = validate_job(body, max_items=max_items, allow=allow)
     estimates.apply_budget(Job(), valid, body.budget, prices)
     if body.webhook_url is not None:
         check_webhook_url(body.webhook_url, allow)
-    estimate = estimates.estimate(
-        valid, body.budget, tenant_id=tenant_id, store=store, prices=prices
-    )
-    if body.source:
-        estimate.items = None
-        estimate.notes.insert(
-            0,
-            "The archive's objects are listed into items when the job runs; a dry run does "
-            "not list them, so it cannot say how many there are or what they will cost.",
+    if plan is None:
+        return estimates.estimate(
+            valid, body.budget, tenant_id=tenant_id, store=store, prices=prices
         )
-    return estimate
+    limits = count_limits or CountLimits(max_items=archives.max_items)
+    own = buckets is None
+    stores = BucketStores(store) if buckets is None else buckets
+    try:
+        job = {"provider": valid.provider, "model": valid.model, "options": valid.options}
+        count = count_plan(sessions, stores, tenant_id, job, plan, limits)
+    finally:
+        if own:
+            stores.close()
+    return estimates.estimate_archive(valid, body.budget, count, prices=prices)
 
 
 def _replay(sessions: sessionmaker[Session], tenant_id: str, key: str, digest: str) -> Job | None:

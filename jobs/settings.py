@@ -119,9 +119,15 @@ class Settings(BaseSettings):
     prices: str = ""
     # Archive jobs (issue 12, jobs.archives): where tenants may list recordings, comma
     # separated `[tenant=]s3://bucket[/prefix]` or `[tenant=]file:///dir` (empty: nowhere;
-    # the service's own storage is always refused); and how many objects one job may take.
+    # the service's own storage is always refused); `[tenant=]write:s3://bucket[/prefix]`
+    # entries are where `output.url` may write instead (jobs.archive_outputs); and how many
+    # objects one job may take.
     archive_buckets: str = ""
     archive_max_items: int = Field(default=1_000_000, ge=1, le=10_000_000)
+    # An archive dry run lists the prefix to count its items, for at most this long or this
+    # many objects; then it answers with the count so far as a lower bound (jobs.archive_count).
+    archive_dry_run_seconds: float = Field(default=10.0, gt=0, le=120)
+    archive_dry_run_objects: int = Field(default=100_000, ge=1, le=10_000_000)
     # Schedules (issue 12): how many a tenant may have; how late beat may still fire a fire
     # time as on time (later ones count as missed and follow the schedule's catch_up).
     max_schedules_per_tenant: int = Field(default=1000, ge=1)
@@ -133,6 +139,9 @@ class Settings(BaseSettings):
     # process (0: none). `--metrics-port` on `worker` and `beat` wins over these.
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
     beat_metrics_port: int = Field(default=0, ge=0, le=65535)
+    # Celery task events (issue 13), for Flower and `celery events`: off by default, each
+    # task state is a broker write. `worker --events/--no-events` wins over it.
+    task_events: bool = False
 
     @field_validator("slng_region")
     @classmethod

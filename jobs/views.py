@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from jobs.archive_outputs import destination_of, public_options
 from jobs.manifest import output_files
 from jobs.models import Item, Job
 from jobs.pricing import DEFAULT_TABLE, PriceTable
@@ -80,11 +81,12 @@ def job_view(
         provider=job.provider,
         model=job.model,
         voice=job.voice,
-        options=job.options,
+        options=public_options(job.options),
         output=OutputSpec(
             prefix=job.output_prefix,
             stitched=job.stitched,
             layout="mirror" if job.output_layout == "mirror" else "job",
+            url=destination_of(job.options),
         ),
         fallback=[FallbackOut(**route) for route in job.fallback or []],
         webhook_url=job.webhook_url,

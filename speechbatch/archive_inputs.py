@@ -44,7 +44,9 @@ class ArchiveChoices:
             if getattr(self, name) is not None:
                 source[name] = getattr(self, name)
         body: dict[str, Any] = {"source": source}
-        if self.mirror_to is not None:
+        if self.mirror_to is not None and self.mirror_to.startswith(("s3://", "file://")):
+            body["output"] = {"url": self.mirror_to, "layout": "mirror"}  # another bucket
+        elif self.mirror_to is not None:
             body["output"] = {"prefix": self.mirror_to, "layout": "mirror"}
         return body
 
@@ -82,7 +84,9 @@ def archive_options(fn: F) -> F:
             click.option(
                 "--mirror-to",
                 default=None,
-                help="Write transcripts under this prefix mirroring the archive's folders.",
+                help="Write transcripts mirroring the archive's folders: under this prefix "
+                "of the service's storage, or at an s3://bucket/prefix/ URL the deployment "
+                "lets you write (a write: SPEECHBATCH_ARCHIVE_BUCKETS entry).",
             ),
         ]
     ):

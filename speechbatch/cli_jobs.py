@@ -172,12 +172,20 @@ def print_estimate(estimate: dict[str, Any], *, as_json: bool) -> None:
         print_json(estimate)
         return
     usage, cost = estimate["usage"], estimate["cost"]
-    items = estimate["items"]
-    parts = ["items unknown until the archive is listed" if items is None else f"{items} items"]
+    items, archive = estimate["items"], estimate.get("archive")
+    if items is None and estimate.get("items_at_least") is not None:
+        parts = [f"at least {estimate['items_at_least']:,} items (listing stopped early)"]
+    else:
+        parts = ["items unknown" if items is None else f"{items:,} items"]
+    if archive:  # an archive source, listed (jobs.archive_count)
+        parts.append(f"{archive['bytes']:,} bytes")
+        if archive["skipped"]:
+            parts.append(f"{archive['skipped']:,} skipped as transcribed before")
     if usage["characters"]:
         parts.append(f"{usage['characters']:,} characters")
     if usage["audio_seconds"] is not None:
-        parts.append(f"{usage['audio_seconds']:,.1f} s of audio")
+        about = "~" if archive and archive["audio_seconds_basis"] == "extrapolated" else ""
+        parts.append(f"{about}{usage['audio_seconds']:,.1f} s of audio")
     money = "unknown" if cost["estimated"] is None else f"{cost['estimated']:.4f}"
     parts.append(f"estimated cost {money} {cost['currency']}")
     if estimate.get("within_budget") is not None:

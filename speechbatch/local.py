@@ -20,6 +20,7 @@ from typing import Any
 
 from jobs import repository as repo
 from jobs import service
+from jobs.archive_count import CountLimits
 from jobs.archives import ArchivePolicy
 from jobs.errors import refused_upload
 from jobs.media import AudioRejected, check_audio
@@ -103,6 +104,12 @@ class LocalBackend:
             allow=parse_allowlist(self.settings.allow_private_networks),
             prices=self.settings.price_table(),
             archives=self.archives,
+            buckets=self.runtime.archives.buckets,
+            count_limits=CountLimits(
+                budget_s=self.settings.archive_dry_run_seconds,
+                max_objects=self.settings.archive_dry_run_objects,
+                max_items=self.settings.archive_max_items,
+            ),
         )
         return estimate.model_dump(mode="json")
 
@@ -186,7 +193,8 @@ class LocalBackend:
         return self._view(job_id)
 
     def fetch(self, url_or_key: str) -> Iterator[bytes]:
-        yield from self.store.iter_chunks(url_or_key)
+        # An `output.url` job's outputs are URLs of another bucket, not keys of this store.
+        yield from self.runtime.archives.outputs(self.store).iter_chunks(url_or_key)
 
     def close(self) -> None:
         if self.running:

@@ -48,6 +48,10 @@ _REFUSED_CODES = frozenset(
 _HEAD_CAUSES = {"404": "NoSuchBucket", "NotFound": "NoSuchBucket", "403": "AccessDenied"}
 
 
+class BucketMissing(StorageUnavailable):
+    """`check()` found no such bucket (not a refusal or an outage: it is not there)."""
+
+
 class _CountingReader:
     """A read-only view of a file object that counts the bytes handed out."""
 
@@ -251,7 +255,7 @@ class S3ObjectStore:
             code = exc.response.get("Error", {}).get("Code", "") or "?"
             cause = _HEAD_CAUSES.get(code, code if not code.isdigit() else f"HTTP {code}")
             if cause == "NoSuchBucket":
-                raise StorageUnavailable(f"bucket {bucket!r} does not exist ({cause})") from exc
+                raise BucketMissing(f"bucket {bucket!r} does not exist ({cause})") from exc
             raise StorageUnavailable(f"bucket {bucket!r} is not usable ({cause})") from exc
         except NoCredentialsError as exc:
             raise StorageUnavailable(

@@ -3,9 +3,11 @@
 An archive item's source is the URL of the object its job's listing found
 (`jobs.archives`); only a listing of a vetted prefix makes such an item, since item sources a
 client sends are refused unless they are uploads or http(s). `ArchiveStores` opens the store
-for a location once per process: S3 buckets share the configured store's boto3 client (same
-endpoint and credentials, as issue 12 asks), folders are read through a `LocalObjectStore`
-rooted at `/` (its key checks and symlink-resolving root check apply to every read).
+for a location once per process (`storage.stores.BucketStores`): S3 buckets share the
+configured store's boto3 client (same endpoint and credentials, as issue 12 asks), folders
+are read through a `LocalObjectStore` rooted at `/` (its key checks and symlink-resolving
+root check apply to every read). The same stores receive a mirror-layout job's outputs when
+it names `output.url` (`jobs.archive_outputs`).
 
 Reads stream in chunks and stop at SPEECHBATCH_MAX_SOURCE_BYTES, checked first against the
 object's size, exactly as uploads and URLs are capped.
@@ -17,23 +19,19 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs.archive_ledger import mirror_root
+from jobs.archive_outputs import OutputStores, destination_key
+from jobs.archive_reads import Mirror, mirror_of
 from jobs.archives import Location, mirror_key, parse_location, readable_key
 from jobs.error_codes import ErrorCode
 from jobs.media import AudioRejected, check_audio
 from jobs.records import ClaimedItem
-from storage.localfs import LocalObjectStore
 from storage.objects import ObjectNotFound, ObjectStore, StorageUnavailable
-from storage.s3 import S3ObjectStore, s3_client
+from storage.stores import BucketStores
 from workers.providers.base import AudioInput
 from workers.providers.errors import InvalidInput, UnsupportedAudio
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
 
 ARCHIVE_SCHEMES = ("s3://", "file:///")
 _KEPT_JOBS = 10_000  # mirror roots remembered per process (a job's never changes)
@@ -53,7 +51,8 @@ class ArchiveObject:
 
 
 class ArchiveStores:
-    """The stores archive locations are read from, opened on first use and kept.
+    """The stores archive locations are read from (and `output.url` destinations written
+    to), opened on first use and kept (`storage.stores.BucketStores`).
 
     `endpoint_url` is used only when the configured store is not S3 (local mode reading an
     S3 archive); otherwise its client is shared.
@@ -63,30 +62,19 @@ class ArchiveStores:
         self, configured: ObjectStore | None = None, endpoint_url: str | None = None
     ) -> None:
         self.configured, self.endpoint_url = configured, endpoint_url
-        self._stores: dict[str, ObjectStore] = {}
-        self._mirrors: dict[str, str | None] = {}
-        self._own_client: S3Client | None = None
+        self.buckets = BucketStores(configured, endpoint_url=endpoint_url)
+        self._mirrors: dict[str, Mirror | None] = {}
         self._lock = threading.Lock()
-
-    def _client(self) -> S3Client:
-        if isinstance(self.configured, S3ObjectStore):
-            return self.configured.client
-        if self._own_client is None:
-            self._own_client = s3_client(self.endpoint_url)
-        return self._own_client
 
     def store_for(self, location: Location) -> ObjectStore:
         """The store whose keys are `location`'s keys (a whole bucket, or `/`)."""
-        name = f"s3:{location.bucket}" if location.scheme == "s3" else "file"
-        with self._lock:
-            store = self._stores.get(name)
-            if store is None:
-                if location.scheme == "s3":
-                    store = S3ObjectStore(self._client(), location.bucket)
-                else:
-                    store = LocalObjectStore(Path("/"))
-                self._stores[name] = store
-            return store
+        if location.scheme == "s3":
+            return self.buckets.bucket(location.bucket)
+        return self.buckets.folders()
+
+    def outputs(self, base: ObjectStore) -> OutputStores:
+        """Where an item's output keys are: `base`, or the bucket an output URL names."""
+        return OutputStores(base, self.buckets)
 
     def lister(self, location: Location) -> ObjectStore:
         """The store to list `location` in; StorageUnavailable when a folder is missing."""
@@ -111,21 +99,20 @@ class ArchiveStores:
             )
         return ArchiveObject(self.store_for(location), location.prefix, location)
 
-    def mirror_root(self, job_id: str, sessions: sessionmaker[Session]) -> str | None:
-        """The archive URL a mirror-layout job's outputs are laid out below (None: the job
-        layout), read once per job and process."""
+    def mirror(self, job_id: str, sessions: sessionmaker[Session]) -> Mirror | None:
+        """How a mirror-layout job's outputs are laid out (None: the job layout), read
+        once per job and process."""
         if job_id not in self._mirrors:
             with sessions() as session:
-                root = mirror_root(session, job_id)
+                found = mirror_of(session, job_id)
             with self._lock:
                 if len(self._mirrors) >= _KEPT_JOBS:
                     self._mirrors.clear()
-                self._mirrors[job_id] = root
+                self._mirrors[job_id] = found
         return self._mirrors[job_id]
 
     def close(self) -> None:
-        if self._own_client is not None:
-            self._own_client.close()
+        self.buckets.close()
 
 
 def _missing(source: str) -> InvalidInput:
@@ -187,10 +174,30 @@ def archive_stem(
     stores: ArchiveStores, sessions: sessionmaker[Session], item: ClaimedItem
 ) -> str | None:
     """The mirror-layout key of an archive item's transcript JSON: its path below the
-    archive prefix, under the output prefix and tenant. None for a job-layout job, or when
-    that key would break our key rules (the item keeps the job layout then)."""
-    root = stores.mirror_root(item.job_id, sessions)
+    archive prefix, under the output prefix and tenant, or (`output.url`) the URL of that
+    path below the destination. None for a job-layout job, or when that key would break our
+    key rules (the item keeps the job layout then)."""
+    mirror = stores.mirror(item.job_id, sessions)
     source = item.source or ""
-    if root is None or not source.startswith(root):
+    if mirror is None or not source.startswith(mirror.root):
         return None
-    return mirror_key(item.output_prefix, item.tenant_id, source.removeprefix(root), "json")
+    relative = source.removeprefix(mirror.root)
+    if mirror.destination is not None:
+        return destination_key(mirror.destination, relative, "json")
+    return mirror_key(item.output_prefix, item.tenant_id, relative, "json")
+
+
+def remove_mirrored(
+    stores: ArchiveStores, sessions: sessionmaker[Session], base: ObjectStore, item: ClaimedItem
+) -> int:
+    """Delete a canceled mirror-layout item's files (its JSON and every rendering), which
+    are not below the job's folder; returns how many keys it deleted (0: not mirrored)."""
+    stem = archive_stem(stores, sessions, item)
+    if stem is None:
+        return 0
+    outputs, base_key = stores.outputs(base), stem.removesuffix(".json")
+    formats = [f for f in item.options.get("transcript_formats", []) if f != "json"]
+    keys = [stem, *(f"{base_key}.{fmt}" for fmt in formats)]
+    for key in keys:
+        outputs.delete(key)
+    return len(keys)

@@ -15,6 +15,7 @@ import logging
 from jobs.records import ClaimedItem
 from storage.keys import job_prefix
 from storage.objects import StorageUnavailable
+from workers.archive import remove_mirrored
 from workers.outcomes import Outcome, about, item_fields
 from workers.runtime import Runtime
 
@@ -46,6 +47,8 @@ def remove_if_canceled(rt: Runtime, item: ClaimedItem) -> int:
         keys = list(rt.store.list_keys(prefix))
         for key in keys:
             rt.store.delete(key)
+        # A mirror-layout item's files are beside its source's path, not in the job folder.
+        mirrored = remove_mirrored(rt.archives, rt.ledger.db.sessions, rt.store, item)
     except StorageUnavailable:
         log.warning(
             "could not remove the outputs of canceled item %s %s",
@@ -54,4 +57,4 @@ def remove_if_canceled(rt: Runtime, item: ClaimedItem) -> int:
             extra=item_fields(item),
         )
         return 0
-    return len(keys)
+    return len(keys) + mirrored

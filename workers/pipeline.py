@@ -516,11 +516,12 @@ def _transcribe(rt: Runtime, item: ClaimedItem, attempts: list[AttemptRecord]) -
     )
     if archived is not None:  # `output.layout: mirror` lays outputs out as the archive is
         stem = archive_stem(rt.archives, rt.ledger.db.sessions, item) or stem
+    out = rt.archives.outputs(rt.store)  # an `output.url` stem is a URL of another bucket
     # Checked and rendered before the first write; a failed write removes the others.
     files = transcript_files(transcript, stem, item.options.get("transcript_formats", []))
     size, *_ = write_all(
         files,
-        put=lambda f: _stored(rt, partial(rt.store.put_bytes, f.key, f.body, f.content_type)),
-        delete=rt.store.delete,
+        put=lambda f: _stored(rt, partial(out.put_bytes, f.key, f.body, f.content_type)),
+        delete=out.delete,
     )
     return ItemResult(stem, size, "application/json", transcript.duration_s, len(transcript.text))

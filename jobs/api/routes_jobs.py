@@ -18,6 +18,8 @@ from jobs import service
 from jobs.api.deps import Res, Resources, TenantId
 from jobs.api.docs import AUTH, BAD_CURSOR, BAD_QUERY, NO_JOB, TOO_LARGE, errors
 from jobs.api.json_body import JsonBodyRoute
+from jobs.api.output_stores import output_stores
+from jobs.archive_count import CountLimits
 from jobs.archives import archive_policy
 from jobs.error_codes import ErrorCode
 from jobs.errors import bad_cursor, invalid, not_found
@@ -83,20 +85,24 @@ def create_job(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
     dry_run: bool = False,
 ) -> JobOut | Response:
-    prices = res.settings.price_table()
+    prices, settings = res.settings.price_table(), res.settings
     if dry_run:  # validated as a submit is; the Idempotency-Key is neither used nor replayed
         estimate = service.dry_run_job(
             res.sessions,
             res.store,
             tenant_id,
             body,
-            max_items=res.settings.max_items_per_job,
+            max_items=settings.max_items_per_job,
             allow=res.source_allow,
             prices=prices,
             archives=archive_policy(
-                res.settings.archive_buckets,
-                res.settings.storage_url,
-                res.settings.archive_max_items,
+                settings.archive_buckets, settings.storage_url, settings.archive_max_items
+            ),
+            buckets=output_stores(res).others,
+            count_limits=CountLimits(
+                budget_s=settings.archive_dry_run_seconds,
+                max_objects=settings.archive_dry_run_objects,
+                max_items=settings.archive_max_items,
             ),
         )
         return Response(estimate.model_dump_json(), media_type="application/json")
@@ -111,6 +117,7 @@ def create_job(
         archives=archive_policy(
             res.settings.archive_buckets, res.settings.storage_url, res.settings.archive_max_items
         ),
+        buckets=output_stores(res).others,
     )
     response.headers["Location"] = f"/v1/jobs/{submitted.job.id}"
     if not submitted.created:
@@ -171,8 +178,10 @@ def get_job(job_id: str, res: Res, tenant_id: TenantId) -> Response:
 def url_maker(res: Resources, job: Job) -> UrlFor:
     """Presigned S3 URLs, or this API's own output route when the store cannot presign."""
 
+    outputs = output_stores(res)
+
     def url_for(key: str, item: Item) -> str | None:
-        url = res.store.presigned_url(key, res.settings.presign_seconds)
+        url = outputs.presigned_url(key, res.settings.presign_seconds)
         if url is None:
             fmt = key.rsplit(".", 1)[-1]
             url = f"/v1/jobs/{job.id}/items/{item.external_id}/output?format={fmt}"
@@ -280,8 +289,9 @@ def item_output(
             f"Item {item_id!r} has no {format} output; it was stored as {stored}. Ask for "
             "one of those, or submit the job again with the format you need.",
         )
+    outputs = output_stores(res)  # an `output.url` job's keys name their own bucket
     try:
-        size = res.store.size(key)
+        size = outputs.size(key)
         if size is None:
             raise ObjectNotFound(key)
     except ObjectNotFound:
@@ -291,7 +301,7 @@ def item_output(
     else:
         media = media_type_for(key.rsplit(".", 1)[-1])
     return StreamingResponse(
-        res.store.iter_chunks(key), media_type=media, headers={"Content-Length": str(size)}
+        outputs.iter_chunks(key), media_type=media, headers={"Content-Length": str(size)}
     )
 
 

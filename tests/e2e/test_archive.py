@@ -31,16 +31,26 @@ def archive_bucket(s3_client: Any) -> str:
 
 
 @pytest.fixture(scope="module")
+def output_bucket(s3_client: Any) -> str:
+    """A bucket the deployment may write transcripts to (`output.url`)."""
+    bucket = f"outs-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=bucket)
+    return bucket
+
+
+@pytest.fixture(scope="module")
 def archive_stack(
     redis_url: str,
     s3_endpoint_url: str,
     s3_client: Any,
     archive_bucket: str,
+    output_bucket: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    """The whole stack on SQLite, allowed to list `archive_bucket`."""
+    """The whole stack on SQLite, allowed to list `archive_bucket` and to write transcripts
+    below `output_bucket`'s `transcripts/`."""
     workdir = tmp_path_factory.mktemp("stack-archive")
-    env = {"SPEECHBATCH_ARCHIVE_BUCKETS": archive_bucket}
+    env = {"SPEECHBATCH_ARCHIVE_BUCKETS": f"{archive_bucket}, write:{output_bucket}/transcripts"}
     url = f"sqlite:///{workdir / 'speechbatch.db'}"
     with running_stack(url, redis_url, s3_endpoint_url, s3_client, workdir, env) as stack:
         yield stack
@@ -105,6 +115,45 @@ def test_cli_archive_job_transcribes_each_object_then_a_rerun_calls_no_provider(
     skipped = stack.items(rerun["id"])
     assert {i["skipped_from"] for i in skipped} == {job["id"]}
     assert {i["output"]["key"] for i in skipped} == {i["output"]["key"] for i in items}
+
+
+def test_cli_dry_run_counts_the_prefix_and_mirror_to_writes_another_bucket(
+    archive_stack: Stack, s3_client: Any, archive_bucket: str, output_bucket: str, tmp_path: Path
+) -> None:
+    """`--dry-run` on the prefix prints its exact item count; `--mirror-to s3://…` writes
+    each transcript to the other bucket at the archive's paths (by the real worker), `--out`
+    downloads them through their presigned URLs, and a bucket not allowed is refused."""
+    stack, clip = archive_stack, _clip(archive_stack)
+    for n in range(30):
+        s3_client.put_object(Bucket=archive_bucket, Key=f"mirror/{n % 2}/m{n:02d}.wav", Body=clip)
+    s3_client.put_object(Bucket=archive_bucket, Key="mirror/x.txt", Body=b"notes")
+    env = {"SPEECHBATCH_API_URL": stack.api_url, "SPEECHBATCH_API_KEY": stack.api_key}
+    prefix = f"s3://{archive_bucket}/mirror/"
+    dry = stack.run_cli("stt", prefix, "--provider", "deepgram", "--dry-run", extra_env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "Dry run: 30 items" in dry.stdout
+    argv = ["stt", prefix, "--provider", "deepgram", "--formats", "srt", "--mirror-to"]
+    refused = stack.run_cli(*argv, f"s3://{archive_bucket}/out/", extra_env=env)
+    assert refused.returncode == 2 and "SPEECHBATCH_ARCHIVE_BUCKETS" in refused.stderr
+    target = f"s3://{output_bucket}/transcripts/2026/"
+    done = stack.run_cli(*argv, target, "--out", str(tmp_path / "out"), "--json", extra_env=env)
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)
+    assert (job["status"], job["output"]["url"]) == ("succeeded", target)
+    listed = s3_client.list_objects_v2(Bucket=output_bucket, Prefix="transcripts/2026/")
+    assert {o["Key"] for o in listed.get("Contents", [])} == {
+        f"transcripts/2026/{n % 2}/m{n:02d}.wav.{ext}" for n in range(30) for ext in ("json", "srt")
+    }
+    assert len(list((tmp_path / "out").glob("*.srt"))) == 30
+
+
+def _clip(stack: Stack) -> bytes:
+    with httpx.Client(base_url=stack.emulator_url, timeout=30.0) as emulator:
+        return emulator.post(
+            "/deepgram/v1/speak?model=aura-2-thalia-en&encoding=linear16&container=wav",
+            headers={"Authorization": f"Token {stack.env['DEEPGRAM_API_KEY']}"},
+            json={"text": "one two"},
+        ).content
 
 
 def test_local_mode_stt_on_a_folder_recurses_for_audio_and_a_rerun_skips_it(

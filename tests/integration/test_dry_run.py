@@ -174,24 +174,66 @@ def test_odd_dry_run_values_are_refused_with_the_envelope(api: Api) -> None:
     assert rows(api) == (0, 0)
 
 
-def test_an_archive_dry_run_says_its_item_count_is_unknown(
+def test_an_archive_dry_run_lists_a_folder_and_extrapolates_seconds_from_headers(
     database_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    """An archive source is checked but not listed: the estimate's item count is null (not a
-    misleading 0), the note says why, and nothing is created."""
+    """An archive source is listed: two WAVs (1 s and 3 s) and a text file make 2 items of
+    their bytes; audio seconds are extrapolated from the sampled headers (4 s at 0.6 USD a
+    minute: 0.04) and labelled so; nothing is created."""
     archive = tmp_path / "archive"
-    archive.mkdir()
+    (archive / "sub").mkdir(parents=True)
     (archive / "a.wav").write_bytes(_wav(1.0))
+    (archive / "sub" / "b.wav").write_bytes(_wav(3.0))
+    (archive / "notes.txt").write_text("not audio")
     settings = {
         "storage_url": f"file://{tmp_path / 'objects'}",
         "archive_buckets": f"file://{archive}",
+        "prices": PRICES,
     }
     with running_api(database_url, redis_url, **settings) as api:
         body = {"kind": "stt", "provider": "openai", "source": {"prefix": f"file://{archive}/"}}
         answer = dry_run(api, body)
         assert answer.status_code == 200, answer.text
         estimate = answer.json()
-        assert estimate["items"] is None
-        assert estimate["cost"]["estimated"] in (None, 0)
-        assert any("not list" in note for note in estimate["notes"])
+        assert (estimate["items"], estimate["items_at_least"]) == (2, 2)
+        listing = estimate["archive"]
+        assert (listing["complete"], listing["listed"], listing["items"]) == (True, 3, 2)
+        assert listing["bytes"] == len(_wav(1.0)) + len(_wav(3.0))
+        assert listing["audio_seconds_basis"] == "extrapolated"
+        assert estimate["usage"]["audio_seconds"] == pytest.approx(4.0, rel=1e-3)
+        assert estimate["cost"]["estimated"] == pytest.approx(0.04, rel=1e-3)
+        assert any("extrapolated" in note for note in estimate["notes"])
         assert rows(api) == (0, 0)
+
+
+def test_the_cli_dry_run_of_a_folder_prints_its_count_in_local_mode(tmp_path: Path) -> None:
+    """`speechbatch stt FOLDER --dry-run` in local mode lists the folder (recursively, with
+    --pattern) and prints the item count and bytes; no job is created."""
+    folder = tmp_path / "recordings"
+    (folder / "day1").mkdir(parents=True)
+    for n in range(5):
+        (folder / "day1" / f"c{n}.wav").write_bytes(_wav(0.1))
+    (folder / "skip.flac").write_bytes(b"fLaC")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPEECHBATCH_")}
+    env["SPEECHBATCH_HOME"] = str(tmp_path / "home")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CLI, *args],
+            cwd=tmp_path,
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+
+    done = cli("stt", str(folder), "--pattern", "*.wav", "--dry-run", "--json")
+    assert done.returncode == 0, done.stderr
+    estimate = json.loads(done.stdout)
+    assert (estimate["items"], estimate["archive"]["listed"]) == (5, 6)
+    plain = cli("stt", str(folder), "--pattern", "*.wav", "--dry-run")
+    assert plain.returncode == 0, plain.stderr
+    assert f"Dry run: 5 items, {5 * len(_wav(0.1)):,} bytes" in plain.stdout
+    listed = cli("jobs", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
