@@ -17,8 +17,8 @@ install: $(STAMP)
 system-deps:          ## espeak-ng for the offline `local` engine
 	scripts/system-deps.sh espeak-ng
 
-test-deps: install    ## everything the suite needs; services start inside the tests
-	scripts/system-deps.sh espeak-ng redis-server postgresql
+test-deps: install    ## everything the suite needs (chromium: the dashboard's browser tests); services start inside the tests
+	scripts/system-deps.sh espeak-ng redis-server postgresql chromium
 
 demo: install system-deps
 	$(BIN)/python examples/demo.py

@@ -10,8 +10,10 @@ the broker's list lengths (`Publisher.depth`).
 
 Labels come from closed vocabularies (status, kind) or from the catalog's provider names
 (validated at submit), so the series count stays bounded whatever the tenants do. Usage a
-fallback route served is credited to the job's own provider here: splitting it would read
-items (`jobs.usage` does it per job, for one job at a time).
+fallback route served is credited to that route's provider, as `jobs.usage` does for one job:
+one grouped read of the succeeded items with `route > 0` (the partial index
+`ix_items_job_rerouted` holds only those, so it costs nothing while nothing failed over), and
+the job rows they belong to for their fallback lists; the job's own provider keeps the rest.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs.models import Job
+from jobs.models import Item, Job
 from jobs.models_schedules import Schedule
 from jobs.models_webhooks import WebhookDelivery
 from jobs.pricing import CURRENCY, PriceTable
+from jobs.records import fallback_routes
 from jobs.status import ItemStatus
 from storage.publisher import Publisher
 
@@ -108,22 +111,20 @@ class SystemCollector(Collector):
         return gauge
 
     def _usage(self, session: Session) -> Iterator[GaugeMetricFamily]:
-        rows = session.execute(
-            select(
-                Job.kind,
-                Job.provider,
-                Job.model,
-                func.coalesce(func.sum(Job.usage_characters), 0),
-                func.coalesce(func.sum(Job.usage_audio_seconds), 0.0),
-            ).group_by(Job.kind, Job.provider, Job.model)
-        ).all()
+        rows = self._own_usage(session)
+        rows.extend(_rerouted_usage(session))
+        routes: dict[tuple[str, str, str], tuple[int, float]] = {}
+        for kind, provider, model, characters, seconds in rows:
+            had = routes.get((kind, provider, model), (0, 0.0))
+            routes[(kind, provider, model)] = (had[0] + characters, had[1] + seconds)
         chars: dict[str, float] = {}
         audio: dict[str, float] = {}
         cost: dict[str, float] = {}
-        for kind, provider, model, characters, seconds in rows:
-            chars[provider] = chars.get(provider, 0.0) + float(characters)
-            audio[provider] = audio.get(provider, 0.0) + float(seconds)
-            price = self.prices.cost(str(kind), provider, model, int(characters), float(seconds))
+        for (kind, provider, model), (signed_chars, signed_s) in routes.items():
+            characters, seconds = max(signed_chars, 0), max(signed_s, 0.0)
+            chars[provider] = chars.get(provider, 0.0) + characters
+            audio[provider] = audio.get(provider, 0.0) + seconds
+            price = self.prices.cost(kind, provider, model, characters, seconds)
             cost[provider] = cost.get(provider, 0.0) + (price or 0.0)
         for name, doc, values in (
             ("speechbatch_usage_characters", "Characters spoken, by provider.", chars),
@@ -139,6 +140,19 @@ class SystemCollector(Collector):
                 gauge.add_metric([provider], value)
             yield gauge
 
+    def _own_usage(self, session: Session) -> list[tuple[str, str, str, int, float]]:
+        """Usage totals per (kind, provider, model) of the jobs' own routes."""
+        rows = session.execute(
+            select(
+                Job.kind,
+                Job.provider,
+                Job.model,
+                func.coalesce(func.sum(Job.usage_characters), 0),
+                func.coalesce(func.sum(Job.usage_audio_seconds), 0.0),
+            ).group_by(Job.kind, Job.provider, Job.model)
+        ).all()
+        return [(str(k), p, m, int(c), float(a)) for k, p, m, c, a in rows]
+
     def _queue_depth(self) -> GaugeMetricFamily:
         gauge = GaugeMetricFamily(
             "speechbatch_queue_depth", "Messages waiting in the broker's item queue."
@@ -149,3 +163,45 @@ class SystemCollector(Collector):
             log.warning("queue depth unavailable: %s", type(exc).__name__)
             gauge.add_metric([], float("nan"))
         return gauge
+
+
+def _rerouted_usage(session: Session) -> list[tuple[str, str, str, int, float]]:
+    """(kind, provider, model, characters, audio seconds) moved from jobs' own routes to their
+    fallbacks: each rerouted share once with the fallback and once, negated, with the job's
+    own route. Reads only succeeded rerouted items that called a provider."""
+    parts = session.execute(
+        select(
+            Item.job_id,
+            Item.route,
+            func.coalesce(func.sum(Item.characters), 0),
+            func.coalesce(func.sum(Item.duration_s), 0.0),
+        )
+        .where(
+            Item.route > 0,
+            Item.status == ItemStatus.SUCCEEDED.value,
+            Item.reused_from.is_(None),
+        )
+        .group_by(Item.job_id, Item.route)
+    ).all()
+    if not parts:
+        return []
+    job_ids = sorted({job_id for job_id, *_ in parts})
+    jobs = {
+        job_id: (str(kind), provider, model, fallback_routes(fallback))
+        for job_id, kind, provider, model, fallback in session.execute(
+            select(Job.id, Job.kind, Job.provider, Job.model, Job.fallback).where(
+                Job.id.in_(job_ids)
+            )
+        )
+    }
+    moved: list[tuple[str, str, str, int, float]] = []
+    for job_id, route, used_chars, used_s in parts:
+        found = jobs.get(job_id)
+        if found is None or not 0 < int(route) <= len(found[3]):
+            continue
+        kind, provider, model, routes = found
+        to = routes[int(route) - 1]
+        characters, seconds = int(used_chars or 0), float(used_s or 0.0)
+        moved.append((kind, to.provider, to.model, characters, seconds))
+        moved.append((kind, provider, model, -characters, -seconds))
+    return moved

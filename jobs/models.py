@@ -194,6 +194,8 @@ REROUTED = "route > 0"
 
 # The rows `ix_items_archive_digest` covers (archive items only).
 ARCHIVED = "archive_digest IS NOT NULL"
+# The rows `ix_items_job_error_seq` covers (items with an error code).
+ERRORED = "error_code IS NOT NULL"
 
 
 class Item(Base):
@@ -237,6 +239,15 @@ class Item(Base):
             "route",
             postgresql_where=sql_text(REROUTED),
             sqlite_where=sql_text(REROUTED),
+        ),
+        # The dashboard's item table filtered by error code, paged by seq (migration 0010).
+        Index(
+            "ix_items_job_error_seq",
+            "job_id",
+            "error_code",
+            "seq",
+            postgresql_where=sql_text(ERRORED),
+            sqlite_where=sql_text(ERRORED),
         ),
     )
 

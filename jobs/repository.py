@@ -164,6 +164,26 @@ def list_items(
     return list(session.scalars(query.order_by(Item.seq).limit(limit)))
 
 
+def list_items_filtered(
+    session: Session,
+    job_id: str,
+    *,
+    status: str | None,
+    error_code: str | None,
+    limit: int,
+    after_seq: int,
+) -> list[Item]:
+    """One keyset page of a job's items by seq, filtered by status and/or error code (the
+    dashboard's item table). Each filter has an index ending in seq: `ix_items_job_status_seq`
+    and `ix_items_job_error_seq`, so a page of a 100k-item job reads `limit` rows."""
+    query = select(Item).where(Item.job_id == job_id, Item.seq > after_seq)
+    if status:
+        query = query.where(Item.status == status)
+    if error_code:
+        query = query.where(Item.error_code == error_code)
+    return list(session.scalars(query.order_by(Item.seq).limit(limit)))
+
+
 def iter_items(session: Session, job_id: str, *, batch: int = 1000) -> Iterator[Item]:
     """Every item of a job in order, fetched page by page (manifests of 100k items)."""
     after = 0

@@ -19,6 +19,7 @@ from jobs.settings import Settings, get_settings
 from speechbatch import processes
 from speechbatch.cli_jobs import register_job_commands
 from speechbatch.cli_schedules import register_schedule_commands
+from speechbatch.cli_top import top
 from speechbatch.cli_view import register_view_commands
 from speechbatch.client import describe_mode
 from speechbatch.failures import CliFailure, explain
@@ -93,9 +94,9 @@ def api(host: str, port: int) -> None:
 )
 @click.option(
     "--events/--no-events",
-    default=False,
-    show_default=True,
-    help="Send Celery task events (Celery's -E), for Flower and `celery events`.",
+    default=None,
+    help="Send Celery task events (Celery's -E), for Flower and `celery events`  "
+    "[default: SPEECHBATCH_TASK_EVENTS, off]",
 )
 @click.option(
     "--beat",
@@ -121,7 +122,7 @@ def api(host: str, port: int) -> None:
 def worker(
     concurrency: int | None,
     name: str,
-    events: bool,
+    events: bool | None,
     with_beat: bool,
     beat_interval: float,
     metrics_port: int | None,
@@ -134,7 +135,7 @@ def worker(
         settings,
         threads=threads,
         name=name,
-        events=events,
+        events=settings.task_events if events is None else events,
         beat_interval_s=beat_interval if with_beat else 0.0,
         metrics_port=settings.worker_metrics_port if metrics_port is None else metrics_port,
     )
@@ -289,4 +290,5 @@ def keys_create(tenant: str) -> None:
 
 register_job_commands(main)
 register_view_commands(main)
+main.add_command(top)
 register_schedule_commands(main)

@@ -103,7 +103,7 @@ def run_worker(
     thread of this process, stopped when the worker starts shutting down."""
     logging_setup(settings.log_format)
     setup_logging.connect(_leave_logging_alone, weak=False)
-    app = create_worker_app(settings, threads=threads)
+    app = create_worker_app(settings, threads=threads, events=events)
     serve_metrics(metrics_port)
     logging.getLogger(__name__).info(
         "worker %s: %d threads, task events %s, beat %s", name, threads,

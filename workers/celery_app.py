@@ -44,8 +44,12 @@ from workers.self_check import install_self_check
 QUIET_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "httpx")
 
 
-def create_worker_app(settings: Settings, *, threads: int) -> Celery:
-    """A worker app whose process-wide Runtime is built on first use and closed on shutdown."""
+def create_worker_app(settings: Settings, *, threads: int, events: bool | None = None) -> Celery:
+    """A worker app whose process-wide Runtime is built on first use and closed on shutdown.
+
+    `events` (default: SPEECHBATCH_TASK_EVENTS) turns on Celery's task events, also for
+    `celery -A workers.celery_app worker`, which does not get `worker_argv`'s `-E`.
+    """
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     if not settings.broker_url:
@@ -53,6 +57,9 @@ def create_worker_app(settings: Settings, *, threads: int) -> Celery:
     app = Celery("speechbatch")
     app.conf.update(celery_config(settings.broker_url))
     app.conf.worker_direct = True  # the canary's route to this one worker
+    events = settings.task_events if events is None else events
+    app.conf.worker_send_task_events = events
+    app.conf.task_send_sent_event = events  # tasks sent through this app (the canary's)
     lock = threading.Lock()
     holder: list[Runtime] = []
 
@@ -104,8 +111,10 @@ def worker_argv(
     `name` is the Celery node name (`%h` = this host); it must be unique per worker, since the
     canary reaches a worker through the queue named after it. `events` sends task events
     (`-E`, for Flower and `celery events`); each costs a broker write per task state, so
-    they are off unless asked for. Without `banner` Celery prints no start-up banner (it is
-    not a log record, so it would break one-JSON-object-per-line logs).
+    they are off unless asked for, and with them the worker sends Celery's heartbeat events
+    too (Flower counts a worker without them as offline after a few seconds). Without
+    `banner` Celery prints no start-up banner (it is not a log record, so it would break
+    one-JSON-object-per-line logs).
     """
     return [
         *([] if banner else ["--quiet"]),
@@ -116,8 +125,7 @@ def worker_argv(
         "--loglevel=INFO",
         "--without-gossip",
         "--without-mingle",
-        "--without-heartbeat",
-        *(["-E"] if events else []),
+        *(["-E"] if events else ["--without-heartbeat"]),
     ]
 
 

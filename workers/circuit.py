@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import redis
 
+from storage.provider_keys import circuit_key, circuit_probe_key
 from workers import metrics
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ class RedisCircuit:
             raise CircuitOpen(credential[0], self.open_s)
         with self._lock:
             self._probing.add(credential)
-        metrics.CIRCUIT_STATE.labels(metrics.provider_label(credential[0])).set(2)
+        metrics.circuit_state(*credential, 2)
 
     def succeeded(self, credential: tuple[str, str]) -> None:
         with self._lock:
@@ -179,15 +180,15 @@ class RedisCircuit:
 
     def _remember(self, credential: tuple[str, str], until: float) -> _View:
         view = _View(self.monotonic(), until)
-        metrics.CIRCUIT_STATE.labels(metrics.provider_label(credential[0])).set(1 if until else 0)
+        metrics.circuit_state(*credential, 1 if until else 0)
         with self._lock:
             self._views[credential] = view
         return view
 
 
 def _key(credential: tuple[str, str]) -> str:
-    return f"speechbatch:circuit:{credential[0]}:{credential[1]}"
+    return circuit_key(*credential)
 
 
 def _probe(credential: tuple[str, str]) -> str:
-    return _key(credential) + ":probe"
+    return circuit_probe_key(*credential)

@@ -8,18 +8,29 @@ take a port each; no multiprocess directory is needed because no process forks w
 share a registry (the pool is threads).
 
 The hooks are one line at the point where the fact is known (outcomes, retry, throttle,
-circuit, sweeper, scheduler, webhook sender, the provider exchange), each an increment or an
-observation of ~1 us, so the hot path stays as it was. Label values are bounded: providers
-and models from the catalog (anything else is `other`), transports from their vocabulary,
-outcomes from `workers.outcomes.Outcome`; never a job id, item id, key, URL or tenant name.
+circuit, sweeper, scheduler, webhook sender, the provider exchange, the WebSocket session),
+each an increment or an observation of ~1 us, so the hot path stays as it was. Label values
+are bounded: providers and models from the catalog (anything else is `other`), transports
+from their vocabulary, outcomes from `workers.outcomes.Outcome`, credentials by fingerprint
+(`storage.provider_keys`, 16 hex digits of the key's SHA-256) and at most
+`CREDENTIALS_PER_NAME` of them per provider (a process only sees its configured keys, one per
+provider, or its host name for the local engines); never a job id, item id, key, URL or tenant.
+
+One provider attempt is tracked per thread (`timed_call`): its first answer observes the
+time to first byte (`first_byte`, from the HTTP exchange or the WebSocket session), the
+adapter's choice of transport labels it beside the requested one (`transport_chosen`), and
+the credential of the permit it ran under labels its 429s (`permit_granted`), because the
+retry loop that counts them sees the error after the permit's block has ended.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -27,7 +38,10 @@ from prometheus_client import Counter, Gauge, Histogram
 from jobs.catalog import PROVIDERS
 
 OTHER = "other"
+NONE = "none"  # no credential: a call outside the shared throttle (local mode, tests)
 TRANSPORTS = frozenset({"auto", "http", "stream", "websocket"})
+CREDENTIALS_PER_NAME = 4
+_FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
 # Throttle and circuit names: a provider, or `provider-kind` when a kind has its own limits.
 _LIMIT_NAMES = frozenset(
     {*PROVIDERS, *(f"{p}-{kind}" for p, spec in PROVIDERS.items() for kind in spec.kind_limits)}
@@ -40,20 +54,25 @@ ITEMS_FINISHED = Counter(
     "Item deliveries that ended, by provider and outcome (workers.outcomes.Outcome).",
     ["provider", "outcome"],
 )
+# `transport` is the one the call used (`auto` when the adapter did not say), `requested`
+# the job's options.transport (`auto` when none).
 CALL_SECONDS = Histogram(
     "speechbatch_provider_call_seconds",
     "One provider attempt, from its permit to its answer.",
-    ["provider", "model", "transport"],
+    ["provider", "model", "transport", "requested"],
     buckets=_LATENCY_BUCKETS,
 )
 FIRST_BYTE_SECONDS = Histogram(
     "speechbatch_provider_first_byte_seconds",
-    "From a provider attempt's start to the first HTTP answer's headers (HTTP and SSE).",
-    ["provider", "model", "transport"],
+    "From a provider attempt's start to its first answer: an HTTP or SSE answer's headers, "
+    "a WebSocket session's first message.",
+    ["provider", "model", "transport", "requested"],
     buckets=_LATENCY_BUCKETS,
 )
 RATE_LIMITED = Counter(
-    "speechbatch_provider_rate_limited", "Provider answers 429, by provider.", ["provider"]
+    "speechbatch_provider_rate_limited",
+    "Provider answers 429, by provider and credential.",
+    ["provider", "credential"],
 )
 RETRIES = Counter(
     "speechbatch_provider_retries", "In-call retries after a transient error.", ["provider"]
@@ -61,17 +80,17 @@ RETRIES = Counter(
 THROTTLE_WAIT_SECONDS = Histogram(
     "speechbatch_throttle_wait_seconds",
     "Seconds a call waited for a permit of the shared throttle (granted permits).",
-    ["provider"],
+    ["provider", "credential"],
     buckets=_WAIT_BUCKETS,
 )
 THROTTLE_BUSY = Counter(
     "speechbatch_throttle_busy", "Calls that got no permit in time (item handed back).",
-    ["provider"],
+    ["provider", "credential"],
 )  # fmt: skip
 CIRCUIT_STATE = Gauge(
     "speechbatch_circuit_state",
-    "The provider's circuit as this process last saw it: 0 closed, 1 open, 2 half-open probe.",
-    ["provider"],
+    "A credential's circuit as this process last saw it: 0 closed, 1 open, 2 half-open probe.",
+    ["provider", "credential"],
 )
 SWEEPER_EXPIRED = Counter("speechbatch_sweeper_expired_leases", "Leases the sweeper expired.")
 SWEEPER_PUBLISHED = Counter("speechbatch_sweeper_published", "Items the sweeper re-published.")
@@ -98,6 +117,26 @@ def model_label(provider: str, model: str | None) -> str:
     return model if model in spec.tts_models or model in spec.stt_models else OTHER
 
 
+_credentials: dict[str, frozenset[str]] = {}
+_credentials_lock = threading.Lock()
+
+
+def credential_label(name: str, fingerprint: str | None) -> str:
+    """`fingerprint` for the first `CREDENTIALS_PER_NAME` seen per limits name, else `other`;
+    `none` without one."""
+    if not fingerprint or not _FINGERPRINT.match(fingerprint):
+        return NONE
+    seen = _credentials.get(name, frozenset())
+    if fingerprint in seen:
+        return fingerprint
+    with _credentials_lock:
+        seen = _credentials.get(name, frozenset())
+        if len(seen) >= CREDENTIALS_PER_NAME:
+            return OTHER
+        _credentials[name] = seen | {fingerprint}
+    return fingerprint
+
+
 def transport_label(transport: object) -> str:
     """The requested transport (`auto` when none was asked for), or `other`."""
     if transport is None:
@@ -111,38 +150,86 @@ def webhook_outcome(status_code: int | None) -> str:
     return "delivered" if 200 <= status_code < 300 else "rejected"
 
 
-_current = threading.local()  # the labels and start of this thread's provider attempt
+@dataclass
+class _Attempt:
+    provider: str
+    model: str
+    requested: str
+    started: float
+    used: str | None = None  # what the adapter said it picked
+    answered: bool = False  # the first byte was observed (later exchanges are not TTFB)
+
+    def labels(self) -> tuple[str, str, str, str]:
+        used = self.used or (self.requested if self.requested != "auto" else "auto")
+        return (self.provider, self.model, used, self.requested)
+
+
+_current = threading.local()  # this thread's provider attempt and its last permit
 
 
 @contextmanager
 def timed_call(provider: str, model: str | None, transport: object) -> Iterator[None]:
-    """Observe one provider attempt's latency; `first_byte` inside it observes its TTFB."""
-    labels = (provider_label(provider), model_label(provider, model), transport_label(transport))
-    started = time.perf_counter()
-    _current.call = (labels, started)
+    """Observe one provider attempt's latency; `first_byte` inside it observes its TTFB.
+    `transport` is the requested one; `transport_chosen` says which the adapter used."""
+    attempt = _Attempt(
+        provider_label(provider),
+        model_label(provider, model),
+        transport_label(transport),
+        time.perf_counter(),
+    )
+    _current.attempt = attempt
     try:
         yield
     finally:
-        _current.call = None
-        CALL_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+        _current.attempt = None
+        CALL_SECONDS.labels(*attempt.labels()).observe(time.perf_counter() - attempt.started)
 
 
-def first_byte() -> None:
-    """The attempt this thread runs got its first answer (only the first one counts)."""
-    call = getattr(_current, "call", None)
-    if call is not None:
-        _current.call = None  # later exchanges of the attempt (polls, pieces) are not TTFB
-        FIRST_BYTE_SECONDS.labels(*call[0]).observe(time.perf_counter() - call[1])
+def transport_chosen(transport: str) -> None:
+    """The adapter running this thread's attempt picked `transport` (http, stream, websocket)."""
+    attempt: _Attempt | None = getattr(_current, "attempt", None)
+    if attempt is not None:
+        attempt.used = transport_label(transport)
 
 
-def provider_error(provider: str, status_code: int | None) -> None:
-    """Count a provider's 429 (other errors show in the outcomes and the circuit)."""
-    if status_code == 429:
-        RATE_LIMITED.labels(provider_label(provider)).inc()
+def first_byte(transport: str | None = None) -> None:
+    """The attempt this thread runs got its first answer (only the first one counts); a
+    WebSocket session says `transport="websocket"`, which is then the transport used."""
+    attempt: _Attempt | None = getattr(_current, "attempt", None)
+    if attempt is None or attempt.answered:
+        return
+    attempt.answered = True
+    if transport is not None:
+        attempt.used = transport_label(transport)
+    FIRST_BYTE_SECONDS.labels(*attempt.labels()).observe(time.perf_counter() - attempt.started)
 
 
-def throttle_waited(provider: str, seconds: float) -> None:
-    THROTTLE_WAIT_SECONDS.labels(provider_label(provider)).observe(max(seconds, 0.0))
+def permit_granted(name: str, fingerprint: str, waited_s: float) -> None:
+    """This thread got a permit of throttle `name` for `fingerprint` after `waited_s`."""
+    _current.permit = (name, fingerprint)
+    THROTTLE_WAIT_SECONDS.labels(provider_label(name), credential_label(name, fingerprint)).observe(
+        max(waited_s, 0.0)
+    )
+
+
+def throttle_busy(name: str, fingerprint: str) -> None:
+    THROTTLE_BUSY.labels(provider_label(name), credential_label(name, fingerprint)).inc()
+
+
+def circuit_state(name: str, fingerprint: str, state: int) -> None:
+    """0 closed, 1 open, 2 this process holds the half-open probe."""
+    CIRCUIT_STATE.labels(provider_label(name), credential_label(name, fingerprint)).set(state)
+
+
+def provider_error(provider: str, status_code: int | None, credential: str | None = None) -> None:
+    """Count a provider's 429 (other errors show in the outcomes and the circuit), under
+    `credential`, or else the one of this thread's last permit for that provider."""
+    if status_code != 429:
+        return
+    if credential is None:
+        permit = getattr(_current, "permit", None)
+        credential = permit[1] if permit is not None and permit[0] == provider else None
+    RATE_LIMITED.labels(provider_label(provider), credential_label(provider, credential)).inc()
 
 
 def swept(expired: int, published: int) -> None:

@@ -21,12 +21,10 @@ silently. Time, sleeping and jitter are parameters so tests control them.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import os
 import random
-import re
 import secrets
 import threading
 import time
@@ -38,6 +36,7 @@ from typing import Any, Protocol
 import redis
 
 from jobs.catalog import ProviderLimits
+from storage.provider_keys import credential_fingerprint, shared_redis, throttle_name
 from workers import metrics
 from workers.providers.errors import RateLimited
 from workers.throttle_redis import (
@@ -65,9 +64,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
-_PROVIDER = re.compile(r"^[a-z0-9_-]+$")
 
 
 class ThrottleBusy(Exception):
@@ -106,23 +102,9 @@ def outcome_for(error: BaseException | None) -> CallOutcome:
     return CallOutcome.RATE_LIMITED if isinstance(error, RateLimited) else CallOutcome.OTHER
 
 
-def credential_fingerprint(api_key: str | None) -> str:
-    """16 hex digits of the key's SHA-256: tells credentials apart, useless to replay."""
-    return hashlib.sha256((api_key or "").encode()).hexdigest()[:16]
-
-
-def throttle_name(provider: str, fingerprint: str) -> str:
-    """The Redis name of one credential's throttle; refuses anything but a fingerprint."""
-    if not _PROVIDER.match(provider) or not _FINGERPRINT.match(fingerprint):
-        raise ValueError("throttle names take a provider name and credential_fingerprint(key)")
-    return f"speechbatch:throttle:{{{provider}:{fingerprint}}}"
-
-
 def redis_for_throttle(url: str) -> redis.Redis[Any]:
     """A client whose calls fail within a second instead of hanging a worker (celery#9705)."""
-    return redis.Redis.from_url(
-        url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=15
-    )
+    return shared_redis(url)
 
 
 class Permit:
@@ -229,9 +211,9 @@ class ProviderThrottle:
             left = max_wait_s - (self._clock() - started)
             permit = self.acquire(provider, credential_fingerprint, max_wait_s=max(left, 0.0))
             if permit is None:
-                metrics.THROTTLE_BUSY.labels(metrics.provider_label(provider)).inc()
+                metrics.throttle_busy(provider, credential_fingerprint)
                 raise ThrottleBusy(provider)
-            metrics.throttle_waited(provider, self._clock() - started)
+            metrics.permit_granted(provider, credential_fingerprint, self._clock() - started)
             error: BaseException | None = None
             try:
                 yield

@@ -5,8 +5,9 @@ and "read the theoretical arrival time, compare, advance it" cannot interleave b
 workers. Scripts read Redis' own clock (`TIME`), so worker clocks never matter; this needs
 Redis >= 5 (scripts replicate their effects, not their source).
 
-Keys for a throttle called NAME (`workers.throttle` uses `speechbatch:throttle:{provider:fp}`,
-whose braces are a Cluster hash tag so a script's keys share one slot):
+Keys for a throttle called NAME (`storage.provider_keys` names them, for the API's reader
+too: `speechbatch:throttle:{provider:fp}`, whose braces are a Cluster hash tag so a script's
+keys share one slot):
 
     NAME:slots   ZSET   holder token -> lease expiry (µs, server time); expired = free
     NAME:tat     STRING GCRA theoretical arrival time (µs); expires once in the past
@@ -24,6 +25,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+
+from storage.provider_keys import ThrottleKeys as Keys
+
+__all__ = [
+    "ADMITTED",
+    "NO_SLOT",
+    "OVER_RATE",
+    "Adaptation",
+    "Keys",
+    "Scripts",
+    "ThrottleUnavailable",
+    "redis_errors",
+]
 
 ADMITTED, OVER_RATE, NO_SLOT = 0, 1, 2
 
@@ -170,17 +184,6 @@ class Adaptation:
     floor_share: float = 0.25  # of the configured cap and rate: never cut below (at least 1)
     rate_step: float = 0.1  # fraction of the configured rate added per window
     idle_s: float = 600.0  # a throttled-down limit left alone this long resets
-
-
-@dataclass(frozen=True)
-class Keys:
-    slots: str
-    tat: str
-    adapt: str
-
-    @classmethod
-    def for_name(cls, name: str) -> Keys:
-        return cls(f"{name}:slots", f"{name}:tat", f"{name}:adapt")
 
 
 class Scripts:

@@ -17,6 +17,7 @@ from jobs.api import (
     routes_health,
     routes_jobs,
     routes_metrics,
+    routes_providers,
     routes_schedules,
     routes_uploads,
     routes_webhooks,
@@ -24,6 +25,7 @@ from jobs.api import (
 from jobs.api.deps import Resources
 from jobs.api.docs import install_docs
 from jobs.api.limits import BodySizeLimit, PlainRequestTarget
+from jobs.api.ui import install as install_dashboard
 from jobs.error_codes import ErrorCode
 from jobs.errors import ApiError
 from jobs.ledger import ItemLedger
@@ -118,7 +120,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_webhooks.router)
     app.include_router(routes_health.router)
     app.include_router(routes_metrics.router)
+    app.include_router(routes_providers.router)
     install_docs(app)
+    install_dashboard(app)  # /ui/: the dashboard (not in the OpenAPI schema)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,

@@ -39,6 +39,7 @@ ERRORS = {
     ("delete", "/v1/schedules/{schedule_id}"): {"401", "404"},
     ("post", "/v1/schedules/{schedule_id}/run"): {"401", "404"},
     ("get", "/v1/webhook-secret"): {"401"},
+    ("get", "/v1/providers"): {"401"},
     ("post", "/v1/webhook-secret/rotate"): {"401"},
     ("get", "/v1/jobs/{job_id}/webhooks"): {"401", "404"},
     ("post", "/v1/jobs/{job_id}/webhooks/{delivery_id}/redeliver"): {"401", "404"},

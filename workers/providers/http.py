@@ -22,6 +22,7 @@ import httpx
 from jobs.catalog import ProviderSpec
 from jobs.clock import utc_now
 from jobs.error_codes import ErrorCode
+from workers import metrics
 from workers.providers.base import Segment, Word
 from workers.providers.errors import (
     AuthenticationFailed,
@@ -260,7 +261,9 @@ def transport_for(
     refused = spec.transport_refusal(kind, asked)
     if refused is not None:
         raise InvalidInput(refused, code=ErrorCode.INVALID_OPTION)
-    return str(spec.pick_transport(kind, asked, chars=chars))
+    chosen = str(spec.pick_transport(kind, asked, chars=chars))
+    metrics.transport_chosen(chosen)  # the latency metrics' `transport` (what `auto` picked)
+    return chosen
 
 
 def unknown_model(provider: str, model: str, known: Iterable[str]) -> InvalidInput:

@@ -28,6 +28,7 @@ from websockets.exceptions import (
 from websockets.sync.client import connect
 
 from jobs.error_codes import ErrorCode
+from workers import metrics
 from workers.deadline import Deadline
 from workers.providers import http
 from workers.providers.errors import (
@@ -168,6 +169,8 @@ class Session:
             if remaining <= 0:
                 raise TimeoutError
             message: str | bytes = self.connection.recv(timeout=remaining)
+        if not self.answered:
+            metrics.first_byte("websocket")  # the session's time to first byte (issue 13)
         self.answered = True
         self.received += len(message)
         if self.received > self.limit.max_bytes:
