@@ -32,8 +32,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.archive_reads import transcribed_digests
 from jobs.archives import MAX_SOURCE_CHARS, ArchivePlan, Filters, archive_digest, readable_key
-from jobs.audio_header import HEADER_BYTES, header_seconds
-from storage.objects import ObjectInfo, ObjectNotFound, ObjectStore, StorageUnavailable
+from jobs.audio_header import stored_seconds
+from storage.objects import ObjectInfo, ObjectStore, StorageUnavailable
 from storage.stores import BucketStores
 
 DEFAULT_BUDGET_S = 10.0
@@ -172,29 +172,13 @@ def _read_sample(store: ObjectStore, count: ArchiveCount, clock: Callable[[], fl
     for obj in count._sample:
         if clock() - started >= SAMPLE_BUDGET_S:
             break
-        seconds = _header_seconds(store, obj.key)
+        seconds = stored_seconds(store, obj.key)
         count.sampled += 1
         if seconds is not None:
             count.sampled_known += 1
             count.sampled_seconds += seconds
             count.sampled_bytes += obj.size
     count._sample.clear()
-
-
-def _header_seconds(store: ObjectStore, key: str) -> float | None:
-    try:
-        chunks = store.iter_chunks(key, HEADER_BYTES)
-    except (ObjectNotFound, StorageUnavailable, ValueError):
-        return None
-    try:
-        head = next(chunks, b"")
-    except StorageUnavailable:
-        return None
-    finally:
-        close = getattr(chunks, "close", None)  # a generator frees its connection
-        if close is not None:
-            close()
-    return header_seconds(head)
 
 
 def count_plan(

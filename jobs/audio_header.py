@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import struct
 
+from storage.objects import ObjectNotFound, ObjectStore, StorageUnavailable
+
 HEADER_BYTES = 64 * 1024  # enough for a WAV's LIST/fact chunks before `data`, or FLAC's blocks
 _UNSET_SIZES = (0, 0xFFFFFFFF)
 
@@ -48,3 +50,21 @@ def header_seconds(head: bytes) -> float | None:
     if head[:4] == b"fLaC":
         return _flac_seconds(head)
     return None
+
+
+def stored_seconds(store: ObjectStore, key: str) -> float | None:
+    """The duration the header of a stored object states, reading only its first
+    `HEADER_BYTES`; None when the object is gone, unreadable or states none."""
+    try:
+        chunks = store.iter_chunks(key, HEADER_BYTES)
+    except (ObjectNotFound, StorageUnavailable, ValueError):
+        return None
+    try:
+        head = next(chunks, b"")
+    except StorageUnavailable:
+        return None
+    finally:
+        close = getattr(chunks, "close", None)  # a generator frees its connection
+        if close is not None:
+            close()
+    return header_seconds(head)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from jobs.archive_count import ArchiveCount
-from jobs.audio_header import HEADER_BYTES, header_seconds
+from jobs.audio_header import stored_seconds
 from jobs.content_hash import tts_content_hash
 from jobs.error_codes import ErrorCode
 from jobs.errors import invalid
@@ -25,7 +25,7 @@ from jobs.pricing import CURRENCY, PRICES_AS_OF, BudgetRefused, PriceTable, budg
 from jobs.schemas import ArchiveCountOut, BudgetIn, Cost, DryRunOut, DryRunUsage
 from jobs.validation import UPLOAD_SOURCE, ItemRow, ValidJob
 from storage.keys import upload_key
-from storage.objects import ObjectNotFound, ObjectStore, StorageUnavailable
+from storage.objects import ObjectStore
 
 MAX_HEADER_READS = 200  # ~1 s of small GETs: a dry run answers within a request
 
@@ -73,20 +73,7 @@ def _upload_seconds(store: ObjectStore, tenant_id: str, source: str) -> float | 
     match = UPLOAD_SOURCE.match(source)
     if match is None:
         return None
-    key = upload_key(tenant_id, match["upload_id"], match["name"])
-    try:
-        chunks = store.iter_chunks(key, HEADER_BYTES)
-    except (ObjectNotFound, StorageUnavailable):
-        return None
-    try:
-        head = next(chunks, b"")
-    except StorageUnavailable:
-        return None
-    finally:
-        close = getattr(chunks, "close", None)  # a generator frees its connection
-        if close is not None:
-            close()
-    return header_seconds(head)
+    return stored_seconds(store, upload_key(tenant_id, match["upload_id"], match["name"]))
 
 
 def _stt_seconds(

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack import Stack, running_stack
-from tests.services import create_database, drop_database
+from tests.e2e.stack import Stack, running_postgres_stack, running_stack
 
 
 @pytest.fixture(scope="module", params=["postgresql", "sqlite"])
@@ -30,9 +29,7 @@ def stack(
         with running_stack(sqlite_url, redis_url, s3_endpoint_url, s3_client, workdir) as running:
             yield running
         return
-    database_url = create_database(postgres_admin_url)
-    try:
-        with running_stack(database_url, redis_url, s3_endpoint_url, s3_client, workdir) as running:
-            yield running
-    finally:
-        drop_database(database_url)
+    with running_postgres_stack(
+        postgres_admin_url, redis_url, s3_endpoint_url, s3_client, workdir
+    ) as running:
+        yield running

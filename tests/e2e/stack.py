@@ -25,7 +25,7 @@ from jobs.migrate import upgrade_to_head
 from jobs.service import create_api_key
 from jobs.status import JOB_TERMINAL
 from storage.db import open_database
-from tests.services import free_port
+from tests.services import create_database, drop_database, free_port
 
 CLI = str(Path(sys.executable).parent / "speechbatch")
 EMULATOR_KEY = "sk-emulator-e2e-0123456789"
@@ -247,3 +247,23 @@ def running_stack(
         yield stack
     finally:
         stack.stop()
+
+
+@contextlib.contextmanager
+def running_postgres_stack(
+    postgres_admin_url: str,
+    redis_url: str,
+    s3_endpoint_url: str,
+    s3_client: Any,
+    workdir: Path,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Stack]:
+    """`running_stack` on a new PostgreSQL database of its own, dropped on exit."""
+    database_url = create_database(postgres_admin_url)
+    try:
+        with running_stack(
+            database_url, redis_url, s3_endpoint_url, s3_client, workdir, extra_env
+        ) as running:
+            yield running
+    finally:
+        drop_database(database_url)

@@ -18,9 +18,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.stack import Stack, running_stack
+from tests.e2e.stack import Stack, running_postgres_stack
 from tests.integration.test_webhook_delivery import Receiver
-from tests.services import create_database, drop_database
 
 pytestmark = pytest.mark.e2e
 
@@ -55,16 +54,12 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     """One stack for the module, on PostgreSQL, with loopback allowed for the webhook."""
-    database_url = create_database(postgres_admin_url)
     workdir = tmp_path_factory.mktemp("dashboard")
     allow = {"SPEECHBATCH_ALLOW_PRIVATE_NETWORKS": "127.0.0.1/32"}
-    try:
-        with running_stack(
-            database_url, redis_url, s3_endpoint_url, s3_client, workdir, extra_env=allow
-        ) as running:
-            yield running
-    finally:
-        drop_database(database_url)
+    with running_postgres_stack(
+        postgres_admin_url, redis_url, s3_endpoint_url, s3_client, workdir, extra_env=allow
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,7 @@ import httpx
 import pytest
 import soundfile as sf
 
-from tests.e2e.stack import Stack, running_stack
-from tests.services import create_database, drop_database
+from tests.e2e.stack import Stack, running_postgres_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -33,19 +32,15 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     """The deployed shape on PostgreSQL, Smallest pointed at the emulator."""
-    database_url = create_database(postgres_admin_url)
     workdir: Path = tmp_path_factory.mktemp("smallest")
     # TTS runs on the catalog's own limit (1 in flight, as the emulator enforces). Pulse's
     # 25 a minute, spread evenly by the throttle, would make the 20-file job take 48 s: the
     # 20 calls stay under the emulator's 25 a minute anyway, so its rate is lifted here.
     limits = {"SPEECHBATCH_PROVIDER_LIMITS": "smallest-stt=4"}
-    try:
-        with running_stack(
-            database_url, redis_url, s3_endpoint_url, s3_client, workdir, extra_env=limits
-        ) as running:
-            yield running
-    finally:
-        drop_database(database_url)
+    with running_postgres_stack(
+        postgres_admin_url, redis_url, s3_endpoint_url, s3_client, workdir, extra_env=limits
+    ) as running:
+        yield running
 
 
 def submit(stack: Stack, body: dict[str, Any]) -> httpx.Response:
