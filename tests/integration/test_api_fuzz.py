@@ -109,6 +109,7 @@ OPERATIONS = [
     ("POST", "/v1/webhook-secret/rotate"),
     ("GET", "/v1/jobs/{job_id}/webhooks"),
     ("POST", "/v1/jobs/{job_id}/webhooks/{delivery_id}/redeliver"),
+    ("GET", "/v1/providers"),
     ("GET", "/healthz"),
 ]
 
