@@ -7,6 +7,7 @@ fresh folder) and remove them afterwards, whether the test passed or not.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from storage.localfs import LocalObjectStore
 from storage.objects import MemoryObjectStore, ObjectStore
 from storage.s3 import S3ObjectStore
 from tests.services import (
+    TEST_REDIS_DB,
     Service,
     create_database,
     drop_database,
@@ -32,10 +34,19 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 
+def _redis_db() -> int:
+    """Database 15, or under pytest-xdist one per test process (15, 13, 12, …; 14 is the
+    benchmarks'): each process flushes its own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
+    return TEST_REDIS_DB if index == 0 else TEST_REDIS_DB - 1 - index
+
+
 @pytest.fixture(scope="session")
 def redis_service() -> Iterator[Service]:
-    """Redis: the machine's on 6379 (db 15, flushed) or a private redis-server."""
-    service = ensure_redis()
+    """Redis: the machine's on 6379 (a database of this test process, flushed) or a private
+    redis-server."""
+    service = ensure_redis(_redis_db())
     yield service
     service.stop()
 
