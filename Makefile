@@ -23,8 +23,8 @@ test-deps: install    ## everything the suite needs (chromium: the dashboard's b
 demo: install system-deps
 	$(BIN)/python examples/demo.py
 
-test: test-deps       ## two test processes: the suite waits on services more than it computes
-	$(BIN)/pytest -n 2 --dist loadgroup
+test: test-deps       ## two test processes, each module's tests on one (module-scoped stacks start once)
+	$(BIN)/pytest -n 2 --dist loadfile
 
 test-fast: install    ## unit tests only: no services
 	$(BIN)/pytest tests/unit

@@ -9,9 +9,7 @@ import pytest
 
 from tests.chaos.blackhole import BlackHoleProxy
 
-# Under `make test`'s two processes the chaos tests run one after another on one of them:
-# each kills and starts services, and they compare timings within their own stack.
-pytestmark = [pytest.mark.chaos, pytest.mark.xdist_group("chaos")]
+pytestmark = [pytest.mark.chaos]
 
 
 def ping(sock: socket.socket) -> None:

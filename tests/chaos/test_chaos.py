@@ -33,9 +33,7 @@ from tests.chaos.conftest import LEASE_S, SWEEP_INTERVAL_S, ChaosStack
 from tests.e2e.stack import Proc
 from workers.retry import RetryPolicy
 
-# Under `make test`'s two processes the chaos tests run one after another on one of them:
-# each kills and starts services, and they compare timings within their own stack.
-pytestmark = [pytest.mark.chaos, pytest.mark.xdist_group("chaos")]
+pytestmark = [pytest.mark.chaos]
 
 ITEMS = 250
 FAULT_AT = 0.25  # inject once this fraction of the items has succeeded

@@ -12,9 +12,7 @@ from sqlalchemy import create_engine, text
 from tests.chaos.conftest import ChaosStack, stop_all
 from tests.e2e.stack import EMULATOR_KEY
 
-# Under `make test`'s two processes the chaos tests run one after another on one of them:
-# each kills and starts services, and they compare timings within their own stack.
-pytestmark = [pytest.mark.chaos, pytest.mark.xdist_group("chaos")]
+pytestmark = [pytest.mark.chaos]
 
 
 def database_dump(database_url: str) -> str:

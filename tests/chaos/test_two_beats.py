@@ -22,9 +22,7 @@ from tests.chaos.checks import assert_job_invariants
 from tests.chaos.conftest import SWEEP_INTERVAL_S, ChaosStack
 from tests.e2e.stack import Proc
 
-# Under `make test`'s two processes the chaos tests run one after another on one of them:
-# each kills and starts services, and they compare timings within their own stack.
-pytestmark = [pytest.mark.chaos, pytest.mark.xdist_group("chaos")]
+pytestmark = [pytest.mark.chaos]
 
 ITEMS = 300
 BEAT_LEASE_S = 3
