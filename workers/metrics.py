@@ -75,7 +75,9 @@ RATE_LIMITED = Counter(
     ["provider", "credential"],
 )
 RETRIES = Counter(
-    "speechbatch_provider_retries", "In-call retries after a transient error.", ["provider"]
+    "speechbatch_provider_retries",
+    "In-call retries after a transient error.",
+    ["provider", "credential"],
 )
 THROTTLE_WAIT_SECONDS = Histogram(
     "speechbatch_throttle_wait_seconds",
@@ -221,15 +223,25 @@ def circuit_state(name: str, fingerprint: str, state: int) -> None:
     CIRCUIT_STATE.labels(provider_label(name), credential_label(name, fingerprint)).set(state)
 
 
+def _permit_credential(provider: str) -> str | None:
+    """The credential of this thread's last permit for `provider` (None: no shared throttle)."""
+    permit = getattr(_current, "permit", None)
+    return permit[1] if permit is not None and permit[0] == provider else None
+
+
 def provider_error(provider: str, status_code: int | None, credential: str | None = None) -> None:
     """Count a provider's 429 (other errors show in the outcomes and the circuit), under
     `credential`, or else the one of this thread's last permit for that provider."""
     if status_code != 429:
         return
-    if credential is None:
-        permit = getattr(_current, "permit", None)
-        credential = permit[1] if permit is not None and permit[0] == provider else None
+    credential = credential or _permit_credential(provider)
     RATE_LIMITED.labels(provider_label(provider), credential_label(provider, credential)).inc()
+
+
+def retried(provider: str) -> None:
+    """An in-call retry, under the credential of this thread's last permit for `provider`."""
+    credential = _permit_credential(provider)
+    RETRIES.labels(provider_label(provider), credential_label(provider, credential)).inc()
 
 
 def swept(expired: int, published: int) -> None:

@@ -117,7 +117,7 @@ def call_with_retries(
                 raise
             if not budget.try_withdraw(*credential):
                 raise  # the fleet is already retrying a lot against this provider
-            metrics.RETRIES.labels(metrics.provider_label(credential[0])).inc()
+            metrics.retried(credential[0])
             sleep(delay)
             continue
         attempts_log.append(

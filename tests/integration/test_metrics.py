@@ -101,14 +101,14 @@ def test_worker_counters_move_when_items_run_through_the_pipeline(
 ) -> None:
     """Running items through the real pipeline counts their outcomes, provider call latency,
     429s and in-call retries under bounded provider/model/transport labels (no shared
-    throttle here, so the 429s' credential is `none`)."""
+    throttle here, so the 429s' and retries' credential is `none`)."""
     succeeded = value("speechbatch_items_finished_total", provider="local", outcome="succeeded")
     calls = value(
         "speechbatch_provider_call_seconds_count",
         provider="local", model="espeak-ng", transport="auto", requested="auto",
     )  # fmt: skip
     limited = value("speechbatch_provider_rate_limited_total", provider="local", credential="none")
-    retries = value("speechbatch_provider_retries_total", provider="local")
+    retries = value("speechbatch_provider_retries_total", provider="local", credential="none")
 
     api, _ = submitted(sqlite_url, ["One.", "Two."])
     rt = runtime(sqlite_url, local_store)
@@ -139,7 +139,10 @@ def test_worker_counters_move_when_items_run_through_the_pipeline(
     api, _ = submitted(sqlite_url, ["down"])
     down = runtime(sqlite_url, local_store, AlwaysDown(), call_attempts=2, call_base_s=0.0)
     run_item(down, published(api).ids[0])
-    assert value("speechbatch_provider_retries_total", provider="local") == retries + 1
+    assert (
+        value("speechbatch_provider_retries_total", provider="local", credential="none")
+        == retries + 1
+    )
 
 
 def test_beat_serves_its_metrics_port(sqlite_url: str, redis_url: str, tmp_path: Path) -> None:
@@ -176,9 +179,9 @@ def test_beat_serves_its_metrics_port(sqlite_url: str, redis_url: str, tmp_path:
 def test_throttle_429s_and_circuit_are_labelled_by_credential(
     sqlite_url: str, local_store: LocalObjectStore, redis_url: str
 ) -> None:
-    """Under the real Redis throttle and circuit, a granted permit's wait, a 429 and a refused
-    permit count under the call's credential fingerprint, and an opened circuit's gauge is
-    that credential's."""
+    """Under the real Redis throttle and circuit, a granted permit's wait, a 429, an in-call
+    retry and a refused permit count under the call's credential fingerprint, and an opened
+    circuit's gauge is that credential's."""
     fp = uuid.uuid4().hex[:16]
     client = redis.Redis.from_url(redis_url)
     throttle = ProviderThrottle(client, provider_limits(), lease_s=30)
@@ -199,6 +202,12 @@ def test_throttle_429s_and_circuit_are_labelled_by_credential(
     for permit in held:
         assert permit is not None
         permit.release()
+
+    api, _ = submitted(sqlite_url, ["down, then retried"])
+    retrying = runtime(sqlite_url, local_store, call_attempts=2, call_base_s=0.0)
+    retrying = replace(retrying, providers=OneProvider(AlwaysDown(), fp), throttle=throttle)
+    run_item(retrying, published(api).ids[0])
+    assert value("speechbatch_provider_retries_total", **labels) == 1
 
     api, _ = submitted(sqlite_url, ["down"])
     down = runtime(sqlite_url, local_store, call_attempts=1)
