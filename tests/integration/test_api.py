@@ -12,7 +12,6 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -79,19 +78,6 @@ def running_api(database_url: str, redis_url: str, **overrides: Any) -> Iterator
         )
     client_redis.delete(QUEUE)
     client_redis.close()
-
-
-@pytest.fixture
-def api(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Api]:
-    with running_api(database_url, redis_url, storage_url=f"file://{tmp_path / 'objects'}") as a:
-        yield a
-
-
-@pytest.fixture
-def sqlite_api(sqlite_url: str, redis_url: str, tmp_path: Path) -> Iterator[Api]:
-    """The same API on SQLite only, for behaviour that does not depend on the database."""
-    with running_api(sqlite_url, redis_url, storage_url=f"file://{tmp_path / 'objects'}") as a:
-        yield a
 
 
 def tts(n: int = 3, **extra: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -140,19 +141,7 @@ def test_the_cli_prints_a_dry_run_in_local_mode_and_runs_nothing(tmp_path: Path)
     no job (`speechbatch jobs --json` lists none)."""
     script = tmp_path / "lines.txt"
     script.write_text("One line.\nAnother line.\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPEECHBATCH_")}
-    env["SPEECHBATCH_HOME"] = str(tmp_path / "home")
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [CLI, *args],
-            cwd=tmp_path,
-            env=env,
-            text=True,
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
+    cli = local_cli(tmp_path)
 
     done = cli("tts", str(script), "--dry-run", "--json")
     assert done.returncode == 0, done.stderr
@@ -214,6 +203,21 @@ def test_the_cli_dry_run_of_a_folder_prints_its_count_in_local_mode(tmp_path: Pa
     for n in range(5):
         (folder / "day1" / f"c{n}.wav").write_bytes(_wav(0.1))
     (folder / "skip.flac").write_bytes(b"fLaC")
+    cli = local_cli(tmp_path)
+
+    done = cli("stt", str(folder), "--pattern", "*.wav", "--dry-run", "--json")
+    assert done.returncode == 0, done.stderr
+    estimate = json.loads(done.stdout)
+    assert (estimate["items"], estimate["archive"]["listed"]) == (5, 6)
+    plain = cli("stt", str(folder), "--pattern", "*.wav", "--dry-run")
+    assert plain.returncode == 0, plain.stderr
+    assert f"Dry run: 5 items, {5 * len(_wav(0.1)):,} bytes" in plain.stdout
+    listed = cli("jobs", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
+
+
+def local_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """The `speechbatch` command in local mode, its state under `tmp_path/home`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPEECHBATCH_")}
     env["SPEECHBATCH_HOME"] = str(tmp_path / "home")
 
@@ -228,12 +232,4 @@ def test_the_cli_dry_run_of_a_folder_prints_its_count_in_local_mode(tmp_path: Pa
             check=False,
         )
 
-    done = cli("stt", str(folder), "--pattern", "*.wav", "--dry-run", "--json")
-    assert done.returncode == 0, done.stderr
-    estimate = json.loads(done.stdout)
-    assert (estimate["items"], estimate["archive"]["listed"]) == (5, 6)
-    plain = cli("stt", str(folder), "--pattern", "*.wav", "--dry-run")
-    assert plain.returncode == 0, plain.stderr
-    assert f"Dry run: 5 items, {5 * len(_wav(0.1)):,} bytes" in plain.stdout
-    listed = cli("jobs", "--json")
-    assert listed.returncode == 0 and json.loads(listed.stdout) == []
+    return cli

@@ -4,29 +4,13 @@ pages staying out of the OpenAPI schema."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from jobs.models import Job
-from tests.integration.test_api import Api, running_api
+from tests.integration.test_api import Api
 from tests.integration.ui_helpers import ORIGIN, csrf_of, login, press, submit
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def api(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Api]:
-    with running_api(database_url, redis_url, storage_url=f"file://{tmp_path / 'objects'}") as a:
-        yield a
-
-
-@pytest.fixture
-def sqlite_api(sqlite_url: str, redis_url: str, tmp_path: Path) -> Iterator[Api]:
-    """The same app on SQLite only, for behaviour that does not depend on the database."""
-    with running_api(sqlite_url, redis_url, storage_url=f"file://{tmp_path / 'objects'}") as a:
-        yield a
 
 
 def test_login_form_sets_a_strict_httponly_cookie_scoped_to_ui(api: Api) -> None:
