@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 from sqlalchemy import insert, text
 
-from bench.throughput import CLI, wait_http
+from bench.throughput import CLI, stop, wait_http
 from jobs.clock import utc_now
 from jobs.migrate import upgrade_to_head
 from jobs.models import Item, Job
@@ -190,11 +190,7 @@ def main() -> None:
         for line in plan(settings.database_url, job_id, args.items // 2):
             print(f"  plan: {line}")
     finally:
-        api.terminate()
-        try:
-            api.wait(15)
-        except subprocess.TimeoutExpired:
-            api.kill()
+        stop(api)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
-from bench.throughput import CLI, wait_http
+from bench.throughput import CLI, stop, wait_http
 from jobs.migrate import upgrade_to_head
 from jobs.models import Job
 from jobs.service import create_api_key
@@ -120,11 +120,7 @@ def main() -> None:
         )
         print(f"  goal < {GOAL_MS:g} ms (p95): {'met' if p95 < GOAL_MS else 'NOT met'}")
     finally:
-        api.terminate()
-        try:
-            api.wait(15)
-        except subprocess.TimeoutExpired:
-            api.kill()
+        stop(api)
         broker.delete(QUEUE)
 
 
