@@ -26,7 +26,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs.models import Item, Job
+from jobs import repository as repo
+from jobs.models import Job
 from jobs.models_schedules import Schedule
 from jobs.models_webhooks import WebhookDelivery
 from jobs.pricing import CURRENCY, PriceTable
@@ -169,20 +170,7 @@ def _rerouted_usage(session: Session) -> list[tuple[str, str, str, int, float]]:
     """(kind, provider, model, characters, audio seconds) moved from jobs' own routes to their
     fallbacks: each rerouted share once with the fallback and once, negated, with the job's
     own route. Reads only succeeded rerouted items that called a provider."""
-    parts = session.execute(
-        select(
-            Item.job_id,
-            Item.route,
-            func.coalesce(func.sum(Item.characters), 0),
-            func.coalesce(func.sum(Item.duration_s), 0.0),
-        )
-        .where(
-            Item.route > 0,
-            Item.status == ItemStatus.SUCCEEDED.value,
-            Item.reused_from.is_(None),
-        )
-        .group_by(Item.job_id, Item.route)
-    ).all()
+    parts = repo.rerouted_usage(session, None)
     if not parts:
         return []
     job_ids = sorted({job_id for job_id, *_ in parts})
@@ -201,7 +189,7 @@ def _rerouted_usage(session: Session) -> list[tuple[str, str, str, int, float]]:
             continue
         kind, provider, model, routes = found
         to = routes[int(route) - 1]
-        characters, seconds = int(used_chars or 0), float(used_s or 0.0)
+        characters, seconds = used_chars, used_s
         moved.append((kind, to.provider, to.model, characters, seconds))
         moved.append((kind, provider, model, -characters, -seconds))
     return moved

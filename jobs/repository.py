@@ -269,13 +269,15 @@ def mark_published(
 # --- cost and reuse (issue 12) ----------------------------------------------------------
 
 
-def rerouted_usage(session: Session, job_ids: Sequence[str]) -> list[tuple[str, int, int, float]]:
+def rerouted_usage(
+    session: Session, job_ids: Sequence[str] | None
+) -> list[tuple[str, int, int, float]]:
     """(job id, route, characters, audio seconds) used by succeeded items on fallback routes,
-    for `jobs.usage`. Reads only rerouted items (the partial index `ix_items_job_rerouted`);
-    items that reused an output used nothing."""
-    if not job_ids:
+    for `jobs.usage`, of `job_ids` (None: every job, for /metrics). Reads only rerouted items
+    (the partial index `ix_items_job_rerouted`); items that reused an output used nothing."""
+    if job_ids is not None and not job_ids:
         return []
-    rows = session.execute(
+    query = (
         select(
             Item.job_id,
             Item.route,
@@ -283,13 +285,15 @@ def rerouted_usage(session: Session, job_ids: Sequence[str]) -> list[tuple[str, 
             func.coalesce(func.sum(Item.duration_s), 0.0),
         )
         .where(
-            Item.job_id.in_(list(job_ids)),
             Item.route > 0,
             Item.status == ItemStatus.SUCCEEDED.value,
             Item.reused_from.is_(None),
         )
         .group_by(Item.job_id, Item.route)
     )
+    if job_ids is not None:
+        query = query.where(Item.job_id.in_(list(job_ids)))
+    rows = session.execute(query)
     return [(j, int(r), int(c or 0), float(a or 0.0)) for j, r, c, a in rows]
 
 
