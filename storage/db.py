@@ -8,6 +8,7 @@ busy timeout makes a second writer wait instead of failing with "database is loc
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,15 @@ class Database:
     engine: Engine
     sessions: sessionmaker[Session]
     autocommit: Engine | None = None
+
+    def warm(self, connections: int) -> None:
+        """Open `connections` of the autocommit engine's pooled connections now (at most its
+        pool size), so a worker's first items do not each wait for a connection of their own."""
+        if self.autocommit is None:
+            return
+        with ExitStack() as opened:
+            for _ in range(min(connections, self.autocommit.pool.size())):  # type: ignore[attr-defined]
+                opened.enter_context(self.autocommit.connect())
 
     def dispose(self) -> None:
         self.engine.dispose()

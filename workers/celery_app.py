@@ -20,7 +20,7 @@ import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_shutdown, worker_shutting_down
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from jobs.catalog import provider_limits
 from jobs.settings import Settings, get_settings
@@ -35,7 +35,7 @@ from workers.canary import register_canary
 from workers.config import default_threads
 from workers.expand import run_expansion
 from workers.pipeline import run_item, run_items
-from workers.runtime import Runtime, build_runtime
+from workers.runtime import Runtime, build_runtime, warm_up
 from workers.self_check import install_self_check
 
 # Per-item INFO lines that repeat `workers.pipeline`'s own "item N outcome X" line: Celery's
@@ -70,6 +70,12 @@ def create_worker_app(settings: Settings, *, threads: int, events: bool | None =
                 holder.append(build_runtime(settings, publisher, threads=threads))
             return holder[0]
 
+    def warm(**_: Any) -> None:  # off the consumer's thread: a down database must not stall it
+        threading.Thread(
+            target=lambda: warm_up(runtime(), threads), name="speechbatch-warm-up", daemon=True
+        ).start()
+
+    worker_ready.connect(warm, weak=False)
     stopping = threading.Event()
 
     @app.task(name=TASK_PROCESS_ITEM, ignore_result=True)  # type: ignore[untyped-decorator]

@@ -39,6 +39,7 @@ from jobs.catalog import ProviderLimits
 from storage.provider_keys import credential_fingerprint, shared_redis, throttle_name
 from workers import metrics
 from workers.providers.errors import RateLimited
+from workers.throttle_local import LocalGate
 from workers.throttle_redis import (
     ADMITTED,
     OVER_RATE,
@@ -109,13 +110,25 @@ def redis_for_throttle(url: str) -> redis.Redis[Any]:
 
 class Permit:
     """One admitted provider call. Released exactly once (by `ProviderThrottle.permit`); a
-    holder that dies without releasing loses the slot when its lease lapses."""
+    holder that dies without releasing loses the slot when its lease lapses. A permit may be
+    passed on to a waiting thread of this process instead (`ProviderThrottle.permit`)."""
 
     def __init__(
-        self, throttle: ProviderThrottle, provider: str, keys: Keys, token: str, acquired_us: int
+        self,
+        throttle: ProviderThrottle,
+        provider: str,
+        keys: Keys,
+        token: str,
+        acquired_us: int,
+        *,
+        adapted: bool = False,
+        granted_at: float = 0.0,
     ) -> None:
         self.provider, self.keys, self.token = provider, keys, token
         self.acquired_us = acquired_us  # Redis time; 429s of calls admitted before a cut don't cut
+        self.adapted = adapted  # 429s had lowered the shared limits when it was granted
+        self.granted_at = granted_at  # the throttle's clock when Redis granted it
+        self.passes = 0  # calls it has been passed on to without going back to Redis
         self._throttle = throttle
         self._released = False
 
@@ -142,6 +155,8 @@ class ProviderThrottle:
         burst: int = 1,
         poll_s: float = 0.02,
         rate_jitter_s: float = 0.002,
+        pass_s: float = 5.0,
+        max_passes: int = 16,
         adaptation: Adaptation | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -152,6 +167,11 @@ class ProviderThrottle:
         # Waiting for a slot polls (no release signal to wait on); waiting for a rate token
         # sleeps exactly until it is due plus a little jitter, so waiters don't all wake at once.
         self.poll_s, self.rate_jitter_s = poll_s, rate_jitter_s
+        # A slot is passed on in-process for at most `max_passes` calls and `pass_s` after
+        # Redis granted it, then goes back to Redis: other processes get their turn, a cut
+        # made elsewhere reaches this process, and the lease (longer than a call by more
+        # than `pass_s`) still covers the last call it is passed to.
+        self.pass_s, self.max_passes = pass_s, max_passes
         self.adaptation = adaptation or Adaptation()
         self._sleep, self._clock = sleep, clock
         self._rng = rng or random.Random()
@@ -159,10 +179,8 @@ class ProviderThrottle:
         # counter) and a counter; urandom per permit would cost ~15 µs, a tenth of the check.
         self._token_prefix = secrets.token_hex(6)
         self._tokens = itertools.count()
-        # An in-process gate per credential, as wide as its shared limit: threads beyond it
-        # wait on a semaphore (no CPU) instead of polling Redis. Polling took a tenth of a
-        # worker's CPU at 24 threads for 16 slots (bench/throughput.py, py-spy).
-        self._gates: dict[tuple[str, str], threading.BoundedSemaphore] = {}
+        # An in-process gate per credential, as wide as its shared limit (workers.throttle_local).
+        self._gates: dict[tuple[str, str], LocalGate[Permit]] = {}
         self._gates_lock = threading.Lock()
 
     def acquire(
@@ -174,7 +192,7 @@ class ProviderThrottle:
         token = f"{self._token_prefix}-{os.getpid()}-{next(self._tokens)}"
         deadline = self._clock() + max_wait_s
         while True:
-            state, value = self._scripts.acquire(
+            state, value, adapted = self._scripts.acquire(
                 keys,
                 token,
                 limit=limits.max_concurrency,
@@ -183,7 +201,9 @@ class ProviderThrottle:
                 lease_s=self.lease_s,
             )
             if state == ADMITTED:
-                return Permit(self, provider, keys, token, value)
+                return Permit(
+                    self, provider, keys, token, value, adapted=adapted, granted_at=self._clock()
+                )
             left = deadline - self._clock()
             if left <= 0:
                 return None
@@ -202,36 +222,63 @@ class ProviderThrottle:
 
         This process's own callers first pass a local gate of the same width, so at most
         `max_concurrency` of its threads ask Redis at once; the shared slots still decide.
+        A successful call's slot goes straight to the next thread waiting at the gate, when
+        `_passable` allows, without a release and an acquire in Redis.
         """
         gate = self._gate(provider, credential_fingerprint)
         started = self._clock()
-        if not gate.acquire(timeout=max(max_wait_s, 0.0)):
+        entered, permit = gate.enter(max_wait_s)
+        if not entered:
             raise ThrottleBusy(provider)
-        try:
-            left = max_wait_s - (self._clock() - started)
-            permit = self.acquire(provider, credential_fingerprint, max_wait_s=max(left, 0.0))
+        if permit is None:
+            try:
+                left = max_wait_s - (self._clock() - started)
+                permit = self.acquire(provider, credential_fingerprint, max_wait_s=max(left, 0.0))
+            except BaseException:
+                gate.leave()
+                raise
             if permit is None:
+                gate.leave()
                 metrics.throttle_busy(provider, credential_fingerprint)
                 raise ThrottleBusy(provider)
-            metrics.permit_granted(provider, credential_fingerprint, self._clock() - started)
-            error: BaseException | None = None
-            try:
-                yield
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                permit.release(outcome_for(error))
+        metrics.permit_granted(provider, credential_fingerprint, self._clock() - started)
+        error: BaseException | None = None
+        try:
+            yield
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
-            gate.release()
+            outcome = outcome_for(error)
+            if not (self._passable(permit, outcome) and gate.pass_on(permit)):
+                try:
+                    permit.release(outcome)
+                finally:
+                    gate.leave()
 
-    def _gate(self, provider: str, credential_fingerprint: str) -> threading.BoundedSemaphore:
+    def _passable(self, permit: Permit, outcome: CallOutcome) -> bool:
+        """Whether the slot may go to a waiting thread of this process as it is: after a
+        success only (a 429 must reach the adaptive limit), while the limits were at their
+        configured values, within `max_passes` and `pass_s`, and for a provider without a
+        request rate (each call needs a rate token from Redis)."""
+        if (
+            outcome is not CallOutcome.SUCCESS
+            or permit.adapted
+            or self.limits[permit.provider].max_rps
+        ):
+            return False
+        if permit.passes >= self.max_passes or self._clock() - permit.granted_at >= self.pass_s:
+            return False
+        permit.passes += 1
+        return True
+
+    def _gate(self, provider: str, credential_fingerprint: str) -> LocalGate[Permit]:
         key = (provider, credential_fingerprint)
         gate = self._gates.get(key)
         if gate is None:
             with self._gates_lock:
                 width = self._limits(provider).max_concurrency
-                gate = self._gates.setdefault(key, threading.BoundedSemaphore(width))
+                gate = self._gates.setdefault(key, LocalGate(width))
         return gate
 
     def effective_limits(self, provider: str, credential_fingerprint: str) -> ProviderLimits:

@@ -58,23 +58,25 @@ end
 """
 
 # KEYS slots, tat, adapt; ARGV token ('' = rate only), max_limit, max_rate (0 = none), burst,
-# lease_us. Returns {0, now_us} admitted, {1, wait_us} over the rate, {2, 0} no free slot.
-# Nothing is written unless both checks pass, so a refused caller holds nothing.
+# lease_us. Returns {0, now_us, adapted} admitted, {1, wait_us, adapted} over the rate,
+# {2, 0, adapted} no free slot; adapted is 1 while 429s hold the limits below the configured
+# ones. Nothing is written unless both checks pass, so a refused caller holds nothing.
 _ACQUIRE = (
     _PRELUDE
     + """
 local now = now_us()
 local token = ARGV[1]
 local limit, rate = effective(KEYS[3], tonumber(ARGV[2]), tonumber(ARGV[3]))
+local adapted = redis.call('EXISTS', KEYS[3])
 if token ~= '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  if redis.call('ZCARD', KEYS[1]) >= limit then return {2, 0} end
+  if redis.call('ZCARD', KEYS[1]) >= limit then return {2, 0, adapted} end
 end
 if rate > 0 then
   local interval = 1000000 / rate
   local tat = math.max(tonumber(redis.call('GET', KEYS[2]) or now), now)
   local wait = tat + interval - tonumber(ARGV[4]) * interval - now
-  if wait > 0 then return {1, math.ceil(wait)} end
+  if wait > 0 then return {1, math.ceil(wait), adapted} end
   tat = tat + interval
   redis.call('SET', KEYS[2], string.format('%.3f', tat), 'PX',
              math.ceil((tat - now) / 1000) + 1000)
@@ -84,7 +86,7 @@ if token ~= '' then
   redis.call('ZADD', KEYS[1], now + lease, token)
   keep_for(KEYS[1], math.ceil(lease / 1000) + 1000)
 end
-return {0, now}
+return {0, now, adapted}
 """
 )
 
@@ -198,12 +200,15 @@ class Scripts:
 
     def acquire(
         self, keys: Keys, token: str, *, limit: int, rate: float, burst: int, lease_s: float
-    ) -> tuple[int, int]:
-        """(ADMITTED, server µs) | (OVER_RATE, µs to wait) | (NO_SLOT, 0)."""
+    ) -> tuple[int, int, bool]:
+        """(ADMITTED, server µs, adapted) | (OVER_RATE, µs to wait, adapted) | (NO_SLOT, 0,
+        adapted): adapted while 429s hold the limits below the configured ones."""
         args = [token, limit, rate, burst, math.ceil(lease_s * 1e6)]
         with redis_errors("check the provider throttle"):
-            state, value = self._acquire(keys=[keys.slots, keys.tat, keys.adapt], args=args)
-        return int(state), int(value)
+            state, value, adapted = self._acquire(
+                keys=[keys.slots, keys.tat, keys.adapt], args=args
+            )
+        return int(state), int(value), bool(adapted)
 
     def release(
         self,

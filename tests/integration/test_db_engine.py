@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from storage.db import make_engine, make_session_factory, ping
+from storage.db import make_engine, make_session_factory, open_database, ping
 
 pytestmark = pytest.mark.integration
 
@@ -64,3 +64,25 @@ def test_unsupported_database_url_is_refused() -> None:
     """A URL for another database names the two supported forms."""
     with pytest.raises(ValueError, match="postgresql\\+psycopg"):
         make_engine("mysql+pymysql://root@127.0.0.1/test")
+
+
+def test_warm_opens_one_pooled_connection_per_thread_up_to_the_pool(
+    pg_url: str, database_url: str
+) -> None:
+    """`Database.warm` leaves N autocommit connections open in the pool (never more than its
+    size), and is a no-op for SQLite, which has no autocommit engine."""
+    db = open_database(pg_url, pool_size=6)
+    try:
+        assert db.autocommit is not None
+        assert db.autocommit.pool.checkedin() == 0  # type: ignore[attr-defined]
+        db.warm(4)
+        assert db.autocommit.pool.checkedin() == 4  # type: ignore[attr-defined]
+        db.warm(50)
+        assert db.autocommit.pool.checkedin() == 6  # type: ignore[attr-defined]
+    finally:
+        db.dispose()
+    if database_url.startswith("sqlite"):
+        lite = open_database(database_url, pool_size=6)
+        lite.warm(4)
+        assert lite.autocommit is None
+        lite.dispose()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import random
 import threading
 from collections.abc import Mapping
@@ -22,7 +23,7 @@ from jobs.ledger import ItemLedger
 from jobs.models import Attempt, Item, Job
 from storage.keys import manifest_key
 from storage.localfs import LocalObjectStore
-from storage.objects import ObjectStore
+from storage.objects import ObjectStore, StorageUnavailable
 from tests.integration.helpers import migrated_ledger, published, tts_job
 from tests.services import free_port
 from workers.config import WorkerConfig
@@ -32,7 +33,7 @@ from workers.providers.base import SpeechProvider, Synthesis, Transcript, Word
 from workers.providers.errors import AuthenticationFailed, ProviderUnavailable, RateLimited
 from workers.providers.registry import build_provider
 from workers.retry import RetryPolicy
-from workers.runtime import Runtime
+from workers.runtime import Runtime, warm_up
 
 pytestmark = pytest.mark.integration
 
@@ -416,3 +417,26 @@ def test_a_bad_transcript_is_retried_and_leaves_no_objects_or_usage(
     assert item.error_code == "bad_provider_output"
     assert list(local_store.list_keys(f"{tenant}/{job.id}/")) == []
     assert usage == 0.0
+
+
+def test_warm_up_opens_the_pool_and_only_logs_when_storage_is_down(
+    pg_url: str, local_store: LocalObjectStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker's warm-up leaves a connection per thread in the pool (capped at its size,
+    2 here), and a store that cannot be reached at start-up is logged as a warning instead
+    of raising."""
+    rt = runtime(pg_url, local_store)
+    try:
+        assert rt.ledger.db.autocommit is not None
+        warm_up(rt, 3)
+        assert rt.ledger.db.autocommit.pool.checkedin() == 2  # type: ignore[attr-defined]
+
+        def down() -> None:
+            raise StorageUnavailable("bucket 'x' is not usable (HTTP 503)")
+
+        local_store.check = down  # type: ignore[method-assign]
+        with caplog.at_level(logging.WARNING, logger="workers.runtime"):
+            warm_up(rt, 3)
+        assert "worker warm-up skipped: StorageUnavailable" in caplog.text
+    finally:
+        rt.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -13,6 +14,7 @@ import pytest
 import redis
 
 from jobs.catalog import ProviderLimits, parse_limit_overrides, provider_limits
+from storage.provider_keys import ThrottleKeys
 from tests.integration.throttle_primitives import ConcurrencySlots, RateLimiter
 from tests.services import free_port
 from workers.providers.errors import ProviderUnavailable, QuotaExceeded, RateLimited
@@ -369,9 +371,10 @@ def test_outcomes_and_limit_configuration() -> None:
 def test_permit_waits_in_process_instead_of_polling_redis(
     client: redis.Redis[Any], provider: str
 ) -> None:
-    """8 threads sharing a limit of 2 through `permit` never exceed 2 at once, and each
-    permit costs one Redis admission check: the surplus threads wait on the local gate."""
-    throttle = ProviderThrottle(client, {provider: ProviderLimits(2)}, lease_s=10)
+    """8 threads sharing a limit of 2 through `permit` never exceed 2 at once, and with
+    passing on turned off each permit costs one Redis admission check: the surplus threads
+    wait on the local gate."""
+    throttle = ProviderThrottle(client, {provider: ProviderLimits(2)}, lease_s=10, max_passes=0)
     checks = [0]
     real_acquire = throttle._scripts.acquire
 
@@ -402,3 +405,122 @@ def test_permit_waits_in_process_instead_of_polling_redis(
     assert peak == 2
     assert checks[0] == 40
     assert throttle.in_use(provider, FP) == 0
+
+
+def _counting(throttle: ProviderThrottle) -> dict[str, int]:
+    """Counts the throttle's Redis acquires and releases from now on."""
+    counts = {"acquire": 0, "release": 0}
+    scripts = throttle._scripts
+    real_acquire, real_release = scripts.acquire, scripts.release
+
+    def acquire(*args: Any, **kwargs: Any) -> Any:
+        counts["acquire"] += 1
+        return real_acquire(*args, **kwargs)
+
+    def release(*args: Any, **kwargs: Any) -> Any:
+        counts["release"] += 1
+        return real_release(*args, **kwargs)
+
+    scripts.acquire, scripts.release = acquire, release  # type: ignore[method-assign]
+    return counts
+
+
+def _hand_over(throttle: ProviderThrottle, provider: str, first_fails: bool = False) -> None:
+    """Thread A holds the only slot while thread B waits at the local gate; then A's call
+    ends (raising RateLimited if `first_fails`) and B runs its call."""
+    holding, waiting_done = threading.Event(), threading.Event()
+    gate = throttle._gate(provider, FP)
+
+    def first() -> None:
+        expected = pytest.raises(RateLimited) if first_fails else contextlib.nullcontext()
+        with expected, throttle.permit(provider, FP, max_wait_s=5):
+            holding.set()
+            deadline = time.monotonic() + 5
+            while gate.waiting() == 0 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            if first_fails:
+                raise RateLimited("429")
+
+    def second() -> None:
+        holding.wait(5)
+        with throttle.permit(provider, FP, max_wait_s=5):
+            waiting_done.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert waiting_done.is_set()
+
+
+def test_a_successful_calls_slot_goes_to_the_waiting_thread_without_redis(
+    client: redis.Redis[Any], provider: str
+) -> None:
+    """After a success the slot passes straight to the thread waiting at the gate: one Redis
+    acquire and one release serve both calls, and the slot is free afterwards."""
+    throttle = ProviderThrottle(client, {provider: ProviderLimits(1)}, lease_s=10)
+    counts = _counting(throttle)
+    _hand_over(throttle, provider)
+    assert counts == {"acquire": 1, "release": 1}
+    assert throttle.in_use(provider, FP) == 0
+
+
+def test_a_429_an_adapted_limit_a_rate_or_the_pass_cap_send_the_slot_back_to_redis(
+    client: redis.Redis[Any], new_provider: Callable[[], str]
+) -> None:
+    """A slot is not passed on after a 429 (the adaptive limit must hear of it), while 429s
+    hold the limits down, for a provider with a request rate, or past `max_passes`: each
+    call then releases its own slot in Redis and the waiter acquires one there."""
+    adapted, rated, capped, rate_limited = (new_provider() for _ in range(4))
+    client.hset(ThrottleKeys.of(adapted, FP).adapt, mapping={"limit": 1})  # a 429 cut to 1
+    cases = [
+        ("429", ProviderThrottle(client, {rate_limited: ProviderLimits(1)}, lease_s=10), True),
+        ("adapted", ProviderThrottle(client, {adapted: ProviderLimits(1)}, lease_s=10), False),
+        ("rate", ProviderThrottle(client, {rated: ProviderLimits(1, 100.0)}, lease_s=10), False),
+        (
+            "cap",
+            ProviderThrottle(client, {capped: ProviderLimits(1)}, lease_s=10, max_passes=0),
+            False,
+        ),
+    ]
+    for label, throttle, fails in cases:
+        provider = next(iter(throttle.limits))
+        counts = _counting(throttle)
+        _hand_over(throttle, provider, first_fails=fails)
+        assert counts["release"] == 2, label  # each call gave its slot back to Redis
+        assert counts["acquire"] >= 2, label  # (a rate token may take a second ask)
+        assert throttle.in_use(provider, FP) == 0, label
+
+
+def test_passing_on_keeps_the_shared_cap_across_processes(
+    client: redis.Redis[Any], provider: str
+) -> None:
+    """Two throttles (two worker processes) of 6 threads each share a limit of 3 while
+    passing slots on: never more than 3 calls at once, and every slot is back at the end."""
+    throttles = [
+        ProviderThrottle(client, {provider: ProviderLimits(3)}, lease_s=10) for _ in range(2)
+    ]
+    lock = threading.Lock()
+    held = peak = calls = 0
+
+    def worker(throttle: ProviderThrottle) -> None:
+        nonlocal held, peak, calls
+        for _ in range(15):
+            with throttle.permit(provider, FP, max_wait_s=10):
+                with lock:
+                    held += 1
+                    peak = max(peak, held)
+                    calls += 1
+                time.sleep(0.003)
+                with lock:
+                    held -= 1
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in throttles for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == 180
+    assert peak == 3
+    assert throttles[0].in_use(provider, FP) == 0
