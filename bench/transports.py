@@ -66,7 +66,15 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=200.0)
     parser.add_argument("--ttfb-ms", type=float, default=100.0)
     parser.add_argument("--cap", type=int, default=16)
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="PROVIDER/TRANSPORT",
+        help="run only these (repeatable), e.g. --only smallest/stream  [default: every one]",
+    )
     args = parser.parse_args()
+    runs = [run for run in RUNS if not args.only or "/".join(run) in args.only]
     ceiling = args.cap / (args.latency_ms / 1000)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -109,7 +117,7 @@ def main() -> None:
             f"C={args.cap}, one worker"
         )
         print(f"  ceiling C/L {ceiling:.1f} items/s; asyncio script (slng http) {reference:.1f}")
-        for provider, transport in RUNS:
+        for provider, transport in runs:
             httpx.delete(f"{base}/_emulator/requests").raise_for_status()
             meter = CpuMeter(worker=worker.pid)
             meter.begin()

@@ -19,8 +19,6 @@ streamed body is over. Every response carries `X-Request-Id`.
 
 from __future__ import annotations
 
-import base64
-import json
 import random
 import re
 from collections import Counter
@@ -29,6 +27,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import pybase64
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -268,8 +267,14 @@ def spoken_seconds(parsed: TtsRequest) -> float:
 
 
 def audio_frame(chunk: Chunk) -> bytes:
-    data = {"audio": base64.b64encode(chunk).decode(), "done": False, "status": "206"}
-    return b"event: audio\ndata: " + json.dumps(data).encode() + b"\n\n"
+    """The bytes `json.dumps({"audio": <base64>, "done": False, "status": "206"})` gives, put
+    together directly: base64 needs no JSON escaping, and the emulator shares the machine
+    with the worker it serves (16 streams of ten frames a line were a third of its CPU)."""
+    return b"".join((_FRAME_HEAD, pybase64.b64encode(chunk), _FRAME_TAIL))
+
+
+_FRAME_HEAD = b'event: audio\ndata: {"audio": "'
+_FRAME_TAIL = b'", "done": false, "status": "206"}\n\n'
 
 
 async def _paced_frames(chunks: AsyncIterator[Chunk]) -> AsyncIterator[bytes]:

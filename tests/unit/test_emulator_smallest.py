@@ -24,6 +24,7 @@ from emulator.app import create_app
 from emulator.config import EmulatorConfig
 from emulator.dials import Dials
 from emulator.faults import StreamCut
+from emulator.smallest import audio_frame
 from emulator.smallest_pulse import PulseApi
 from tests.unit.emulator_client import run
 from workers.audio import pcm16_to_wav
@@ -357,3 +358,13 @@ def test_faults_come_in_smallest_shapes_and_spoil_pulse_times() -> None:
                    EmulatorConfig(answer_fault="unordered"), content=wav_bytes(3.0))  # fmt: skip
     starts = [w["start"] for w in spoiled.json()["words"]]
     assert starts == sorted(starts, reverse=True) and len(starts) > 1
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 22050])
+def test_an_sse_audio_frame_is_byte_for_byte_the_json_frame(size: int) -> None:
+    """The emulator's hand-joined SSE audio frame is exactly what `json.dumps` of Smallest's
+    frame gives, for chunks of every base64 padding length."""
+    chunk = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    frame = {"audio": base64.b64encode(chunk).decode(), "done": False, "status": "206"}
+    expected = b"event: audio\ndata: " + json.dumps(frame).encode() + b"\n\n"
+    assert audio_frame(memoryview(chunk)) == expected
