@@ -66,7 +66,7 @@ class LocalGate(Generic[P]):
                 return False
             waiter = self._waiters.popleft()
             waiter.handed = permit
-        waiter.event.set()
+            waiter.event.set()  # under the lock: a waiter timing out now sees it served
         return True
 
     def leave(self) -> None:
@@ -76,7 +76,7 @@ class LocalGate(Generic[P]):
                 self._free += 1
                 return
             waiter = self._waiters.popleft()
-        waiter.event.set()
+            waiter.event.set()
 
     def waiting(self) -> int:
         with self._lock:

@@ -1,0 +1,94 @@
+"""The worker's in-process gate: its width, first-come order, passing a permit on, timeouts."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+from workers.throttle_local import LocalGate
+
+
+def _queued(gate: LocalGate[str], count: int) -> None:
+    deadline = time.monotonic() + 5
+    while gate.waiting() < count and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert gate.waiting() == count
+
+
+def test_a_full_gate_times_out_and_forgets_the_waiter() -> None:
+    """With its one place taken, a second caller gets (False, None) after its timeout and
+    is no longer queued, so a later leave frees the place instead of serving a ghost."""
+    gate: LocalGate[str] = LocalGate(1)
+    assert gate.enter(1) == (True, None)
+    assert gate.enter(0.05) == (False, None)
+    assert gate.waiting() == 0
+    assert gate.pass_on("slot") is False  # nobody to take it: the holder keeps it
+    gate.leave()
+    assert gate.enter(0) == (True, None)
+
+
+def test_waiters_are_served_first_come_and_a_passed_permit_reaches_the_first() -> None:
+    """Three queued callers: `pass_on` hands the permit to the one that came first, `leave`
+    gives the next one the place without a permit."""
+    gate: LocalGate[str] = LocalGate(1)
+    gate.enter(1)
+    got: dict[int, tuple[bool, str | None]] = {}
+
+    def wait(n: int) -> None:
+        got[n] = gate.enter(5)
+
+    threads = []
+    for n in range(3):
+        threads.append(threading.Thread(target=wait, args=(n,)))
+        threads[-1].start()
+        _queued(gate, n + 1)
+    assert gate.pass_on("slot-A") is True
+    threads[0].join(5)
+    assert got == {0: (True, "slot-A")}
+    gate.leave()
+    threads[1].join(5)
+    assert got[1] == (True, None)
+    gate.leave()
+    threads[2].join(5)
+    assert got[2] == (True, None)
+
+
+def test_under_contention_never_more_holders_than_places_and_every_place_returns() -> None:
+    """12 threads with short timeouts on 3 places, holders passing on or leaving at random:
+    never more than 3 hold at once, no call raises, and all 3 places are free at the end."""
+    gate: LocalGate[int] = LocalGate(3)
+    lock = threading.Lock()
+    held = peak = served = 0
+    errors: list[BaseException] = []
+
+    def worker(seed: int) -> None:
+        nonlocal held, peak, served
+        rng = random.Random(seed)
+        try:
+            for _ in range(200):
+                entered, _permit = gate.enter(rng.uniform(0, 0.002))
+                if not entered:
+                    continue
+                with lock:
+                    held += 1
+                    peak = max(peak, held)
+                    served += 1
+                time.sleep(rng.uniform(0, 0.0005))
+                with lock:
+                    held -= 1
+                if not (rng.random() < 0.5 and gate.pass_on(seed)):
+                    gate.leave()
+        except BaseException as exc:  # pragma: no cover - what the assertion reports
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert peak == 3
+    assert served > 100
+    assert gate.waiting() == 0
+    assert [gate.enter(0)[0] for _ in range(4)] == [True, True, True, False]
