@@ -29,16 +29,14 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from enum import StrEnum
-from typing import Any, Protocol
+from contextlib import contextmanager
+from typing import Any
 
 import redis
 
 from jobs.catalog import ProviderLimits
 from storage.provider_keys import credential_fingerprint, shared_redis, throttle_name
 from workers import metrics
-from workers.providers.errors import RateLimited
 from workers.throttle_local import LocalGate
 from workers.throttle_redis import (
     ADMITTED,
@@ -47,6 +45,13 @@ from workers.throttle_redis import (
     Keys,
     Scripts,
     ThrottleUnavailable,
+)
+from workers.throttle_seam import (
+    CallOutcome,
+    Throttle,
+    ThrottleBusy,
+    UnlimitedThrottle,
+    outcome_for,
 )
 
 __all__ = [
@@ -65,42 +70,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class ThrottleBusy(Exception):
-    """No permit within the wait: re-queue the item soon; no provider call was made."""
-
-
-class Throttle(Protocol):
-    """The seam: one provider call runs inside `with throttle.permit(...)`."""
-
-    def permit(
-        self, provider: str, credential_fingerprint: str, *, max_wait_s: float
-    ) -> AbstractContextManager[None]:
-        """Hold a call slot for the block, or raise ThrottleBusy after `max_wait_s`; the
-        slot is released on exit, reporting a 429 (RateLimited) to the adaptive limit."""
-
-
-class UnlimitedThrottle:
-    """No shared limit: local mode (its engines are limited by its own thread count)."""
-
-    def permit(
-        self, provider: str, credential_fingerprint: str, *, max_wait_s: float
-    ) -> AbstractContextManager[None]:
-        return nullcontext()
-
-
-class CallOutcome(StrEnum):
-    SUCCESS = "success"  # counts towards raising a throttled-down limit again
-    RATE_LIMITED = "rate_limited"  # the provider said 429: too many in a window cut the limits
-    OTHER = "other"  # any other failure: says nothing about the limits
-
-
-def outcome_for(error: BaseException | None) -> CallOutcome:
-    """How a finished call should feed the adaptive limit (quota 429s are not RateLimited)."""
-    if error is None:
-        return CallOutcome.SUCCESS
-    return CallOutcome.RATE_LIMITED if isinstance(error, RateLimited) else CallOutcome.OTHER
 
 
 def redis_for_throttle(url: str) -> redis.Redis[Any]:
