@@ -95,7 +95,7 @@ class Permit:
     ) -> None:
         self.provider, self.keys, self.token = provider, keys, token
         self.acquired_us = acquired_us  # Redis time; 429s of calls admitted before a cut don't cut
-        self.adapted = adapted  # 429s had lowered the shared limits when it was granted
+        self.adapted = adapted  # the adaptive limits had 429s to weigh when it was granted
         self.granted_at = granted_at  # the throttle's clock when Redis granted it
         self.passes = 0  # calls it has been passed on to without going back to Redis
         self._throttle = throttle
@@ -227,8 +227,8 @@ class ProviderThrottle:
 
     def _passable(self, permit: Permit, outcome: CallOutcome) -> bool:
         """Whether the slot may go to a waiting thread of this process as it is: after a
-        success only (a 429 must reach the adaptive limit), while the limits were at their
-        configured values, within `max_passes` and `pass_s`, and for a provider without a
+        success only (a 429 must reach the adaptive limit), while the adaptive limits had no
+        429s to weigh, within `max_passes` and `pass_s`, and for a provider without a
         request rate (each call needs a rate token from Redis)."""
         if (
             outcome is not CallOutcome.SUCCESS

@@ -59,8 +59,9 @@ end
 
 # KEYS slots, tat, adapt; ARGV token ('' = rate only), max_limit, max_rate (0 = none), burst,
 # lease_us. Returns {0, now_us, adapted} admitted, {1, wait_us, adapted} over the rate,
-# {2, 0, adapted} no free slot; adapted is 1 while 429s hold the limits below the configured
-# ones. Nothing is written unless both checks pass, so a refused caller holds nothing.
+# {2, 0, adapted} no free slot; adapted is 1 while the adaptive limits have 429s to weigh
+# (lowered limits, or a window still counting after a 429). Nothing is written unless both
+# checks pass, so a refused caller holds nothing.
 _ACQUIRE = (
     _PRELUDE
     + """
@@ -202,7 +203,7 @@ class Scripts:
         self, keys: Keys, token: str, *, limit: int, rate: float, burst: int, lease_s: float
     ) -> tuple[int, int, bool]:
         """(ADMITTED, server µs, adapted) | (OVER_RATE, µs to wait, adapted) | (NO_SLOT, 0,
-        adapted): adapted while 429s hold the limits below the configured ones."""
+        adapted): adapted while the adaptive limits have 429s to weigh."""
         args = [token, limit, rate, burst, math.ceil(lease_s * 1e6)]
         with redis_errors("check the provider throttle"):
             state, value, adapted = self._acquire(

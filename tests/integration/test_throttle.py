@@ -375,14 +375,7 @@ def test_permit_waits_in_process_instead_of_polling_redis(
     passing on turned off each permit costs one Redis admission check: the surplus threads
     wait on the local gate."""
     throttle = ProviderThrottle(client, {provider: ProviderLimits(2)}, lease_s=10, max_passes=0)
-    checks = [0]
-    real_acquire = throttle._scripts.acquire
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        checks[0] += 1
-        return real_acquire(*args, **kwargs)
-
-    throttle._scripts.acquire = counted  # type: ignore[method-assign]
+    counts = _counting(throttle)
     lock = threading.Lock()
     held = peak = 0
 
@@ -403,7 +396,7 @@ def test_permit_waits_in_process_instead_of_polling_redis(
     for thread in threads:
         thread.join()
     assert peak == 2
-    assert checks[0] == 40
+    assert counts["acquire"] == 40
     assert throttle.in_use(provider, FP) == 0
 
 
