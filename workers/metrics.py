@@ -223,6 +223,11 @@ def circuit_state(name: str, fingerprint: str, state: int) -> None:
     CIRCUIT_STATE.labels(provider_label(name), credential_label(name, fingerprint)).set(state)
 
 
+def forget_permit() -> None:
+    """A new provider call begins on this thread: an earlier call's permit is not its own."""
+    _current.permit = None
+
+
 def _permit_credential(provider: str) -> str | None:
     """The credential of this thread's last permit for `provider` (None: no shared throttle)."""
     permit = getattr(_current, "permit", None)

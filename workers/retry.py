@@ -89,6 +89,7 @@ def call_with_retries(
     permanent errors are raised at once.
     """
     budget.deposit(*credential)
+    metrics.forget_permit()  # 429s and retries count under this call's permits only
     begun = time.monotonic()
     attempt = 0
     while True:

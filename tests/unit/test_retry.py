@@ -3,8 +3,10 @@
 import random
 
 import pytest
+from prometheus_client import REGISTRY
 
 from jobs.records import AttemptRecord
+from workers import metrics
 from workers.providers.errors import (
     AuthenticationFailed,
     InvalidInput,
@@ -186,3 +188,16 @@ def test_each_retry_spends_one_token() -> None:
         == "ok"
     )
     assert (fn.calls, budget.tokens, budget.deposits) == (3, 3, 1)
+
+
+def test_an_earlier_calls_permit_is_not_counted_for_a_call_without_one() -> None:
+    """A 429 on a call made without a permit counts under credential `none`, even when an
+    earlier call on the same thread held a permit of that provider (the stale label made a
+    CI run of the metrics test fail, depending on which test ran before it)."""
+    labels = {"provider": "slng", "credential": "none"}
+    before = REGISTRY.get_sample_value("speechbatch_provider_rate_limited_total", labels) or 0.0
+    metrics.permit_granted("slng", "fedcba9876543210", 0.0)  # an earlier item's permit
+    with pytest.raises(RateLimited):
+        run(Flaky(RateLimited("busy", status_code=429, retry_after=120)))
+    after = REGISTRY.get_sample_value("speechbatch_provider_rate_limited_total", labels)
+    assert after == before + 1
