@@ -24,7 +24,7 @@ demo: install system-deps
 	$(BIN)/python examples/demo.py
 
 test: test-deps       ## two test processes, each module's tests on one (module-scoped stacks start once)
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --durations=15
 
 test-fast: install    ## unit tests only: no services
 	$(BIN)/pytest tests/unit
