@@ -229,7 +229,8 @@ def forget_permit() -> None:
 
 
 def _permit_credential(provider: str) -> str | None:
-    """The credential of this thread's last permit for `provider` (None: no shared throttle)."""
+    """The credential of the last permit for `provider` that this thread's current call held
+    (None: no shared throttle, or none yet; `forget_permit` starts each call afresh)."""
     permit = getattr(_current, "permit", None)
     return permit[1] if permit is not None and permit[0] == provider else None
 
