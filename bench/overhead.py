@@ -116,9 +116,10 @@ def bare_celery_rate(
         worker.wait(15)
 
 
-def bare_work_rate(items: int, concurrency: int, emulator: int) -> tuple[float, CpuMeter]:
-    """The work itself with no orchestration: `concurrency` threads of this process call the
-    emulator through the same adapter and PUT each result to the same S3, nothing else."""
+def bare_work_rate(lines: list[str], concurrency: int, emulator: int) -> tuple[float, CpuMeter]:
+    """The work itself with no orchestration: `concurrency` threads of this process speak the
+    job's own `lines` (the emulator's audio grows with the text) through the same adapter and
+    PUT each result to the same S3, nothing else."""
     settings = Settings()
     store = open_object_store(settings.storage_url, endpoint_url=settings.s3_endpoint_url)
     store.ensure_exists()
@@ -133,23 +134,23 @@ def bare_work_rate(items: int, concurrency: int, emulator: int) -> tuple[float, 
         model = PROVIDERS["slng"].default_model("tts") or ""
 
         def one(n: int) -> None:
-            audio = provider.synthesize(f"Overhead line {n}.", model=model, voice=None, options={})
+            audio = provider.synthesize(lines[n], model=model, voice=None, options={})
             store.put_bytes(f"bare-work/{n}.wav", audio.audio, "audio/wav")
 
         meter = CpuMeter(
             bench=os.getpid(), emulator=emulator, s3=weed_pid(settings.s3_endpoint_url)
         )
         with ThreadPoolExecutor(concurrency) as pool:
-            list(pool.map(one, range(min(items, 50))))  # warm connections
+            list(pool.map(one, range(min(len(lines), 50))))  # warm connections
             began = time.perf_counter()
             meter.begin()
-            list(pool.map(one, range(items)))
+            list(pool.map(one, range(len(lines))))
             meter.end()
-        return items / (time.perf_counter() - began), meter
+        return len(lines) / (time.perf_counter() - began), meter
 
 
 def pipeline_rate(
-    items: int, concurrency: int, env: dict[str, str], logs: Path, emulator: int
+    lines: list[str], concurrency: int, env: dict[str, str], logs: Path, emulator: int
 ) -> tuple[float, CpuMeter]:
     settings = Settings()
     ledger = ItemLedger(
@@ -162,20 +163,15 @@ def pipeline_rate(
     try:
         time.sleep(3)  # connected before the clock starts
         meter.begin()
-        run = uuid.uuid4().hex[:8]  # lines unique to this job: a repeated line would be reused
         body = JobCreate.model_validate(
-            {
-                "kind": "tts",
-                "provider": "slng",
-                "items": [{"text": f"Overhead line {n} of {run}."} for n in range(items)],
-            }
+            {"kind": "tts", "provider": "slng", "items": [{"text": line} for line in lines]}
         )
-        job = submit_job(ledger, tenant, body, idempotency_key=None, max_items=items).job
+        job = submit_job(ledger, tenant, body, idempotency_key=None, max_items=len(lines)).job
         while (job := get_job(sessions, tenant, job.id)).status in ("queued", "running"):
             time.sleep(0.1)
         meter.end()
         assert job.status == "succeeded" and job.started_at and job.finished_at
-        return items / (job.finished_at - job.started_at).total_seconds(), meter
+        return len(lines) / (job.finished_at - job.started_at).total_seconds(), meter
     finally:
         worker.terminate()
         worker.wait(30)
@@ -202,8 +198,11 @@ def main() -> None:
         wait_http(f"http://127.0.0.1:{port}/_emulator/health")
         bare, bare_cpu = bare_celery_rate(args.items, args.concurrency, env, logs)
         os.environ.update(env)
-        work, work_cpu = bare_work_rate(args.items, args.concurrency, emulator.pid)
-        ours, our_cpu = pipeline_rate(args.items, args.concurrency, env, logs, emulator.pid)
+        # One set of lines for both: unique to this run, as a repeated line would be reused.
+        run = uuid.uuid4().hex[:8]
+        lines = [f"Overhead line {n} of {run}." for n in range(args.items)]
+        work, work_cpu = bare_work_rate(lines, args.concurrency, emulator.pid)
+        ours, our_cpu = pipeline_rate(lines, args.concurrency, env, logs, emulator.pid)
         httpx.delete(f"http://127.0.0.1:{port}/_emulator/requests")
     finally:
         emulator.terminate()
