@@ -41,7 +41,8 @@ from jobs.schedule_schemas import (
 from jobs.schedule_template import TemplateError, render_template
 from jobs.schemas import JobCreate
 from jobs.service import dry_run_job
-from storage.objects import MemoryObjectStore, ObjectStore
+from storage.memory import MemoryObjectStore
+from storage.objects import ObjectStore
 
 # A template is a job body stored in a row and rendered every fire: archives (`source`) are
 # how big inputs are written, so a template holding a whole script is capped.

@@ -17,7 +17,8 @@ import pytest
 
 from storage import s3
 from storage.localfs import LocalObjectStore
-from storage.objects import MemoryObjectStore, ObjectStore
+from storage.memory import MemoryObjectStore
+from storage.objects import ObjectStore
 from storage.s3 import S3ObjectStore
 from tests.services import (
     TEST_REDIS_DB,

@@ -12,7 +12,7 @@ import soundfile as sf
 
 from jobs.archive_count import SAMPLE_SIZE, CountLimits, count_archive
 from jobs.archives import ArchivePlan, parse_location
-from storage.objects import MemoryObjectStore
+from storage.memory import MemoryObjectStore
 
 JOB = {"provider": "local", "model": "pocketsphinx", "options": {}}
 

@@ -9,7 +9,7 @@ from jobs.archive_outputs import OutputStores, destination_key, plan_destination
 from jobs.archives import ArchivePolicy, parse_archive_buckets, parse_location, storage_location
 from jobs.errors import ApiError
 from jobs.schemas import JobCreate
-from storage.objects import MemoryObjectStore
+from storage.memory import MemoryObjectStore
 from storage.stores import BucketStores
 
 

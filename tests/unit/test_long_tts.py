@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from emulator.audio import render_speech
-from storage.objects import MemoryObjectStore
+from storage.memory import MemoryObjectStore
 from workers.long_tts import PAUSE_S, UnreadablePiece, piece_key, split_text, stitch
 
 STORY = (

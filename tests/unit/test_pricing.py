@@ -26,7 +26,7 @@ from jobs.schemas import BudgetIn, JobCreate
 from jobs.settings import Settings
 from jobs.usage import RouteUsage, usage_and_cost
 from jobs.validation import validate_job
-from storage.objects import MemoryObjectStore
+from storage.memory import MemoryObjectStore
 
 
 def test_every_catalog_model_has_a_price() -> None:

@@ -8,7 +8,8 @@ import pytest
 
 from storage.keys import UnsafeKey
 from storage.localfs import LocalObjectStore
-from storage.objects import MemoryObjectStore, ObjectNotFound, ObjectStore
+from storage.memory import MemoryObjectStore
+from storage.objects import ObjectNotFound, ObjectStore
 
 
 @pytest.fixture(params=["memory", "local"])
