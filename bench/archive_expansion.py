@@ -32,8 +32,9 @@ from jobs.ledger import ItemLedger
 from jobs.migrate import upgrade_to_head
 from jobs.models import Item
 from jobs.schemas import JobCreate
-from jobs.service import ensure_tenant, submit_job
+from jobs.service import submit_job
 from jobs.settings import Settings
+from jobs.tenants import ensure_tenant
 from storage.db import open_database
 from storage.publisher import CeleryPublisher
 from storage.s3 import S3ObjectStore, s3_client

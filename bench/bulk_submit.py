@@ -27,8 +27,8 @@ import redis
 
 from bench.throughput import CLI, KEY, wait_http
 from jobs.migrate import upgrade_to_head
-from jobs.service import create_api_key
 from jobs.settings import Settings
+from jobs.tenants import create_api_key
 from storage.db import make_engine, make_session_factory
 from storage.publisher import QUEUE, CeleryPublisher, send_items
 from tests.services import free_port

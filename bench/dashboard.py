@@ -33,9 +33,9 @@ from jobs.clock import utc_now
 from jobs.migrate import upgrade_to_head
 from jobs.models import Item, Job
 from jobs.repository import encode_cursor
-from jobs.service import create_api_key
 from jobs.settings import Settings
 from jobs.status import ItemStatus, JobKind, JobStatus
+from jobs.tenants import create_api_key
 from storage.db import make_engine, make_session_factory
 from tests.services import free_port
 

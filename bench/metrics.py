@@ -26,9 +26,9 @@ from sqlalchemy import update
 from bench.throughput import CLI, stop, wait_http
 from jobs.migrate import upgrade_to_head
 from jobs.models import Job
-from jobs.service import create_api_key
 from jobs.settings import Settings
 from jobs.status import JobStatus
+from jobs.tenants import create_api_key
 from storage.db import make_engine, make_session_factory
 from storage.publisher import QUEUE
 from tests.services import free_port

@@ -31,7 +31,7 @@ import redis
 
 from bench.throughput import start, wait_http
 from emulator.dials import fingerprint
-from jobs.catalog import ProviderLimits
+from jobs.catalog_limits import ProviderLimits
 from tests.services import free_port
 from workers.throttle import CallOutcome, ProviderThrottle, credential_fingerprint
 

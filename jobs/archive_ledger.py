@@ -10,22 +10,30 @@ move in one transaction, guarded by the expander's token: a crash before the com
 nothing (the batch is listed again from the old cursor), one after it leaves the cursor past
 the batch, and a second expander whose lease was taken over matches no row. That is how an
 interrupted expansion resumes without a duplicate item. Committed queued ids are published at
-once, so the first items run while the rest is still being listed.
+once, so the first items run while the rest is still being listed. What crosses the
+ledger's boundary, and the item row each listed object becomes, is in `jobs.archive_records`.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, and_, insert, or_, select, update
 
 from jobs import ledger_sql as sql
-from jobs.error_codes import ErrorCode
+from jobs.archive_records import (
+    BatchResult,
+    ExpansionClaim,
+    Listed,
+    blank_item_row,
+    listed_item_row,
+)
 from jobs.ledger_base import LedgerBase
+from jobs.ledger_sql_bulk import CANCELED_AT, STOP_EXPANDING
 from jobs.models import ArchiveExpansion, Item
 from jobs.records import ItemError
 from jobs.status import ItemStatus, JobStatus
@@ -34,54 +42,6 @@ EXPANSIONS = cast(Table, ArchiveExpansion.__table__)
 ITEMS, JOBS = sql.ITEMS, sql.JOBS
 # A fresh expansion is left to the task the API published for this long before beat takes it.
 FIRST_TASK_GRACE_S = 15.0
-_ITEM_COLUMNS = (
-    "job_id",
-    "seq",
-    "external_id",
-    "source",
-    "status",
-    "attempts",
-    "characters",
-    "published_at",
-    "updated_at",
-    "finished_at",
-    "archive_digest",
-    "skipped_from",
-    "output_key",
-    "output_bytes",
-    "output_content_type",
-    "duration_s",
-    "error_code",
-    "error_message",
-)
-
-
-@dataclass(frozen=True)
-class Listed:
-    """One object that passed the filters, ready to become an item."""
-
-    relative: str  # its path below the prefix
-    source: str  # the item's source URL
-    digest: str | None  # archive_digest; None for an object no store can read
-    external_id: str
-
-
-@dataclass(frozen=True)
-class ExpansionClaim:
-    """An expansion held by one expander, with what it needs to list and insert."""
-
-    job_id: str
-    token: str
-    tenant_id: str
-    job: dict[str, Any]  # provider, model, options, output_prefix, output_layout
-    row: dict[str, Any]  # the archive_expansions row as read at claim
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    claim: ExpansionClaim | None  # None: the claim was lost (or the job canceled)
-    queued: list[int]
-    skipped: int
 
 
 class ArchiveLedger(LedgerBase):
@@ -123,7 +83,7 @@ class ArchiveLedger(LedgerBase):
         row = claim.row
 
         def move(c: Connection) -> BatchResult:
-            canceled = c.execute(sql.CANCELED_AT, {"job_id": claim.job_id}).scalar()
+            canceled = c.execute(CANCELED_AT, {"job_id": claim.job_id}).scalar()
             if canceled is not None:  # the cancel stopped the job's items; stop listing too
                 c.execute(_end(claim, now))
                 return BatchResult(None, [], 0)
@@ -146,7 +106,7 @@ class ArchiveLedger(LedgerBase):
                 return BatchResult(None, [], 0)
             earlier = self._earlier(c, claim, listed) if row["incremental"] else {}
             rows = [
-                _item_row(claim, row["next_seq"] + n + 1, x, earlier, now)
+                listed_item_row(claim, row["next_seq"] + n + 1, x, earlier, now)
                 for n, x in enumerate(listed)
             ]
             if rows:
@@ -260,14 +220,14 @@ class ArchiveLedger(LedgerBase):
             done = c.execute(_end(claim, now)).rowcount
             if not done:
                 return None
-            c.execute(sql.STOP_EXPANDING, {"job_id": claim.job_id})
-            if failure is None or c.execute(sql.CANCELED_AT, {"job_id": claim.job_id}).scalar():
+            c.execute(STOP_EXPANDING, {"job_id": claim.job_id})
+            if failure is None or c.execute(CANCELED_AT, {"job_id": claim.job_id}).scalar():
                 return JobStatus(sql.shift(c, claim.job_id, now).status)
             seq = row["next_seq"] + 1
             c.execute(
                 insert(Item),
                 [
-                    _blank(claim.job_id, seq, now)
+                    blank_item_row(claim.job_id, seq, now)
                     | {
                         "external_id": f"{seq}-expansion",
                         "source": row["location"],
@@ -312,40 +272,3 @@ def _end(claim: ExpansionClaim, now: datetime) -> Any:
 def first_task_lease(now: datetime) -> datetime:
     """A fresh expansion's `lease_until`: beat leaves it to the API's task until then."""
     return now + timedelta(seconds=FIRST_TASK_GRACE_S)
-
-
-def _blank(job_id: str, seq: int, now: datetime) -> dict[str, Any]:
-    row: dict[str, Any] = dict.fromkeys(_ITEM_COLUMNS)
-    return row | {"job_id": job_id, "seq": seq, "attempts": 0, "characters": 0, "updated_at": now}
-
-
-def _item_row(
-    claim: ExpansionClaim, seq: int, listed: Listed, earlier: dict[str, Any], now: datetime
-) -> dict[str, Any]:
-    row = _blank(claim.job_id, seq, now) | {
-        "external_id": listed.external_id,
-        "source": listed.source,
-        "archive_digest": listed.digest,
-    }
-    if listed.digest is None:
-        return row | {
-            "status": ItemStatus.FAILED.value,
-            "finished_at": now,
-            "error_code": ErrorCode.UNREADABLE_KEY.value,
-            "error_message": (
-                f"The key {listed.relative!r} has a '..' or empty segment, a control character "
-                "or over 200 characters, which speechbatch does not read; rename the object."
-            ),
-        }
-    hit = earlier.get(listed.digest)
-    if hit is None:
-        return row | {"status": ItemStatus.QUEUED.value, "published_at": now}
-    return row | {
-        "status": ItemStatus.SKIPPED.value,
-        "finished_at": now,
-        "skipped_from": hit.job_id,
-        "output_key": hit.output_key,
-        "output_bytes": hit.output_bytes,
-        "output_content_type": hit.output_content_type,
-        "duration_s": hit.duration_s,
-    }

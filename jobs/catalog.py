@@ -2,16 +2,23 @@
 
 The API validates job bodies against this table before anything is queued, and provider
 adapters read their limits from it, so one table answers "is this model known?" everywhere.
-Model identifiers follow design §6; SLNG models are the route after `/v1/tts/` or `/v1/stt/`.
+Model identifiers follow design §6; SLNG's, the longest lists, are in `jobs.catalog_slng`.
 `max_concurrency`/`max_rps` are the vendor's per-credential limits that `workers.throttle`
 enforces across all workers; `SPEECHBATCH_PROVIDER_LIMITS` overrides them
-(`provider_limits`).
+(`jobs.catalog_limits.provider_limits`).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+
+from jobs.catalog_slng import (
+    SLNG_BATCH_STT_MODEL,
+    SLNG_BRIDGE_STT_VARIANTS,
+    SLNG_BRIDGE_TTS_VARIANTS,
+    SLNG_STT_MODELS,
+    SLNG_TTS_MODELS,
+)
 
 # Transports whose audio arrives in pieces, written to storage as it comes (workers/streamed.py),
 # in the order `auto` prefers them (bench/transports.py: WebSocket 0.97 x C/L, SSE 0.90-0.93).
@@ -90,59 +97,6 @@ class ProviderSpec:
             f"which {offers}."
         )
 
-
-SLNG_DEEPGRAM_STT_VARIANTS = ("en", "es", "hi", "kn", "mr", "multi", "ta", "te")
-SLNG_RIME_ARCANA_VARIANTS = ("3-en", "3-hi", "ar", "de", "en", "es", "fr")
-# SLNG's per-model TTS routes with a documented body (providers.md §1.3).
-SLNG_TTS_MODELS = (
-    "slng/deepgram/aura:2-en",
-    "slng/deepgram/aura:2-es",
-    "deepgram/aura:2",
-    *(f"slng/rime/arcana:{v}" for v in SLNG_RIME_ARCANA_VARIANTS),
-    "slng/rime/coda:0-id",
-    "slng/canopylabs/orpheus:en",
-    "slng/inworld/max:1.5",
-)
-# SLNG's batch API (api.batch.slng.ai, providers.md §1.7): submitted, then polled.
-SLNG_BATCH_STT_MODEL = "slng/speechmatics/batch:15.0.0"
-# The synchronous STT routes' documented upload limit (Whisper 25 MB, providers.md §1.10);
-# a larger recording goes to the batch API (SPEECHBATCH_SLNG_BATCH_OVER_BYTES).
-SLNG_SYNC_STT_MAX_BYTES = 25 * 1024 * 1024
-SLNG_STT_MODELS = (
-    *(f"slng/deepgram/nova:3-{v}" for v in SLNG_DEEPGRAM_STT_VARIANTS),
-    "slng/openai/whisper:large-v3",
-)
-# The bridge ("Unmute") routes take one body for every model; speechbatch names them
-# `unmute/<model_variant>` so that an id picks one route (providers.md §1.2, §1.4, §1.6).
-SLNG_BRIDGE_TTS_VARIANTS = (
-    "cartesia/sonic:3",
-    "deepgram/aura:2",
-    "elevenlabs/eleven-flash:2",
-    "elevenlabs/eleven-flash:2.5",
-    "elevenlabs/eleven-multilingual:2",
-    "elevenlabs/eleven:3",
-    "kugelaudio/kugel:1",
-    "kugelaudio/kugel:1-turbo",
-    "kugelaudio/kugel:2",
-    "murf/murftts:falcon",
-    "sarvam/bulbul:v3",
-    "slng/canopylabs/orpheus:en",
-    "slng/deepgram/aura:2-en",
-    "slng/deepgram/aura:2-es",
-    *(f"slng/rime/arcana:{v}" for v in SLNG_RIME_ARCANA_VARIANTS),
-    "slng/rime/coda:0-id",
-    "soniox/tts-rt:v1",
-)
-SLNG_BRIDGE_STT_VARIANTS = (
-    "deepgram/nova:2",
-    "deepgram/nova:3",
-    "deepgram/nova:3-medical",
-    "reson8/reson8stt:v1",
-    *(f"slng/deepgram/nova:3-{v}" for v in SLNG_DEEPGRAM_STT_VARIANTS),
-    "slng/openai/whisper:large-v3",
-    "soniox/speech-ai:rt-v4",
-    "sarvam/saaras:v3",
-)
 
 PROVIDERS: dict[str, ProviderSpec] = {
     "slng": ProviderSpec(
@@ -324,54 +278,8 @@ def get_provider_spec(name: str) -> ProviderSpec | None:
     return PROVIDERS.get(name)
 
 
-@dataclass(frozen=True)
-class ProviderLimits:
-    """Per-credential call limits: in-flight requests and requests/s (None: no rate limit)."""
-
-    max_concurrency: int
-    max_rps: float | None = None
-
-
-_OVERRIDE = re.compile(r"^([a-z0-9_-]+)=(\d+)(?:/(\d+(?:\.\d+)?))?$")
-
-
-def parse_limit_overrides(text: str) -> dict[str, ProviderLimits]:
-    """`"slng=16/50,deepgram=15"` → limits per provider; ValueError naming a bad entry.
-
-    Each entry replaces that provider's limits whole: without `/rps` it has no rate limit.
-    """
-    parsed: dict[str, ProviderLimits] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        match = _OVERRIDE.match(part.replace(" ", ""))
-        if match is None or int(match.group(2)) < 1 or float(match.group(3) or 1) <= 0:
-            raise ValueError(
-                f"bad provider limit {part!r}: use name=concurrency[/rps] with concurrency >= 1"
-                " and rps > 0, e.g. slng=16/50"
-            )
-        rps = float(match.group(3)) if match.group(3) is not None else None
-        parsed[match.group(1)] = ProviderLimits(int(match.group(2)), rps)
-    return parsed
-
-
 def limits_name(provider: str, kind: str) -> str:
     """Whose limits a `kind` call to `provider` counts against: `provider`, or
     `provider-kind` when the catalog gives that kind limits of its own (e.g. `smallest-stt`)."""
     spec = PROVIDERS.get(provider)
     return f"{provider}-{kind}" if spec is not None and kind in spec.kind_limits else provider
-
-
-def provider_limits(overrides: str = "") -> dict[str, ProviderLimits]:
-    """The catalog's limits per provider (and per `provider-kind` where a kind has its own)
-    with `SPEECHBATCH_PROVIDER_LIMITS` applied on top.
-
-    Overrides may name providers the catalog does not list yet; they are added as given.
-    """
-    limits = {
-        name: ProviderLimits(spec.max_concurrency, spec.max_rps) for name, spec in PROVIDERS.items()
-    }
-    for name, spec in PROVIDERS.items():
-        for kind, (concurrency, rps) in spec.kind_limits.items():
-            limits[limits_name(name, kind)] = ProviderLimits(concurrency, rps)
-    return limits | parse_limit_overrides(overrides)

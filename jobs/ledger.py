@@ -30,6 +30,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from jobs import ledger_sql as sql
+from jobs import ledger_sql_budget as budget_sql
+from jobs import ledger_sql_bulk as bulk_sql
 from jobs.ledger_base import LedgerBase
 from jobs.records import AttemptRecord, ClaimedItem, ItemError, ItemResult, ProviderJob
 from jobs.status import ItemStatus, JobStatus, check_item_transition
@@ -121,7 +123,7 @@ class ItemLedger(LedgerBase):
                 check_item_transition(Q, ItemStatus.FAILED)
                 message = f"Not attempted: another item of this job was refused ({error.message})"
                 rest = {"b_job_id": item.job_id, "now": now, "error_code": error.code}
-                moved = c.execute(sql.FAIL_QUEUED, rest | {"error_message": message}).rowcount
+                moved = c.execute(bulk_sql.FAIL_QUEUED, rest | {"error_message": message}).rowcount
                 if moved:
                     job = sql.shift(c, item.job_id, now, queued=-moved, failed=moved)
             return JobStatus(job.status)
@@ -195,7 +197,7 @@ class ItemLedger(LedgerBase):
             params |= {"error_code": error.code, "error_message": error.message}
 
         def move(c: Connection) -> ItemStatus | None:
-            if c.execute(sql.CANCELED_AT, {"job_id": item.job_id}).scalar() is not None:
+            if c.execute(bulk_sql.CANCELED_AT, {"job_id": item.job_id}).scalar() is not None:
                 check_item_transition(R, ItemStatus.CANCELED)
                 if not c.execute(sql.CANCEL_RUNNING, params | {"finished_at": now}).rowcount:
                     return None
@@ -230,8 +232,8 @@ class ItemLedger(LedgerBase):
 
         def move(c: Connection) -> bool:
             if lock_first:
-                c.execute(sql.LOCK_JOB_ROW, {"job_id": item.job_id})
-            return bool(c.execute(sql.PASS_BUDGET, params).rowcount)
+                c.execute(budget_sql.LOCK_JOB_ROW, {"job_id": item.job_id})
+            return bool(c.execute(budget_sql.PASS_BUDGET, params).rowcount)
 
         return self._transaction(move)
 
@@ -247,11 +249,11 @@ class ItemLedger(LedgerBase):
         params = sql.held(item.id, item.token, now) | {"finished_at": now} | why
 
         def move(c: Connection) -> JobStatus | None:
-            c.execute(sql.MARK_BUDGET_STOPPED, {"job_id": item.job_id, "now": now})
-            if not c.execute(sql.CANCEL_HELD_FOR_BUDGET, params).rowcount:
+            c.execute(budget_sql.MARK_BUDGET_STOPPED, {"job_id": item.job_id, "now": now})
+            if not c.execute(budget_sql.CANCEL_HELD_FOR_BUDGET, params).rowcount:
                 return None
             rest = {"b_job_id": item.job_id, "now": now} | why
-            moved = c.execute(sql.CANCEL_QUEUED_FOR_BUDGET, rest).rowcount
+            moved = c.execute(budget_sql.CANCEL_QUEUED_FOR_BUDGET, rest).rowcount
             job = sql.shift(c, item.job_id, now, running=-1, queued=-moved, canceled=moved + 1)
             return JobStatus(job.status)
 
@@ -265,12 +267,14 @@ class ItemLedger(LedgerBase):
             return set()
         until = self.clock() + timedelta(seconds=lease_s)
         params = {"tokens": list(tokens), "until": until}
-        return self._transaction(lambda c: set(c.execute(sql.RENEW, params).scalars()))
+        return self._transaction(lambda c: set(c.execute(bulk_sql.RENEW, params).scalars()))
 
     def is_canceled(self, item_id: int) -> bool:
         """Whether the item ended canceled (its worker then removes what it wrote)."""
         row = {"item_id": item_id}
-        return self._transaction(lambda c: c.execute(sql.ITEM_STATUS, row).scalar()) == "canceled"
+        return (
+            self._transaction(lambda c: c.execute(bulk_sql.ITEM_STATUS, row).scalar()) == "canceled"
+        )
 
     # --- the sweeper's and the job's moves ------------------------------------------------
 
@@ -281,8 +285,8 @@ class ItemLedger(LedgerBase):
 
         def move(c: Connection) -> list[int]:
             recovered = []
-            for item_id, job_id in c.execute(sql.EXPIRED, {"now": now, "limit": limit}).all():
-                if c.execute(sql.EXPIRE, {"item_id": item_id, "now": now}).rowcount:
+            for item_id, job_id in c.execute(bulk_sql.EXPIRED, {"now": now, "limit": limit}).all():
+                if c.execute(bulk_sql.EXPIRE, {"item_id": item_id, "now": now}).rowcount:
                     sql.shift(c, job_id, now, running=-1, queued=1)
                     recovered.append(item_id)
             return recovered
@@ -300,9 +304,10 @@ class ItemLedger(LedgerBase):
             params = {"b_job_id": job_id, "now": now}
             # First, so the job row is locked before items are read: an archive batch
             # committing meanwhile is either seen (and canceled) or refused (workers.expand).
-            c.execute(sql.STOP_EXPANDING, {"job_id": job_id})
+            c.execute(bulk_sql.STOP_EXPANDING, {"job_id": job_id})
             q, r = (
-                c.execute(s, params).rowcount for s in (sql.CANCEL_QUEUED, sql.CANCEL_RUNNING_ITEMS)
+                c.execute(s, params).rowcount
+                for s in (bulk_sql.CANCEL_QUEUED, bulk_sql.CANCEL_RUNNING_ITEMS)
             )
             sql.shift(c, job_id, now, cancel=True, queued=-q, running=-r, canceled=q + r)
             return int(q + r)
@@ -315,9 +320,9 @@ class ItemLedger(LedgerBase):
         now = self.clock()
 
         def move(c: Connection) -> list[int]:
-            ids = list(c.execute(sql.FAILED_IDS, {"job_id": job_id}).scalars())
+            ids = list(c.execute(bulk_sql.FAILED_IDS, {"job_id": job_id}).scalars())
             if ids:
-                c.execute(sql.RETRY_FAILED, {"b_job_id": job_id, "now": now})
+                c.execute(bulk_sql.RETRY_FAILED, {"b_job_id": job_id, "now": now})
                 sql.shift(c, job_id, now, failed=-len(ids), queued=len(ids))
             return ids
 

@@ -17,10 +17,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
-from jobs import ledger_sql as sql
-from jobs import repository as repo
 from jobs.clock import utc_now
+from jobs.ledger_sql_bulk import PUBLISH_BATCH
 from jobs.outages import ride_out
+from jobs.sweeper_queries import mark_published
 from storage.db import Database
 from storage.prepared import Prepared
 from storage.publisher import Publisher
@@ -52,18 +52,18 @@ class LedgerBase:
         raised: the ids not yet sent are marked unpublished for the sweeper's next pass."""
         start = 0
         try:
-            for start in range(0, len(ids), sql.PUBLISH_BATCH):
-                self.publisher.publish(ids[start : start + sql.PUBLISH_BATCH], countdown)
+            for start in range(0, len(ids), PUBLISH_BATCH):
+                self.publisher.publish(ids[start : start + PUBLISH_BATCH], countdown)
         except Exception:  # the broker may be down; the rows are safe and will be swept
             log.warning("publishing %d item ids failed; the sweeper will", len(ids) - start)
-            self._transaction(lambda c: repo.mark_published(c, ids[start:], at=None))
+            self._transaction(lambda c: mark_published(c, ids[start:], at=None))
 
     def republish(self, ids: Sequence[int]) -> None:
         """The sweeper's send: publish now and stamp when, so the next pass skips them."""
         if ids:
             self.publisher.publish(ids, 0.0)
             now = self.clock()
-            self._transaction(lambda c: repo.mark_published(c, ids, at=now))
+            self._transaction(lambda c: mark_published(c, ids, at=now))
 
     # --- riding out a lost connection -----------------------------------------------------
 

@@ -12,6 +12,10 @@ row's lock — the hottest in the system, every item of a job updates it — is 
 microseconds inside the server instead of across a worker's wait for the GIL before COMMIT
 (pg_stat_activity showed five of sixteen backends in `Lock:transactionid`). SQLite cannot put
 an UPDATE in a CTE, and has one writer anyway, so it runs the same moves as a transaction.
+
+This module holds the job row's counters and one item's moves (claim, leaving running); the
+moves of many items at once are in `jobs.ledger_sql_bulk`, the budget checks (issue 12) in
+`jobs.ledger_sql_budget`.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ from sqlalchemy import (
     column,
     func,
     insert,
-    null,
     or_,
     select,
     true,
@@ -42,7 +45,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from jobs.error_codes import ErrorCode
 from jobs.models import Attempt, Item, Job, UTCDateTime
 from jobs.records import AttemptRecord
 from jobs.status import JobStatus
@@ -202,7 +204,9 @@ CLAIM_AT_ONCE = counter_update(_CLAIMED.c.job_id).returning(
 # --- leaving running: only the claim holder's token matches -----------------------------
 
 
-def _leave(target: str, *columns: str) -> Any:
+def leave_running(target: str, *columns: str) -> Any:
+    """UPDATE item `item_id`, running under claim `token`, to `target`, setting `columns`
+    from bind parameters of the same names (`jobs.ledger_sql_budget` builds on it too)."""
     values: dict[str, Any] = {name: bindparam(name, type_=ITEMS.c[name].type) for name in columns}
     return (
         update(ITEMS)
@@ -215,7 +219,7 @@ def _leave(target: str, *columns: str) -> Any:
     )
 
 
-SUCCEED = _leave(
+SUCCEED = leave_running(
     "succeeded",
     "output_key",
     "output_bytes",
@@ -234,20 +238,22 @@ SUCCEED = _leave(
         bindparam("content_hash", type_=ITEMS.c.content_hash.type), ITEMS.c.content_hash
     ),
 )
-FAIL = _leave("failed", "error_code", "error_message", "finished_at").values(next_attempt_at=None)
-REQUEUE = _leave("queued", "error_code", "error_message", "next_attempt_at", "published_at")
+FAIL = leave_running("failed", "error_code", "error_message", "finished_at").values(
+    next_attempt_at=None
+)
+REQUEUE = leave_running("queued", "error_code", "error_message", "next_attempt_at", "published_at")
 # A hand-back gives the claim's attempt back: the hold-up was ours, not the item's.
-HAND_BACK = _leave("queued", "next_attempt_at", "published_at").values(
+HAND_BACK = leave_running("queued", "next_attempt_at", "published_at").values(
     error_code=None, error_message=None, attempts=ITEMS.c.attempts - 1
 )
 # Failing over: back to queued on the next route with a fresh attempt budget, due now; the
 # error that moved it is kept until the fallback's outcome replaces it.
-REROUTE = _leave("queued", "error_code", "error_message", "next_attempt_at", "published_at").values(
-    route=ITEMS.c.route + 1, attempts=0
-)
+REROUTE = leave_running(
+    "queued", "error_code", "error_message", "next_attempt_at", "published_at"
+).values(route=ITEMS.c.route + 1, attempts=0)
 # Waiting on a provider-side job is a hand-back that also records the job (SLNG batch).
 AWAIT_PROVIDER = HAND_BACK.values(provider_job=bindparam("provider_job", type_=JSON()))
-CANCEL_RUNNING = _leave("canceled", "finished_at")
+CANCEL_RUNNING = leave_running("canceled", "finished_at")
 
 _SUCCEEDED = SUCCEED.returning(ITEMS.c.id, ITEMS.c.job_id).cte("moved")
 _LOGGED = (
@@ -271,86 +277,7 @@ SUCCEED_AT_ONCE = counter_update(_SUCCEEDED.c.job_id).add_cte(
 )
 RECORD_ATTEMPTS = insert(ATTEMPTS)
 
-# --- many items at once -----------------------------------------------------------------
-
-# Returns the tokens still held: a held token it does not return lost its claim (its job was
-# canceled, or its lease expired and someone else has the item), so its worker stops.
-RENEW = (
-    update(ITEMS)
-    .where(ITEMS.c.claim_token.in_(bindparam("tokens", expanding=True)))
-    .where(ITEMS.c.status == "running")
-    .values(lease_expires_at=bindparam("until", type_=UTCDateTime()))
-    .returning(ITEMS.c.claim_token)
-)
-EXPIRED = (
-    select(ITEMS.c.id, ITEMS.c.job_id)
-    .where(ITEMS.c.status == "running", ITEMS.c.lease_expires_at < NOW)
-    .limit(bindparam("limit"))
-)
-EXPIRE = (
-    update(ITEMS)
-    .where(
-        ITEMS.c.id == bindparam("item_id"),
-        ITEMS.c.status == "running",
-        ITEMS.c.lease_expires_at < NOW,
-    )
-    .values(
-        status="queued",
-        claim_token=None,
-        lease_expires_at=None,
-        next_attempt_at=None,
-        published_at=None,
-        error_code=ErrorCode.LEASE_EXPIRED.value,
-        error_message="The worker running this item stopped answering; it was re-queued.",
-        updated_at=NOW,
-    )
-)
-
-
-def job_items_moving(source: str, target: str, **values: Any) -> Any:
-    """UPDATE every item of job `b_job_id` in status `source` to `target` (plus `values`);
-    the parameter is not `job_id`, which names the column in an UPDATE of items."""
-    return (
-        update(ITEMS)
-        .where(ITEMS.c.job_id == bindparam("b_job_id"), ITEMS.c.status == source)
-        .values(status=target, updated_at=NOW, **values)
-    )
-
-
-FAIL_QUEUED = job_items_moving(
-    "queued",
-    "failed",
-    error_code=bindparam("error_code"),
-    error_message=bindparam("error_message"),
-    finished_at=NOW,
-)
-CANCEL_QUEUED = job_items_moving("queued", "canceled", finished_at=NOW)
-# A running item's claim dies with the cancel: its holder's succeed/fail/re-queue no longer
-# match (status is not running), and its next heartbeat tells the worker to stop (issue 9).
-CANCEL_RUNNING_ITEMS = job_items_moving(
-    "running", "canceled", finished_at=NOW, lease_expires_at=None
-)
-RETRY_FAILED = job_items_moving(
-    "failed",
-    "queued",
-    attempts=0,
-    next_attempt_at=None,
-    published_at=NOW,
-    finished_at=None,
-    provider_job=null(),  # a retried item submits afresh (under a new claim's job id)
-)
-FAILED_IDS = (
-    select(ITEMS.c.id)
-    .where(ITEMS.c.job_id == bindparam("job_id"), ITEMS.c.status == "failed")
-    .order_by(ITEMS.c.seq)
-)
-CANCELED_AT = select(JOBS.c.canceled_at).where(JOBS.c.id == bindparam("job_id"))
-# A cancel ends an archive's listing too (workers.expand sees `canceled_at` and stops).
-STOP_EXPANDING = update(JOBS).where(JOBS.c.id == bindparam("job_id")).values(expanding=False)
-ITEM_STATUS = select(ITEMS.c.status).where(ITEMS.c.id == bindparam("item_id"))
-
-
-PUBLISH_BATCH = 4096  # ids per publish call (its last 256 go one per message)
+# --- helpers ----------------------------------------------------------------------------
 
 
 def held(item_id: int, token: str, now: datetime) -> dict[str, Any]:
@@ -367,65 +294,3 @@ def record(c: Connection, item_id: int, attempts: Sequence[AttemptRecord]) -> No
     """Insert an item's attempts (nothing when there are none)."""
     if attempts:
         c.execute(RECORD_ATTEMPTS, [a.row() | {"item_id": item_id} for a in attempts])
-
-
-# --- budgets (issue 12) -----------------------------------------------------------------
-
-# An item may start if its characters, with what its job used and what its other running
-# items that passed this check hold, fit the character cap, and the audio cap is not reached
-# (STT durations are known only after a call). The check marks the item as passed in the same
-# statement; on PostgreSQL the job row is locked first (`LOCK_JOB_ROW`), so checks of one job
-# run one after another and each sees the items passed before it: two concurrent items can
-# never both slip under the cap. SQLite has one writer, and the check is its first statement.
-_ITEMS_IN_FLIGHT = ITEMS.alias("in_flight")
-_IN_FLIGHT = (
-    select(func.coalesce(func.sum(_ITEMS_IN_FLIGHT.c.characters), 0))
-    .where(
-        _ITEMS_IN_FLIGHT.c.job_id == bindparam("b_job_id"),
-        _ITEMS_IN_FLIGHT.c.status == "running",
-        _ITEMS_IN_FLIGHT.c.budget_passed.is_(true()),
-        _ITEMS_IN_FLIGHT.c.id != bindparam("item_id"),
-    )
-    .scalar_subquery()
-)
-_ROOM = (
-    select(JOBS.c.id)
-    .where(
-        JOBS.c.id == bindparam("b_job_id"),
-        JOBS.c.budget_stopped_at.is_(None),
-        or_(
-            JOBS.c.cap_characters.is_(None),
-            JOBS.c.usage_characters + _IN_FLIGHT + bindparam("b_characters", type_=Integer())
-            <= JOBS.c.cap_characters,
-        ),
-        or_(
-            JOBS.c.cap_audio_seconds.is_(None),
-            JOBS.c.usage_audio_seconds < JOBS.c.cap_audio_seconds,
-        ),
-    )
-    .exists()
-)
-LOCK_JOB_ROW = select(JOBS.c.id).where(JOBS.c.id == bindparam("job_id")).with_for_update()
-PASS_BUDGET = (
-    update(ITEMS)
-    .where(
-        ITEMS.c.id == bindparam("item_id"),
-        ITEMS.c.status == "running",
-        ITEMS.c.claim_token == bindparam("token"),
-        _ROOM,
-    )
-    .values(budget_passed=True)
-)
-MARK_BUDGET_STOPPED = (
-    update(JOBS)
-    .where(JOBS.c.id == bindparam("job_id"))
-    .values(budget_stopped_at=func.coalesce(JOBS.c.budget_stopped_at, NOW))
-)
-CANCEL_HELD_FOR_BUDGET = _leave("canceled", "finished_at", "error_code", "error_message")
-CANCEL_QUEUED_FOR_BUDGET = job_items_moving(
-    "queued",
-    "canceled",
-    error_code=bindparam("error_code"),
-    error_message=bindparam("error_message"),
-    finished_at=NOW,
-)

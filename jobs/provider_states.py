@@ -23,7 +23,8 @@ from typing import Any
 
 import redis
 
-from jobs.catalog import PROVIDERS, ProviderLimits, limits_name, provider_limits
+from jobs.catalog import PROVIDERS, limits_name
+from jobs.catalog_limits import ProviderLimits, provider_limits
 from jobs.settings import Settings
 from storage.provider_keys import (
     SharedState,

@@ -1,7 +1,8 @@
-"""The repository's reads and inserts: tenants, keys, jobs, items, sweeper queries.
+"""The repository's reads and inserts: tenants, keys, jobs, items, cost and reuse.
 
-All SQL lives here and in `jobs/ledger_sql.py` (everything that changes a status, run only
-by `jobs.ledger`). Callers own the transaction (commit/rollback).
+All SQL lives here, in `jobs/sweeper_queries.py` (the sweeper's queries and publish stamps)
+and in `jobs/ledger_sql*.py` (everything that changes a status, run only by the ledgers).
+Callers own the transaction (commit/rollback).
 """
 
 from __future__ import annotations
@@ -13,21 +14,10 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    and_,
-    bindparam,
-    func,
-    insert,
-    or_,
-    select,
-    union_all,
-    update,
-)
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, union_all
 from sqlalchemy.orm import Session
 
-from jobs.models import UPLOAD_SOURCE_PATTERN, ApiKey, Item, Job, Tenant
+from jobs.models import ApiKey, Item, Job, Tenant
 from jobs.status import ItemStatus
 
 INSERT_BATCH = 5000
@@ -208,62 +198,6 @@ def get_item(session: Session, job_id: str, external_id: str) -> Item | None:
     return session.scalar(
         select(Item).where(Item.job_id == job_id, Item.external_id == external_id)
     )
-
-
-# --- sweeper queries --------------------------------------------------------------------
-
-
-def due_unpublished_items(
-    session: Session, *, now: datetime, published_before: datetime | None, limit: int
-) -> list[int]:
-    """queued items that are due and never published, or (with `published_before`) not since."""
-    published: ColumnElement[bool] = Item.published_at.is_(None)
-    if published_before is not None:
-        published = or_(published, Item.published_at < published_before)
-    return list(
-        session.scalars(
-            select(Item.id)
-            .where(
-                Item.status == ItemStatus.QUEUED.value,
-                or_(Item.next_attempt_at.is_(None), Item.next_attempt_at <= now),
-                published,
-            )
-            .order_by(Item.id)
-            .limit(limit)
-        )
-    )
-
-
-def referenced_uploads(
-    session: Session, candidates: Sequence[tuple[str, str]]
-) -> set[tuple[str, str]]:
-    """Which (tenant_id, upload:// source) pairs an item of one of that tenant's jobs names.
-
-    One statement per call, so callers pass a bounded batch; the repeated LIKE condition lets
-    it use the partial index `ix_items_upload_source` instead of scanning items.
-    """
-    if not candidates:
-        return set()
-    sources = sorted({source for _, source in candidates})
-    rows = session.execute(
-        select(Job.tenant_id, Item.source)
-        .join(Job, Job.id == Item.job_id)
-        .where(Item.source.in_(sources), Item.source.like(UPLOAD_SOURCE_PATTERN))
-        .distinct()
-    )
-    return {(tenant_id, source) for tenant_id, source in rows if source} & set(candidates)
-
-
-def mark_published(
-    session: Session | Connection, ids: Sequence[int], *, at: datetime | None
-) -> None:
-    """Record when ids were handed to the broker (None: not sent, the sweeper should)."""
-    for start in range(0, len(ids), INSERT_BATCH):
-        session.execute(
-            update(Item)
-            .where(Item.id.in_(ids[start : start + INSERT_BATCH]))
-            .values(published_at=at)
-        )
 
 
 # --- cost and reuse (issue 12) ----------------------------------------------------------

@@ -1,8 +1,9 @@
-"""Use cases behind the API and the CLI: submit, cancel, retry, keys, uploads.
+"""Job use cases behind the API and the CLI: submit, dry run, get, cancel, retry.
 
 A job and its items are inserted in one transaction; every later change of an item goes
 through the item ledger (`jobs.ledger`), which also publishes ids only after the commit that
-made them visible (so a worker never receives an id it cannot find).
+made them visible (so a worker never receives an id it cannot find). Tenants and API keys
+are `jobs.tenants`, uploads `jobs.uploads`.
 """
 
 from __future__ import annotations
@@ -10,10 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import secrets
 import uuid
 from dataclasses import dataclass, replace
-from typing import BinaryIO
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,11 +30,9 @@ from jobs.archive_outputs import (
 from jobs.archives import NO_ARCHIVES, ArchivePlan, ArchivePolicy, plan_archive
 from jobs.clock import utc_now
 from jobs.error_codes import ErrorCode
-from jobs.errors import ApiError, conflict, not_found
-from jobs.keys import generate_key, matches, split_prefix
+from jobs.errors import conflict, not_found
 from jobs.ledger import ItemLedger
 from jobs.manifest import write_manifest_if_finished
-from jobs.media import extension_for
 from jobs.models import Job, Tenant
 from jobs.netpolicy import Allowlist
 from jobs.pricing import DEFAULT_TABLE, PriceTable
@@ -43,8 +40,7 @@ from jobs.schemas import DryRunOut, JobCreate
 from jobs.status import JOB_TERMINAL, ItemStatus, JobStatus
 from jobs.validation import ValidJob, validate_job
 from jobs.webhooks import check_webhook_url
-from storage.keys import upload_key
-from storage.objects import MiB, ObjectStore
+from storage.objects import ObjectStore
 from storage.stores import BucketStores
 
 log = logging.getLogger(__name__)
@@ -276,83 +272,3 @@ def retry_job(ledger: ItemLedger, tenant_id: str, job_id: str) -> Job:
         raise conflict(ErrorCode.JOB_CANCELED, "This job was canceled; submit a new job instead.")
     ledger.retry_failed(job_id)
     return get_job(ledger.db.sessions, tenant_id, job_id)
-
-
-# --- tenants and keys -------------------------------------------------------------------
-
-
-def create_api_key(sessions: sessionmaker[Session], tenant_name: str) -> str:
-    """Create (or reuse) a tenant and a new key for it; returns the plaintext, shown once."""
-    new = generate_key()
-    with sessions() as session:
-        now = utc_now()
-        tenant = repo.get_or_create_tenant(
-            session, tenant_name, tenant_id=f"t_{secrets.token_hex(8)}", now=now
-        )
-        repo.add_api_key(
-            session, tenant_id=tenant.id, prefix=new.prefix, digest=new.digest, now=now
-        )
-        session.commit()
-    return new.plaintext
-
-
-def ensure_tenant(sessions: sessionmaker[Session], name: str) -> Tenant:
-    with sessions() as session:
-        tenant = repo.get_or_create_tenant(
-            session, name, tenant_id=f"t_{secrets.token_hex(8)}", now=utc_now()
-        )
-        session.commit()
-        return tenant
-
-
-def authenticate(sessions: sessionmaker[Session], presented: str | None) -> str:
-    """The tenant id a bearer key belongs to; ApiError 401 otherwise."""
-    prefix = split_prefix(presented) if presented else None
-    if presented and prefix:
-        with sessions() as session:
-            key = repo.find_api_key(session, prefix)
-        if key is not None and matches(presented, key.digest):
-            return key.tenant_id
-    raise ApiError(
-        401,
-        ErrorCode.UNAUTHORIZED,
-        "A valid API key is required: send `Authorization: Bearer <key>` "
-        "(create one with `speechbatch keys create --tenant NAME`).",
-    )
-
-
-# --- uploads ----------------------------------------------------------------------------
-
-
-# An upload id is the first 128 bits of the content's SHA-256: the 32 hex digits that
-# `jobs.validation` accepts in `upload://<id>/<name>` (and that uuid-named uploads had).
-UPLOAD_ID_HEX = 32
-
-
-def content_id(stream: BinaryIO) -> str:
-    """The upload id of a seekable stream's bytes from where it stands; the stream is rewound."""
-    start = stream.tell()
-    digest = hashlib.sha256()
-    while chunk := stream.read(MiB):
-        digest.update(chunk)
-    stream.seek(start)
-    return digest.hexdigest()[:UPLOAD_ID_HEX]
-
-
-def store_upload(
-    store: ObjectStore, tenant_id: str, stream: BinaryIO, content_type: str
-) -> tuple[str, int]:
-    """Store an uploaded recording under its content; returns (source, bytes).
-
-    The same bytes from the same tenant give the same `upload://<sha256>/audio.<ext>` source
-    whatever the file was called, so a job re-submitted with the same Idempotency-Key is the
-    same body and replays. The bytes are hashed first, then streamed to their key (the store
-    has no rename); `stream` is the API's spooled upload or a local file, so both passes are
-    local reads. Writing again
-    refreshes the object's age, which keeps beat's retention (`workers.sweeper`) off an
-    upload a client has just sent again.
-    """
-    upload_id = content_id(stream)
-    key = upload_key(tenant_id, upload_id, f"audio.{extension_for(content_type)}")
-    size = store.put_file(key, stream, content_type)
-    return f"upload://{upload_id}/{key.rsplit('/', 1)[-1]}", size

@@ -15,7 +15,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobs.archives import parse_archive_buckets
-from jobs.catalog import SLNG_SYNC_STT_MAX_BYTES, parse_limit_overrides
+from jobs.catalog_limits import parse_limit_overrides
+from jobs.catalog_slng import SLNG_SYNC_STT_MAX_BYTES
 from jobs.pricing import PriceTable, price_table
 
 # A cloud region name (eu-north-1, asia-south1): it goes into a header, so nothing else.

@@ -14,8 +14,8 @@ import click
 from emulator.config import config_from_options
 from jobs.error_codes import ErrorCode
 from jobs.migrate import upgrade_to_head
-from jobs.service import create_api_key
 from jobs.settings import Settings, get_settings
+from jobs.tenants import create_api_key
 from speechbatch import processes
 from speechbatch.cli_jobs import register_job_commands
 from speechbatch.cli_schedules import register_schedule_commands

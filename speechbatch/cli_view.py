@@ -15,7 +15,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from jobs.catalog import PROVIDERS, limits_name, provider_limits
+from jobs.catalog import PROVIDERS, limits_name
+from jobs.catalog_limits import provider_limits
 from jobs.settings import get_settings
 from speechbatch.cli_jobs import connected, json_option, print_json
 from speechbatch.client import Backend

@@ -30,6 +30,8 @@ from jobs.netpolicy import parse_allowlist
 from jobs.schemas import JobCreate
 from jobs.settings import Settings
 from jobs.status import ItemStatus
+from jobs.tenants import ensure_tenant
+from jobs.uploads import store_upload
 from jobs.usage import RouteUsage, by_job
 from jobs.views import item_view, job_view
 from storage.publisher import InMemoryPublisher
@@ -79,7 +81,7 @@ class LocalBackend:
             chores=[uploads.chore(), ArchiveResumer(self.expander).chore()],
         )
         self.running = False
-        self.tenant_id = service.ensure_tenant(self.sessions, LOCAL_TENANT).id
+        self.tenant_id = ensure_tenant(self.sessions, LOCAL_TENANT).id
 
     def _view(self, job_id: str) -> dict[str, Any]:
         return self._job_view(service.get_job(self.sessions, self.tenant_id, job_id))
@@ -165,7 +167,7 @@ class LocalBackend:
             except AudioRejected as rejected:
                 raise refused_upload(rejected) from None
             handle.seek(0)
-            source, _ = service.store_upload(self.store, self.tenant_id, handle, content_type)
+            source, _ = store_upload(self.store, self.tenant_id, handle, content_type)
         return source
 
     def get_job(self, job_id: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from emulator.config import EmulatorConfig
 from emulator.server import serve
 from jobs.api import BoundedHttpToolsProtocol, create_app
 from jobs.beat_lease import beat_lease
-from jobs.catalog import provider_limits
+from jobs.catalog_limits import provider_limits
 from jobs.ledger import ItemLedger
 from jobs.settings import Settings
 from storage.db import open_database

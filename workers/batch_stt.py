@@ -24,7 +24,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-from jobs.catalog import SLNG_BATCH_STT_MODEL
+from jobs.catalog_slng import SLNG_BATCH_STT_MODEL
 from jobs.error_codes import ErrorCode
 from jobs.records import ClaimedItem, ProviderJob
 from workers.config import BatchPolicy

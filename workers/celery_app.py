@@ -22,7 +22,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
-from jobs.catalog import provider_limits
+from jobs.catalog_limits import provider_limits
 from jobs.settings import Settings, get_settings
 from storage.publisher import (
     TASK_EXPAND_ARCHIVE,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from jobs.catalog import SLNG_SYNC_STT_MAX_BYTES, ProviderLimits, provider_limits
+from jobs.catalog_limits import ProviderLimits, provider_limits
+from jobs.catalog_slng import SLNG_SYNC_STT_MAX_BYTES
 from jobs.netpolicy import Allowlist, parse_allowlist
 from jobs.settings import Settings
-from workers.audio import DEFAULT_MAX_DECODE_SAMPLES
+from workers.audio_decode import DEFAULT_MAX_DECODE_SAMPLES
 from workers.retry import RetryPolicy
 
 

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from jobs.archive_ledger import ArchiveLedger, ExpansionClaim, Listed
+from jobs.archive_ledger import ArchiveLedger
+from jobs.archive_records import ExpansionClaim, Listed
 from jobs.archives import (
     MAX_SOURCE_CHARS,
     Filters,

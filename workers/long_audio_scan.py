@@ -25,8 +25,8 @@ import soundfile as sf
 
 from jobs.error_codes import ErrorCode
 
-# Private helpers shared on purpose: these are workers/audio.py's decode rules, not copies.
-from workers.audio import (
+# Private helpers shared on purpose: these are workers/audio_decode.py's decode rules, not copies.
+from workers.audio_decode import (
     STT_SAMPLE_RATE,
     AudioInfo,
     _int16,
@@ -75,7 +75,7 @@ class Scan:
 
 
 def probe_file(path: Path) -> AudioInfo:
-    """A local recording's header facts, with `workers.audio.probe`'s errors."""
+    """A local recording's header facts, with `workers.audio_decode.probe`'s errors."""
     if path.stat().st_size == 0:
         raise UnsupportedAudio(
             "The audio is empty (0 bytes); upload the recording again.", code=ErrorCode.EMPTY_AUDIO

@@ -62,7 +62,7 @@ def route_hash(item: ClaimedItem) -> str | None:
 
 
 def item_key(item: ClaimedItem) -> str:
-    """The deterministic key of a TTS item's output (as `workers.pipeline` writes it)."""
+    """The deterministic key of a TTS item's output (as `workers.tts` writes it)."""
     fmt = item.options.get("format", "wav")
     return output_key(
         item.output_prefix, item.tenant_id, item.job_id, item.seq, item.external_id, ext_of(fmt)

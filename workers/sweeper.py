@@ -22,10 +22,10 @@ from itertools import islice
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs import repository as repo
 from jobs.clock import utc_now
 from jobs.ledger import ItemLedger
 from jobs.settings import Settings
+from jobs.sweeper_queries import due_unpublished_items, referenced_uploads
 from storage.objects import ObjectStore
 from storage.stores import open_object_store
 from workers import metrics
@@ -44,7 +44,7 @@ def sweep_once(ledger: ItemLedger, *, stale_s: float, batch: int = 1000) -> Swee
     now = ledger.clock()
     expired = ledger.expire_leases(limit=batch)
     with ledger.db.sessions() as session:
-        never = repo.due_unpublished_items(session, now=now, published_before=None, limit=batch)
+        never = due_unpublished_items(session, now=now, published_before=None, limit=batch)
     try:
         low = ledger.publisher.depth() == 0
     except Exception:
@@ -53,7 +53,7 @@ def sweep_once(ledger: ItemLedger, *, stale_s: float, batch: int = 1000) -> Swee
     stale: list[int] = []
     if low:
         with ledger.db.sessions() as session:
-            stale = repo.due_unpublished_items(
+            stale = due_unpublished_items(
                 session, now=now, published_before=now - timedelta(seconds=stale_s), limit=batch
             )
     ids = list(dict.fromkeys([*expired, *never, *stale]))
@@ -119,7 +119,7 @@ class UploadRetention:
             self._walk, self._next_walk_at = None, now + self.rest
         refs = {key: ref for key in keys if (ref := _upload_ref(key)) is not None}
         with self.sessions() as session:
-            named = repo.referenced_uploads(session, list(refs.values()))
+            named = referenced_uploads(session, list(refs.values()))
         unused = [key for key, ref in refs.items() if ref not in named]
         for key in unused:
             self.store.delete(key)

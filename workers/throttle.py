@@ -34,7 +34,7 @@ from typing import Any
 
 import redis
 
-from jobs.catalog import ProviderLimits
+from jobs.catalog_limits import ProviderLimits
 from storage.provider_keys import credential_fingerprint, shared_redis, throttle_name
 from workers import metrics
 from workers.throttle_local import LocalGate

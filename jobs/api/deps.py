@@ -21,8 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from jobs.keys import digest_key
 from jobs.ledger import ItemLedger
 from jobs.netpolicy import Allowlist
-from jobs.service import authenticate
 from jobs.settings import Settings
+from jobs.tenants import authenticate
 from storage.db import ping
 from storage.objects import ObjectStore
 from storage.publisher import Publisher

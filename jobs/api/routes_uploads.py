@@ -1,6 +1,6 @@
 """Uploads: stream a recording into the object store and hand back a `source` for STT jobs.
 
-The source is content-addressed (`jobs.service.store_upload`): the same bytes from the same
+The source is content-addressed (`jobs.uploads.store_upload`): the same bytes from the same
 tenant always give the same `upload://…`, so a re-submitted job body is the same body.
 """
 
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, UploadFile
 
-from jobs import service
 from jobs.api.deps import Res, TenantId
 from jobs.api.docs import AUTH, errors
 from jobs.errors import refused_upload
 from jobs.media import AudioRejected, check_audio
 from jobs.schemas import UploadOut
+from jobs.uploads import store_upload
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
@@ -39,5 +39,5 @@ def upload(file: UploadFile, res: Res, tenant_id: TenantId) -> UploadOut:
     except AudioRejected as rejected:
         raise refused_upload(rejected) from None
     file.file.seek(0)
-    source, size = service.store_upload(res.store, tenant_id, file.file, content_type)
+    source, size = store_upload(res.store, tenant_id, file.file, content_type)
     return UploadOut(source=source, bytes=size, content_type=content_type)

@@ -30,7 +30,7 @@ import pytest
 import redis
 
 from jobs.migrate import upgrade_to_head
-from jobs.service import create_api_key
+from jobs.tenants import create_api_key
 from storage.db import open_database
 from tests.chaos.blackhole import BlackHoleProxy
 from tests.e2e.stack import CLI, EMULATOR_KEY, Proc, Stack, answers

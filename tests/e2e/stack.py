@@ -22,8 +22,8 @@ import httpx
 import redis
 
 from jobs.migrate import upgrade_to_head
-from jobs.service import create_api_key
 from jobs.status import JOB_TERMINAL
+from jobs.tenants import create_api_key
 from storage.db import open_database
 from tests.services import create_database, drop_database, free_port
 

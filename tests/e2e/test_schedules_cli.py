@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from jobs.clock import utc_now
 from jobs.migrate import upgrade_to_head
 from jobs.models_schedules import BeatLease, Schedule, ScheduleRun
-from jobs.service import create_api_key
+from jobs.tenants import create_api_key
 from storage.db import open_database
 from tests.e2e.stack import CLI, Proc, api_process
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from jobs.catalog import SLNG_BATCH_STT_MODEL
+from jobs.catalog_slng import SLNG_BATCH_STT_MODEL
 from tests.e2e.stack import Stack, running_stack
 from tests.e2e.test_pipeline import fetch, submit, tone_wav
 

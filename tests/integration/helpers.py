@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from jobs.ledger import ItemLedger
 from jobs.migrate import upgrade_to_head
 from jobs.schemas import JobCreate
-from jobs.service import Submitted, ensure_tenant, submit_job
+from jobs.service import Submitted, submit_job
+from jobs.tenants import ensure_tenant
 from storage.db import make_engine, make_session_factory, open_database
 from storage.publisher import InMemoryPublisher, Publisher
 

@@ -29,7 +29,7 @@ from schemathesis.generation import GenerationMode
 from schemathesis.schemas import BaseSchema
 
 from jobs.migrate import upgrade_to_head
-from jobs.service import create_api_key
+from jobs.tenants import create_api_key
 from storage.db import make_engine, make_session_factory
 from tests.e2e.stack import api_process
 from tests.services import create_database, drop_database

@@ -16,8 +16,8 @@ from sqlalchemy import Connection, Engine, event
 from jobs.api import create_app
 from jobs.api.deps import Resources
 from jobs.migrate import upgrade_to_head
-from jobs.service import create_api_key
 from jobs.settings import Settings
+from jobs.tenants import create_api_key
 from storage.db import make_engine, make_session_factory
 from storage.publisher import QUEUE
 

@@ -17,7 +17,8 @@ import pytest
 from jobs.archives import ArchivePolicy, parse_archive_buckets, storage_location
 from jobs.clock import utc_now
 from jobs.schemas import JobCreate
-from jobs.service import dry_run_job, ensure_tenant
+from jobs.service import dry_run_job
+from jobs.tenants import ensure_tenant
 from storage.localfs import LocalObjectStore
 from storage.s3 import S3ObjectStore
 from storage.stores import BucketStores

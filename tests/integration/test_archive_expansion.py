@@ -18,14 +18,16 @@ import soundfile as sf
 from sqlalchemy import func, select, update
 
 from jobs import ledger_sql
-from jobs.archive_ledger import ArchiveLedger, BatchResult, ExpansionClaim, Listed
+from jobs.archive_ledger import ArchiveLedger
+from jobs.archive_records import BatchResult, ExpansionClaim, Listed
 from jobs.archives import ArchivePolicy, parse_archive_buckets, storage_location
 from jobs.clock import utc_now
 from jobs.ledger import ItemLedger
 from jobs.models import ArchiveExpansion, Item, Job
 from jobs.schemas import JobCreate
-from jobs.service import ensure_tenant, submit_job
+from jobs.service import submit_job
 from jobs.status import ItemStatus, JobStatus, job_status_from_counts
+from jobs.tenants import ensure_tenant
 from storage.localfs import LocalObjectStore
 from storage.objects import ObjectStore
 from storage.s3 import S3ObjectStore

@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from jobs.catalog import SLNG_BATCH_STT_MODEL
+from jobs.catalog_slng import SLNG_BATCH_STT_MODEL
 from jobs.clock import utc_now
 from jobs.ledger import ItemLedger
 from jobs.models import Attempt, Item, Job
 from jobs.schemas import JobCreate
-from jobs.service import ensure_tenant, submit_job
+from jobs.service import submit_job
+from jobs.tenants import ensure_tenant
 from storage.keys import upload_key
 from storage.localfs import LocalObjectStore
 from storage.publisher import InMemoryPublisher

@@ -20,8 +20,9 @@ from jobs.ledger import ItemLedger
 from jobs.models import Item, Job
 from jobs.records import ItemError
 from jobs.schemas import JobCreate
-from jobs.service import ensure_tenant, submit_job
+from jobs.service import submit_job
 from jobs.status import JobStatus, job_status_from_counts
+from jobs.tenants import ensure_tenant
 from jobs.views import job_view
 from storage.localfs import LocalObjectStore
 from tests.integration.helpers import migrated_ledger, published, tts_job

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from jobs.api import create_app
 from jobs.records import ItemResult
-from jobs.service import create_api_key
 from jobs.settings import Settings
+from jobs.tenants import create_api_key
 from speechbatch.client import HttpBackend
 from speechbatch.outputs import download_outputs
 from storage.keys import output_key

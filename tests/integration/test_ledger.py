@@ -10,13 +10,13 @@ import pytest
 from sqlalchemy import func, select, update
 
 from jobs import ledger_sql
-from jobs import repository as repo
 from jobs.clock import utc_now
 from jobs.error_codes import ErrorCode
 from jobs.ledger import ItemLedger
 from jobs.models import Attempt, Item, Job
 from jobs.records import AttemptRecord, ClaimedItem, ItemError, ItemResult
 from jobs.status import ItemStatus, JobStatus, job_status_from_counts
+from jobs.sweeper_queries import due_unpublished_items
 from storage.db import Database
 from tests.integration.helpers import migrated_ledger, published, tts_job
 
@@ -104,7 +104,7 @@ def test_backoff_hides_an_item_until_it_is_due(database_url: str) -> None:
     assert len(published(ledger).ids) == 1  # only the submit's message
     assert ledger.claim(item.id, lease_s=60) is None
     with ledger.db.sessions() as session:
-        due = repo.due_unpublished_items(
+        due = due_unpublished_items(
             session, now=utc_now() + timedelta(minutes=61), published_before=None, limit=10
         )
     assert due == [item.id]

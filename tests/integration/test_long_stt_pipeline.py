@@ -17,7 +17,8 @@ import soundfile as sf
 from emulator.audio import render_speech
 from jobs import catalog
 from jobs.schemas import JobCreate
-from jobs.service import ensure_tenant, submit_job
+from jobs.service import submit_job
+from jobs.tenants import ensure_tenant
 from storage.keys import upload_key
 from storage.localfs import LocalObjectStore
 from tests.integration.helpers import migrated_ledger, published

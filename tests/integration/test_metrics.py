@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.parser import text_string_to_metric_families
 
 from emulator.config import EmulatorConfig
-from jobs.catalog import provider_limits
+from jobs.catalog_limits import provider_limits
 from jobs.metrics import SystemCollector
 from jobs.migrate import upgrade_to_head
 from jobs.pricing import price_table

@@ -255,7 +255,8 @@ def test_stt_item_with_a_url_source_is_fetched_and_transcribed(
 
     from jobs.netpolicy import parse_allowlist
     from jobs.schemas import JobCreate
-    from jobs.service import ensure_tenant, submit_job
+    from jobs.service import submit_job
+    from jobs.tenants import ensure_tenant
     from storage.publisher import InMemoryPublisher
 
     speech = build_provider("local", client=None, base_url=None, api_key=None).synthesize(
@@ -295,7 +296,7 @@ def test_a_full_provider_limit_hands_the_item_back_without_spending_an_attempt(
     """With every shared slot taken, the item goes back to the queue with its attempts intact."""
     import redis
 
-    from jobs.catalog import ProviderLimits
+    from jobs.catalog_limits import ProviderLimits
     from workers.throttle import ProviderThrottle
 
     client = redis.Redis.from_url(redis_url)
@@ -390,7 +391,8 @@ def test_a_bad_transcript_is_retried_and_leaves_no_objects_or_usage(
     """A transcript with NaN/-1e300 times is a transient bad_provider_output: no .json or .txt
     at the item's keys, and the job's usage.audio_seconds stays 0."""
     from jobs.schemas import JobCreate
-    from jobs.service import ensure_tenant, submit_job
+    from jobs.service import submit_job
+    from jobs.tenants import ensure_tenant
     from storage.keys import upload_key
 
     api = migrated_ledger(database_url)

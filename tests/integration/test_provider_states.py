@@ -14,11 +14,12 @@ import redis
 from fastapi.testclient import TestClient
 
 from jobs.api import create_app
-from jobs.catalog import PROVIDERS, provider_limits
+from jobs.catalog import PROVIDERS
+from jobs.catalog_limits import provider_limits
 from jobs.migrate import upgrade_to_head
 from jobs.provider_states import ProviderState, read_provider_states
-from jobs.service import create_api_key
 from jobs.settings import Settings
+from jobs.tenants import create_api_key
 from storage.db import make_engine, make_session_factory
 from storage.provider_keys import credential_fingerprint
 from tests.integration.test_api import running_api

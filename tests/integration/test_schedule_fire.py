@@ -20,7 +20,8 @@ from jobs.models import Job
 from jobs.models_schedules import RunStatus, RunTrigger, Schedule, ScheduleRun
 from jobs.schedule_fire import Firing, idempotency_key, render_job
 from jobs.schedule_schemas import ScheduleCreate, ScheduleUpdate
-from jobs.service import ensure_tenant, submit_job
+from jobs.service import submit_job
+from jobs.tenants import ensure_tenant
 from tests.integration.helpers import migrated_ledger, published
 from workers.scheduler import Scheduler
 

@@ -17,13 +17,9 @@ from jobs.errors import ApiError
 from jobs.ledger import ItemLedger
 from jobs.models import ApiKey, Item
 from jobs.schemas import JobCreate
-from jobs.service import (
-    content_id,
-    create_api_key,
-    ensure_tenant,
-    store_upload,
-    submit_job,
-)
+from jobs.service import submit_job
+from jobs.tenants import create_api_key, ensure_tenant
+from jobs.uploads import content_id, store_upload
 from storage.objects import ObjectStore
 from storage.publisher import CeleryPublisher, InMemoryPublisher
 from tests.integration.helpers import migrated_ledger, migrated_sessions, published, tts_job

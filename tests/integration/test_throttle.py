@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 
-from jobs.catalog import ProviderLimits, parse_limit_overrides, provider_limits
+from jobs.catalog_limits import ProviderLimits, parse_limit_overrides, provider_limits
 from storage.provider_keys import ThrottleKeys
 from tests.integration.throttle_primitives import ConcurrencySlots, RateLimiter
 from tests.services import free_port

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import redis
 
-from jobs.catalog import provider_limits
+from jobs.catalog_limits import provider_limits
 from jobs.records import ItemResult
-from jobs.service import create_api_key
+from jobs.tenants import create_api_key
 from storage.provider_keys import credential_fingerprint
 from tests.e2e.stack import CLI, api_process
 from tests.integration.helpers import migrated_ledger, published, tts_job

@@ -30,8 +30,9 @@ from jobs.models_webhooks import DeliveryStatus, WebhookAttempt
 from jobs.netpolicy import parse_allowlist
 from jobs.records import ItemError
 from jobs.schemas import JobCreate
-from jobs.service import ensure_tenant, submit_job
+from jobs.service import submit_job
 from jobs.status import ItemStatus
+from jobs.tenants import ensure_tenant
 from jobs.webhook_secrets import ROTATION_GRACE, read_secrets, rotate_secret
 from jobs.webhooks import DeliveryLog, claim_due, job_deliveries, record_finished
 from tests.integration.helpers import migrated_ledger

@@ -1,4 +1,5 @@
-"""Decode, resample and encode round-trips in workers/audio.py, checked with soundfile."""
+"""Decode, resample and encode round-trips in workers/audio_decode.py and workers/audio.py,
+checked with soundfile."""
 
 from __future__ import annotations
 
@@ -10,14 +11,8 @@ import pytest
 import soundfile as sf
 
 from jobs.media import sniff_audio
-from workers.audio import (
-    SUPPORTED_FORMATS,
-    AudioTooLong,
-    convert,
-    pcm16_to_wav,
-    probe,
-    to_mono16k_int16,
-)
+from workers.audio import SUPPORTED_FORMATS, convert, pcm16_to_wav
+from workers.audio_decode import AudioTooLong, probe, to_mono16k_int16
 from workers.providers.errors import UnsupportedAudio
 
 

@@ -16,7 +16,7 @@ import soundfile as sf
 
 from jobs.error_codes import ErrorCode
 from workers import long_audio
-from workers.audio import AudioTooLong
+from workers.audio_decode import AudioTooLong
 from workers.long_audio import Piece, merge_transcripts, plan_pieces
 from workers.long_audio_scan import scan
 from workers.providers.answers import check_transcript
@@ -238,7 +238,8 @@ def test_splitting_30_minutes_keeps_memory_flat(tmp_path: Path) -> None:
 
 
 def test_undecodable_empty_and_too_long_recordings_are_refused(tmp_path: Path) -> None:
-    """Bad input fails as UnsupportedAudio (empty, garbage) or AudioTooLong, like workers/audio."""
+    """Bad input fails as UnsupportedAudio (empty, garbage) or AudioTooLong, like
+    workers/audio_decode."""
     empty, garbage = tmp_path / "empty.wav", tmp_path / "garbage.wav"
     empty.write_bytes(b"")
     garbage.write_bytes(b"not audio at all" * 100)

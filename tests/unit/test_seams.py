@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from jobs.catalog import ProviderLimits, limits_name, provider_limits
+from jobs.catalog import limits_name
+from jobs.catalog_limits import ProviderLimits, provider_limits
 from storage.publisher import InMemoryPublisher
 from workers.config import default_threads
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from jobs.catalog import SLNG_BATCH_STT_MODEL
+from jobs.catalog_slng import SLNG_BATCH_STT_MODEL
 from jobs.records import ClaimedItem, ProviderJob
 from jobs.status import JobKind
 from workers import batch_stt

@@ -12,7 +12,8 @@ import pytest
 import soundfile as sf
 from pydantic import ValidationError
 
-from jobs.catalog import PROVIDERS, SLNG_BATCH_STT_MODEL
+from jobs.catalog import PROVIDERS
+from jobs.catalog_slng import SLNG_BATCH_STT_MODEL
 from jobs.settings import Settings
 from tests.unit.emulator_client import run
 from tests.unit.test_slng_provider import BASE, CLIP, KEY, WAV, Handler, never_called, provider

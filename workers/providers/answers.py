@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from jobs.error_codes import ErrorCode
-from workers.audio import AudioInfo, blocks, probe
+from workers.audio_decode import AudioInfo, blocks, probe
 from workers.providers.base import Segment, Transcript, Word
 from workers.providers.errors import ProviderUnavailable, UnsupportedAudio
 

@@ -21,7 +21,7 @@ import httpx
 
 from jobs.error_codes import ErrorCode
 from workers import metrics
-from workers.audio import DEFAULT_MAX_DECODE_SAMPLES
+from workers.audio_decode import DEFAULT_MAX_DECODE_SAMPLES
 from workers.deadline import Deadline
 from workers.interrupt import watching
 from workers.providers.answers import longest_reading_s

@@ -16,7 +16,7 @@ from typing import Any
 
 from jobs.catalog import PROVIDERS
 from jobs.error_codes import ErrorCode
-from workers.audio import STT_SAMPLE_RATE, to_mono16k_int16
+from workers.audio_decode import STT_SAMPLE_RATE, to_mono16k_int16
 from workers.providers import http
 from workers.providers.base import AudioInput, AudioSink, Synthesis, Transcript, Word
 from workers.providers.errors import InvalidInput, PermanentProviderError, ProviderTimeout

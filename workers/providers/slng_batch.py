@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from jobs.catalog import SLNG_BATCH_STT_MODEL
+from jobs.catalog_slng import SLNG_BATCH_STT_MODEL
 from jobs.error_codes import ErrorCode
 from workers.providers import exchange, http
 from workers.providers.answers import audio_info, check_transcript
