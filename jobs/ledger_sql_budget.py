@@ -12,7 +12,7 @@ from __future__ import annotations
 from sqlalchemy import Integer, bindparam, func, or_, select, true, update
 
 from jobs.ledger_sql import ITEMS, JOBS, NOW, leave_running
-from jobs.ledger_sql_bulk import job_items_moving
+from jobs.ledger_sql_bulk import stopping_queued
 
 # An item may start if its characters, with what its job used and what its other running
 # items that passed this check hold, fit the character cap, and the audio cap is not reached
@@ -65,10 +65,4 @@ MARK_BUDGET_STOPPED = (
     .values(budget_stopped_at=func.coalesce(JOBS.c.budget_stopped_at, NOW))
 )
 CANCEL_HELD_FOR_BUDGET = leave_running("canceled", "finished_at", "error_code", "error_message")
-CANCEL_QUEUED_FOR_BUDGET = job_items_moving(
-    "queued",
-    "canceled",
-    error_code=bindparam("error_code"),
-    error_message=bindparam("error_message"),
-    finished_at=NOW,
-)
+CANCEL_QUEUED_FOR_BUDGET = stopping_queued("canceled")

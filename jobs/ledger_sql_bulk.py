@@ -61,13 +61,18 @@ def job_items_moving(source: str, target: str, **values: Any) -> Any:
     )
 
 
-FAIL_QUEUED = job_items_moving(
-    "queued",
-    "failed",
-    error_code=bindparam("error_code"),
-    error_message=bindparam("error_message"),
-    finished_at=NOW,
-)
+def stopping_queued(target: str) -> Any:
+    """Every queued item of the job to the final `target`, with the error that stopped it."""
+    return job_items_moving(
+        "queued",
+        target,
+        error_code=bindparam("error_code"),
+        error_message=bindparam("error_message"),
+        finished_at=NOW,
+    )
+
+
+FAIL_QUEUED = stopping_queued("failed")
 CANCEL_QUEUED = job_items_moving("queued", "canceled", finished_at=NOW)
 # A running item's claim dies with the cancel: its holder's succeed/fail/re-queue no longer
 # match (status is not running), and its next heartbeat tells the worker to stop (issue 9).
