@@ -17,12 +17,15 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
+from sqlalchemy import func, select
 
 from bench.asyncio_reference import reference_rate
 from jobs.ledger import ItemLedger
 from jobs.migrate import upgrade_to_head
+from jobs.models import Attempt, Item
 from jobs.schemas import JobCreate
 from jobs.service import get_job, submit_job
 from jobs.settings import Settings
@@ -154,8 +157,31 @@ def main() -> None:
             f"{achieved / reference:.2f}; emulator max in flight {stats['max_in_flight']}, "
             f"429s {rejected}"
         )
+        print_timeline(sessions, job, args.cap, args.latency_ms)
     finally:
         stop(worker, emulator)
+
+
+def print_timeline(sessions: Any, job: Any, cap: int, latency_ms: float) -> None:
+    """Where the time between POST and the last item went: the wait for the first call, the
+    mean number of threads in a call or waiting for its permit (over C) while calls ran,
+    and the tail after the last call."""
+    with sessions() as session:
+        first, last, busy_ms = session.execute(
+            select(
+                func.min(Attempt.started_at),
+                func.max(Attempt.started_at),
+                func.sum(Attempt.latency_ms),
+            )
+            .join(Item, Item.id == Attempt.item_id)
+            .where(Item.job_id == job.id)
+        ).one()
+    calls_s = (last - first).total_seconds() + latency_ms / 1000
+    print(
+        f"  timeline: first call {(first - job.created_at).total_seconds():.2f} s after POST, "
+        f"calls {calls_s:.2f} s with {busy_ms / 1000 / calls_s / cap:.2f} x C calling or waiting, "
+        f"last call to done {(job.finished_at - last).total_seconds() - latency_ms / 1000:.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ class Runtime:
     sleep: Callable[[float], None] = time.sleep
 
     def close(self) -> None:
+        self.throttle.close()
         self.leases.close()
         self.providers.close()
         self.store.close()

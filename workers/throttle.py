@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import random
 import secrets
@@ -126,6 +127,7 @@ class ProviderThrottle:
         rate_jitter_s: float = 0.002,
         pass_s: float = 5.0,
         max_passes: int = 16,
+        park_s: float = 0.05,
         adaptation: Adaptation | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -141,6 +143,12 @@ class ProviderThrottle:
         # made elsewhere reaches this process, and the lease (longer than a call by more
         # than `pass_s`) still covers the last call it is passed to.
         self.pass_s, self.max_passes = pass_s, max_passes
+        # A passable slot nobody waits for is parked for the next caller of this process
+        # (its threads come back within milliseconds when the provider answers fast: two
+        # Redis calls per item saved, bench/overhead.py); `park_s` after being parked it
+        # goes back to Redis, so other processes wait at most that long for it. 0: never.
+        self.park_s = park_s
+        self._returning: threading.Timer | None = None
         self.adaptation = adaptation or Adaptation()
         self._sleep, self._clock = sleep, clock
         self._rng = rng or random.Random()
@@ -219,11 +227,42 @@ class ProviderThrottle:
             raise
         finally:
             outcome = outcome_for(error)
-            if not (self._passable(permit, outcome) and gate.pass_on(permit)):
+            park_at = time.monotonic() if self.park_s > 0 else None
+            if self._passable(permit, outcome) and gate.pass_on(permit, park_at=park_at):
+                if park_at is not None:
+                    self._return_parked_later()
+            else:
                 try:
                     permit.release(outcome)
                 finally:
                     gate.leave()
+
+    def _return_parked_later(self) -> None:
+        """Have a timer send back to Redis, `park_s` from now, the slots still parked then."""
+        with self._gates_lock:
+            if self._returning is None:
+                self._returning = threading.Timer(self.park_s, self._return_parked)
+                self._returning.daemon = True
+                self._returning.start()
+
+    def _return_parked(self, parked_before: float | None = None) -> None:
+        with self._gates_lock:
+            self._returning = None
+            gates = list(self._gates.values())
+        before = time.monotonic() - self.park_s if parked_before is None else parked_before
+        for gate in gates:
+            for permit in gate.unpark(parked_before=before):
+                permit.release(CallOutcome.SUCCESS)  # parked only after a success
+        if any(gate.parked() for gate in gates):
+            self._return_parked_later()
+
+    def close(self) -> None:
+        """Send every parked slot back to Redis now (a worker's shutdown)."""
+        with self._gates_lock:
+            if self._returning is not None:
+                self._returning.cancel()
+                self._returning = None
+        self._return_parked(parked_before=math.inf)
 
     def _passable(self, permit: Permit, outcome: CallOutcome) -> bool:
         """Whether the slot may go to a waiting thread of this process as it is: after a

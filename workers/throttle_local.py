@@ -5,14 +5,19 @@ Threads beyond the width wait here on an Event (no CPU, no Redis) instead of pol
 A thread leaving with a slot it may pass on (`workers.throttle` decides) gives it to the
 longest waiter, so the next call starts without a release and an acquire: two Redis round
 trips, each of which also waits for the GIL on a busy worker (bench/throughput.py: ~6 ms of
-a 220 ms cycle). Without a waiter the slot goes back to Redis first, then the local place.
+a 220 ms cycle). With no waiter the slot may be parked instead: the next thread to enter
+takes it, and `workers.throttle` sends back to Redis those nobody took within a moment.
+Otherwise the slot goes back to Redis first, then the local place.
 
     gate = LocalGate(16)
-    entered, permit = gate.enter(timeout_s=5)  # permit: one passed on by a leaver, or None
+    entered, permit = gate.enter(timeout_s=5)  # permit: one passed on or parked, or None
     ...  # (no permit: acquire one from Redis) the call
-    if not (passable and gate.pass_on(permit)):
+    if not (passable and gate.pass_on(permit, park_at=time.monotonic())):
         permit.release(outcome)  # back to Redis, then the place to a waiter
         gate.leave()
+    ...
+    for stale in gate.unpark(parked_before=time.monotonic() - 0.05):
+        stale.release()  # nobody came for it
 """
 
 from __future__ import annotations
@@ -41,13 +46,15 @@ class LocalGate(Generic[P]):
         self._lock = threading.Lock()
         self._free = width
         self._waiters: deque[_Waiter[P]] = deque()
+        self._parked: deque[tuple[P, float]] = deque()  # oldest first, with when parked
 
     def enter(self, timeout_s: float) -> tuple[bool, P | None]:
-        """(True, a permit passed on or None) once in; (False, None) after `timeout_s`."""
+        """(True, a permit passed on or parked, or None) once in; (False, None) after
+        `timeout_s`. Of the parked permits the newest is taken, so the others age out."""
         with self._lock:
             if self._free > 0:
                 self._free -= 1
-                return True, None
+                return True, self._parked.pop()[0] if self._parked else None
             waiter: _Waiter[P] = _Waiter()
             self._waiters.append(waiter)
         if waiter.event.wait(max(timeout_s, 0.0)):
@@ -58,12 +65,17 @@ class LocalGate(Generic[P]):
                 return False, None
         return True, waiter.handed  # served just as the wait ran out
 
-    def pass_on(self, permit: P) -> bool:
-        """Hand `permit` and this holder's place to the longest waiter: False if none waits
-        (the caller keeps the permit and still holds its place: release both)."""
+    def pass_on(self, permit: P, *, park_at: float | None = None) -> bool:
+        """Hand `permit` and this holder's place to the longest waiter. With none waiting,
+        park the permit (marked `park_at`) for the next caller to enter and free the place;
+        without `park_at`, False (the caller keeps the permit and its place: release both)."""
         with self._lock:
             if not self._waiters:
-                return False
+                if park_at is None:
+                    return False
+                self._parked.append((permit, park_at))
+                self._free += 1
+                return True
             waiter = self._waiters.popleft()
             waiter.handed = permit
             waiter.event.set()  # under the lock: a waiter timing out now sees it served
@@ -77,6 +89,19 @@ class LocalGate(Generic[P]):
                 return
             waiter = self._waiters.popleft()
             waiter.event.set()
+
+    def unpark(self, *, parked_before: float) -> list[P]:
+        """Take out the parked permits marked before `parked_before` (all: `math.inf`), for
+        the caller to release."""
+        with self._lock:
+            stale: list[P] = []
+            while self._parked and self._parked[0][1] < parked_before:
+                stale.append(self._parked.popleft()[0])
+            return stale
+
+    def parked(self) -> int:
+        with self._lock:
+            return len(self._parked)
 
     def waiting(self) -> int:
         with self._lock:

@@ -27,6 +27,9 @@ class Throttle(Protocol):
         """Hold a call slot for the block, or raise ThrottleBusy after `max_wait_s`; the
         slot is released on exit, reporting a 429 (RateLimited) to the adaptive limit."""
 
+    def close(self) -> None:
+        """Give back what the throttle still holds between calls (a worker's shutdown)."""
+
 
 class UnlimitedThrottle:
     """No shared limit: local mode (its engines are limited by its own thread count)."""
@@ -35,6 +38,9 @@ class UnlimitedThrottle:
         self, provider: str, credential_fingerprint: str, *, max_wait_s: float
     ) -> AbstractContextManager[None]:
         return nullcontext()
+
+    def close(self) -> None:
+        return None
 
 
 class CallOutcome(StrEnum):

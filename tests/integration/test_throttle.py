@@ -452,7 +452,7 @@ def test_a_successful_calls_slot_goes_to_the_waiting_thread_without_redis(
 ) -> None:
     """After a success the slot passes straight to the thread waiting at the gate: one Redis
     acquire and one release serve both calls, and the slot is free afterwards."""
-    throttle = ProviderThrottle(client, {provider: ProviderLimits(1)}, lease_s=10)
+    throttle = ProviderThrottle(client, {provider: ProviderLimits(1)}, lease_s=10, park_s=0)
     counts = _counting(throttle)
     _hand_over(throttle, provider)
     assert counts == {"acquire": 1, "release": 1}
@@ -492,7 +492,8 @@ def test_passing_on_keeps_the_shared_cap_across_processes(
     """Two throttles (two worker processes) of 6 threads each share a limit of 3 while
     passing slots on: never more than 3 calls at once, and every slot is back at the end."""
     throttles = [
-        ProviderThrottle(client, {provider: ProviderLimits(3)}, lease_s=10) for _ in range(2)
+        ProviderThrottle(client, {provider: ProviderLimits(3)}, lease_s=10, park_s=0)
+        for _ in range(2)
     ]
     lock = threading.Lock()
     held = peak = calls = 0
@@ -517,3 +518,44 @@ def test_passing_on_keeps_the_shared_cap_across_processes(
     assert calls == 180
     assert peak == 3
     assert throttles[0].in_use(provider, FP) == 0
+
+
+def test_a_slot_nobody_waits_for_is_parked_for_the_next_call_then_goes_back_to_redis(
+    client: redis.Redis[Any], provider: str
+) -> None:
+    """One thread making 10 calls in a row with no waiter: the slot is parked between calls,
+    so one Redis acquire serves them all; nobody takes it after the last call, so it is
+    released in Redis once `park_s` has passed (and not before)."""
+    throttle = ProviderThrottle(client, {provider: ProviderLimits(2)}, lease_s=10, park_s=0.3)
+    counts = _counting(throttle)
+    for _ in range(10):
+        with throttle.permit(provider, FP, max_wait_s=5):
+            pass
+    assert counts == {"acquire": 1, "release": 0}
+    assert throttle.in_use(provider, FP) == 1  # parked: still held in Redis
+    deadline = time.monotonic() + 5
+    while throttle.in_use(provider, FP) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert counts == {"acquire": 1, "release": 1}
+    assert throttle.in_use(provider, FP) == 0
+
+
+def test_a_parked_slot_reaches_another_process_and_close_returns_it_at_once(
+    client: redis.Redis[Any], provider: str
+) -> None:
+    """With the limit's one slot parked by process A (a long `park_s`), process B cannot get
+    it; A's close() sends it back to Redis at once and B's acquire then succeeds; a call that
+    ends in a 429 is never parked."""
+    limits = {provider: ProviderLimits(1)}
+    a = ProviderThrottle(client, limits, lease_s=10, park_s=60)
+    b = ProviderThrottle(client, limits, lease_s=10, park_s=60)
+    with a.permit(provider, FP, max_wait_s=5):
+        pass
+    assert b.acquire(provider, FP, max_wait_s=0.1) is None
+    a.close()
+    permit = b.acquire(provider, FP, max_wait_s=1)
+    assert permit is not None
+    permit.release()
+    with pytest.raises(RateLimited), a.permit(provider, FP, max_wait_s=5):
+        raise RateLimited("429")
+    assert a.in_use(provider, FP) == 0

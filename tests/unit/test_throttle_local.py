@@ -92,3 +92,20 @@ def test_under_contention_never_more_holders_than_places_and_every_place_returns
     assert served > 100
     assert gate.waiting() == 0
     assert [gate.enter(0)[0] for _ in range(4)] == [True, True, True, False]
+
+
+def test_a_parked_permit_frees_the_place_goes_to_the_next_caller_and_ages_out() -> None:
+    """With no waiter, `pass_on(park_at=...)` parks the permit and frees the place: the next
+    caller to enter gets the newest parked permit; `unpark` hands back only those parked
+    before its cutoff, oldest first."""
+    gate: LocalGate[str] = LocalGate(2)
+    gate.enter(1)
+    gate.enter(1)
+    assert gate.pass_on("old", park_at=1.0) is True
+    assert gate.pass_on("new", park_at=2.0) is True
+    assert gate.parked() == 2
+    assert gate.enter(0) == (True, "new")
+    assert gate.unpark(parked_before=0.5) == []
+    assert gate.unpark(parked_before=1.5) == ["old"]
+    assert gate.enter(0) == (True, None)  # the second place, with nothing parked
+    assert gate.enter(0) == (False, None)  # both places held
