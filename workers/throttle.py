@@ -145,8 +145,9 @@ class ProviderThrottle:
         self.pass_s, self.max_passes = pass_s, max_passes
         # A passable slot nobody waits for is parked for the next caller of this process
         # (its threads come back within milliseconds when the provider answers fast: two
-        # Redis calls per item saved, bench/overhead.py); `park_s` after being parked it
-        # goes back to Redis, so other processes wait at most that long for it. 0: never.
+        # Redis calls per item saved, bench/overhead.py); one still parked when the timer
+        # fires, `park_s` to 2 x `park_s` after it was parked, goes back to Redis, so other
+        # processes wait at most that much longer for it. 0: never park.
         self.park_s = park_s
         self._returning: threading.Timer | None = None
         self.adaptation = adaptation or Adaptation()
@@ -239,6 +240,8 @@ class ProviderThrottle:
 
     def _return_parked_later(self) -> None:
         """Have a timer send back to Redis, `park_s` from now, the slots still parked then."""
+        if self._returning is not None:  # the usual case on a busy worker: no lock taken
+            return
         with self._gates_lock:
             if self._returning is None:
                 self._returning = threading.Timer(self.park_s, self._return_parked)
