@@ -1,4 +1,5 @@
-"""Provider-bound throughput: N TTS items, emulator latency L, concurrency cap C, one worker.
+"""Provider-bound throughput: N TTS items, emulator latency L, concurrency cap C, one worker
+(or `--workers` of them sharing the cap through the throttle).
 
 Prints achieved items/s as a ratio to the Little's-law ceiling C/L and to a plain
 asyncio+httpx script making the same calls in the same run. Needs Redis, a database and S3
@@ -78,6 +79,9 @@ def main() -> None:
         help="worker threads (default: none given, so the worker derives its own from the "
         "provider limits, as a user's `speechbatch worker` does)",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes, each with those threads"
+    )
     args = parser.parse_args()
     ceiling = args.cap / (args.latency_ms / 1000)
 
@@ -108,14 +112,16 @@ def main() -> None:
         env,
         workdir / "emulator.log",
     )
-    worker = None
+    workers: list[subprocess.Popen[bytes]] = []
     try:
         wait_http(f"{base}/_emulator/health")
         reference = reference_rate(f"{base}/slng", KEY, items=args.items, concurrency=args.cap)
         httpx.delete(f"{base}/_emulator/requests")
 
         threads = ["--concurrency", str(args.worker_concurrency)] if args.worker_concurrency else []
-        worker = start([CLI, "worker", *threads], env, workdir / "worker.log")
+        for n in range(args.workers):
+            name = ["--name", f"bench{n}@%h"]
+            workers.append(start([CLI, "worker", *threads, *name], env, workdir / f"w{n}.log"))
         ledger = ItemLedger(
             open_database(settings.database_url), CeleryPublisher(str(settings.broker_url))
         )
@@ -147,7 +153,8 @@ def main() -> None:
         rejected = stats["by_status"].get("429", 0)
         print(
             f"throughput: N={args.items} L={args.latency_ms:.0f}ms C={args.cap} "
-            f"worker threads={args.worker_concurrency or 'default'} status={job.status}"
+            f"workers={args.workers} x threads={args.worker_concurrency or 'default'} "
+            f"status={job.status}"
         )
         print(f"  speechbatch     {achieved:8.1f} items/s  ({elapsed:.1f} s submit→done)")
         print(f"  asyncio script  {reference:8.1f} items/s")
@@ -159,7 +166,7 @@ def main() -> None:
         )
         print_timeline(sessions, job, args.cap, args.latency_ms)
     finally:
-        stop(worker, emulator)
+        stop(*workers, emulator)
 
 
 def print_timeline(sessions: Any, job: Any, cap: int, latency_ms: float) -> None:

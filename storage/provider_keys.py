@@ -51,15 +51,16 @@ def throttle_name(name: str, fingerprint: str) -> str:
 
 @dataclass(frozen=True)
 class ThrottleKeys:
-    """The three keys of the throttle called `name` (see the module docstring)."""
+    """The four keys of the throttle called `name` (see workers/throttle_redis.py)."""
 
     slots: str
     tat: str
     adapt: str
+    wanted: str
 
     @classmethod
     def for_name(cls, name: str) -> ThrottleKeys:
-        return cls(f"{name}:slots", f"{name}:tat", f"{name}:adapt")
+        return cls(f"{name}:slots", f"{name}:tat", f"{name}:adapt", f"{name}:wanted")
 
     @classmethod
     def of(cls, name: str, fingerprint: str) -> ThrottleKeys:

@@ -22,7 +22,6 @@ silently. Time, sleeping and jitter are parameters so tests control them.
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import os
 import random
@@ -39,6 +38,7 @@ from jobs.catalog_limits import ProviderLimits
 from storage.provider_keys import credential_fingerprint, shared_redis, throttle_name
 from workers import metrics
 from workers.throttle_local import LocalGate
+from workers.throttle_permit import Permit
 from workers.throttle_redis import (
     ADMITTED,
     OVER_RATE,
@@ -70,47 +70,10 @@ __all__ = [
     "throttle_name",
 ]
 
-log = logging.getLogger(__name__)
-
 
 def redis_for_throttle(url: str) -> redis.Redis[Any]:
     """A client whose calls fail within a second instead of hanging a worker (celery#9705)."""
     return shared_redis(url)
-
-
-class Permit:
-    """One admitted provider call. Released exactly once (by `ProviderThrottle.permit`); a
-    holder that dies without releasing loses the slot when its lease lapses. A permit may be
-    passed on to a waiting thread of this process instead (`ProviderThrottle.permit`)."""
-
-    def __init__(
-        self,
-        throttle: ProviderThrottle,
-        provider: str,
-        keys: Keys,
-        token: str,
-        acquired_us: int,
-        *,
-        adapted: bool = False,
-        granted_at: float = 0.0,
-    ) -> None:
-        self.provider, self.keys, self.token = provider, keys, token
-        self.acquired_us = acquired_us  # Redis time; 429s of calls admitted before a cut don't cut
-        self.adapted = adapted  # the adaptive limits had 429s to weigh when it was granted
-        self.granted_at = granted_at  # the throttle's clock when Redis granted it
-        self.passes = 0  # calls it has been passed on to without going back to Redis
-        self._throttle = throttle
-        self._released = False
-
-    def release(self, outcome: CallOutcome | str = CallOutcome.SUCCESS) -> None:
-        """Free the slot and report the outcome; never raises (a lost slot lapses anyway)."""
-        if self._released:
-            return
-        self._released = True
-        try:
-            self._throttle.report(self, CallOutcome(outcome))
-        except ThrottleUnavailable:
-            log.warning("could not release a %s permit; it lapses with its lease", self.provider)
 
 
 class ProviderThrottle:
@@ -128,6 +91,7 @@ class ProviderThrottle:
         pass_s: float = 5.0,
         max_passes: int = 16,
         park_s: float = 0.05,
+        wanted_s: float = 1.0,
         adaptation: Adaptation | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -147,8 +111,10 @@ class ProviderThrottle:
         # (its threads come back within milliseconds when the provider answers fast: two
         # Redis calls per item saved, bench/overhead.py); one still parked when the timer
         # fires, `park_s` to 2 x `park_s` after it was parked, goes back to Redis, so other
-        # processes wait at most that much longer for it. 0: never park.
-        self.park_s = park_s
+        # processes wait at most that much longer for it. 0: never park. A slot granted
+        # while another caller was refused one within `wanted_s` is never parked: with
+        # several worker processes on one limit it would sit idle while they poll for it.
+        self.park_s, self.wanted_s = park_s, wanted_s
         self._returning: threading.Timer | None = None
         self.adaptation = adaptation or Adaptation()
         self._sleep, self._clock = sleep, clock
@@ -170,17 +136,25 @@ class ProviderThrottle:
         token = f"{self._token_prefix}-{os.getpid()}-{next(self._tokens)}"
         deadline = self._clock() + max_wait_s
         while True:
-            state, value, adapted = self._scripts.acquire(
+            state, value, adapted, contended = self._scripts.acquire(
                 keys,
                 token,
                 limit=limits.max_concurrency,
                 rate=limits.max_rps or 0,
                 burst=self.burst,
                 lease_s=self.lease_s,
+                wanted_s=self.wanted_s,
             )
             if state == ADMITTED:
                 return Permit(
-                    self, provider, keys, token, value, adapted=adapted, granted_at=self._clock()
+                    self,
+                    provider,
+                    keys,
+                    token,
+                    value,
+                    adapted=adapted,
+                    contended=contended,
+                    granted_at=self._clock(),
                 )
             left = deadline - self._clock()
             if left <= 0:
@@ -228,7 +202,7 @@ class ProviderThrottle:
             raise
         finally:
             outcome = outcome_for(error)
-            park_at = time.monotonic() if self.park_s > 0 else None
+            park_at = time.monotonic() if self.park_s > 0 and not permit.contended else None
             if self._passable(permit, outcome) and gate.pass_on(permit, park_at=park_at):
                 if park_at is not None:
                     self._return_parked_later()

@@ -14,6 +14,8 @@ keys share one slot):
     NAME:adapt   HASH   limit, rate (effective values after 429s), ok and rl (successes and
                         429s in the current window), cut_at (µs of the last decrease);
                         gone = configured values and no 429 to weigh
+    NAME:wanted STRING  set for a moment by every refused caller: a slot granted while it
+                        is set is `contended` (someone else is waiting for one)
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -33,6 +35,7 @@ __all__ = [
     "NO_SLOT",
     "OVER_RATE",
     "Adaptation",
+    "Grant",
     "Keys",
     "Scripts",
     "ThrottleUnavailable",
@@ -57,11 +60,12 @@ local function keep_for(key, ms)
 end
 """
 
-# KEYS slots, tat, adapt; ARGV token ('' = rate only), max_limit, max_rate (0 = none), burst,
-# lease_us. Returns {0, now_us, adapted} admitted, {1, wait_us, adapted} over the rate,
-# {2, 0, adapted} no free slot; adapted is 1 while the adaptive limits have 429s to weigh
-# (lowered limits, or a window still counting after a 429). Nothing is written unless both
-# checks pass, so a refused caller holds nothing.
+# KEYS slots, tat, adapt, wanted; ARGV token ('' = rate only), max_limit, max_rate (0 = none),
+# burst, lease_us, wanted_ms. Returns {0, now_us, adapted, contended} admitted, {1, wait_us,
+# adapted, 0} over the rate, {2, 0, adapted, 1} no free slot; adapted is 1 while the adaptive
+# limits have 429s to weigh (lowered limits, or a window still counting after a 429);
+# contended is 1 when a caller found no free slot in the last wanted_ms (one refused now
+# marks it). Nothing else is written unless both checks pass: a refused caller holds nothing.
 _ACQUIRE = (
     _PRELUDE
     + """
@@ -71,13 +75,16 @@ local limit, rate = effective(KEYS[3], tonumber(ARGV[2]), tonumber(ARGV[3]))
 local adapted = redis.call('EXISTS', KEYS[3])
 if token ~= '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  if redis.call('ZCARD', KEYS[1]) >= limit then return {2, 0, adapted} end
+  if redis.call('ZCARD', KEYS[1]) >= limit then
+    redis.call('SET', KEYS[4], 1, 'PX', ARGV[6])
+    return {2, 0, adapted, 1}
+  end
 end
 if rate > 0 then
   local interval = 1000000 / rate
   local tat = math.max(tonumber(redis.call('GET', KEYS[2]) or now), now)
   local wait = tat + interval - tonumber(ARGV[4]) * interval - now
-  if wait > 0 then return {1, math.ceil(wait), adapted} end
+  if wait > 0 then return {1, math.ceil(wait), adapted, 0} end
   tat = tat + interval
   redis.call('SET', KEYS[2], string.format('%.3f', tat), 'PX',
              math.ceil((tat - now) / 1000) + 1000)
@@ -87,7 +94,7 @@ if token ~= '' then
   redis.call('ZADD', KEYS[1], now + lease, token)
   keep_for(KEYS[1], math.ceil(lease / 1000) + 1000)
 end
-return {0, now, adapted}
+return {0, now, adapted, redis.call('EXISTS', KEYS[4])}
 """
 )
 
@@ -189,6 +196,17 @@ class Adaptation:
     idle_s: float = 600.0  # a throttled-down limit left alone this long resets
 
 
+class Grant(NamedTuple):
+    """One acquire's answer: ADMITTED (value: server µs), OVER_RATE (value: µs to wait) or
+    NO_SLOT; adapted while the adaptive limits have 429s to weigh; contended when a caller
+    was refused a slot a moment ago (see `_ACQUIRE`)."""
+
+    state: int
+    value: int
+    adapted: bool
+    contended: bool
+
+
 class Scripts:
     """The scripts registered on one client; each method is one round trip."""
 
@@ -200,16 +218,24 @@ class Scripts:
         self._in_use = client.register_script(_IN_USE)
 
     def acquire(
-        self, keys: Keys, token: str, *, limit: int, rate: float, burst: int, lease_s: float
-    ) -> tuple[int, int, bool]:
-        """(ADMITTED, server µs, adapted) | (OVER_RATE, µs to wait, adapted) | (NO_SLOT, 0,
-        adapted): adapted while the adaptive limits have 429s to weigh."""
-        args = [token, limit, rate, burst, math.ceil(lease_s * 1e6)]
+        self,
+        keys: Keys,
+        token: str,
+        *,
+        limit: int,
+        rate: float,
+        burst: int,
+        lease_s: float,
+        wanted_s: float = 1.0,
+    ) -> Grant:
+        """One try for a slot and a rate token (see `_ACQUIRE`); a refusal marks the slots
+        wanted for `wanted_s`."""
+        args = [token, limit, rate, burst, math.ceil(lease_s * 1e6), math.ceil(wanted_s * 1000)]
         with redis_errors("check the provider throttle"):
-            state, value, adapted = self._acquire(
-                keys=[keys.slots, keys.tat, keys.adapt], args=args
+            state, value, adapted, contended = self._acquire(
+                keys=[keys.slots, keys.tat, keys.adapt, keys.wanted], args=args
             )
-        return int(state), int(value), bool(adapted)
+        return Grant(int(state), int(value), bool(adapted), bool(contended))
 
     def release(
         self,

@@ -26,10 +26,10 @@ class ConcurrencySlots:
         self.limit, self.lease_s = limit, lease_s
 
     def try_acquire(self, token: str) -> bool:
-        state, _, _ = self._scripts.acquire(
+        grant = self._scripts.acquire(
             self._keys, token, limit=self.limit, rate=0, burst=1, lease_s=self.lease_s
         )
-        return state == ADMITTED
+        return grant.state == ADMITTED
 
     def release(self, token: str) -> None:
         self._scripts.release(
@@ -63,7 +63,7 @@ class RateLimiter:
 
     def try_acquire(self) -> float:
         """0.0 when admitted, else the seconds until the next admission is possible."""
-        state, value, _ = self._scripts.acquire(
+        grant = self._scripts.acquire(
             self._keys, "", limit=1, rate=self.rate, burst=self.burst, lease_s=1
         )
-        return 0.0 if state == ADMITTED else value / 1e6
+        return 0.0 if grant.state == ADMITTED else grant.value / 1e6
