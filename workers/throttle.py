@@ -22,7 +22,6 @@ silently. Time, sleeping and jitter are parameters so tests control them.
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import random
 import secrets
@@ -37,7 +36,7 @@ import redis
 from jobs.catalog_limits import ProviderLimits
 from storage.provider_keys import credential_fingerprint, shared_redis, throttle_name
 from workers import metrics
-from workers.throttle_local import LocalGate
+from workers.throttle_local import LocalGate, ParkTimer
 from workers.throttle_permit import Permit
 from workers.throttle_redis import (
     ADMITTED,
@@ -115,7 +114,6 @@ class ProviderThrottle:
         # while another caller was refused one within `wanted_s` is never parked: with
         # several worker processes on one limit it would sit idle while they poll for it.
         self.park_s, self.wanted_s = park_s, wanted_s
-        self._returning: threading.Timer | None = None
         self.adaptation = adaptation or Adaptation()
         self._sleep, self._clock = sleep, clock
         self._rng = rng or random.Random()
@@ -126,11 +124,27 @@ class ProviderThrottle:
         # An in-process gate per credential, as wide as its shared limit (workers.throttle_local).
         self._gates: dict[tuple[str, str], LocalGate[Permit]] = {}
         self._gates_lock = threading.Lock()
+        self._park_timer = ParkTimer(park_s, self._all_gates, lambda p: p.release())
 
     def acquire(
         self, provider: str, credential_fingerprint: str, *, max_wait_s: float
     ) -> Permit | None:
         """A permit within `max_wait_s`, or None so the caller can re-queue the item."""
+        return self._acquire(provider, credential_fingerprint, max_wait_s, self._pause)
+
+    def _pause(self, seconds: float) -> Permit | None:
+        self._sleep(seconds)
+        return None  # nothing handed over: ask Redis again
+
+    def _acquire(
+        self,
+        provider: str,
+        credential_fingerprint: str,
+        max_wait_s: float,
+        pause: Callable[[float], Permit | None],
+    ) -> Permit | None:
+        """`acquire`, waiting between Redis tries in `pause`, which may hand over a permit
+        of this process instead (`LocalGate.seek`)."""
         limits = self._limits(provider)
         keys = Keys.for_name(throttle_name(provider, credential_fingerprint))
         token = f"{self._token_prefix}-{os.getpid()}-{next(self._tokens)}"
@@ -160,10 +174,12 @@ class ProviderThrottle:
             if left <= 0:
                 return None
             if state == OVER_RATE:
-                pause = value / 1e6 + self._rng.uniform(0, self.rate_jitter_s)
+                wait = value / 1e6 + self._rng.uniform(0, self.rate_jitter_s)
             else:
-                pause = self.poll_s * self._rng.uniform(0.5, 1.5)
-            self._sleep(min(pause, left))
+                wait = self.poll_s * self._rng.uniform(0.5, 1.5)
+            handed = pause(min(wait, left))
+            if handed is not None:
+                return handed
 
     @contextmanager
     def permit(
@@ -174,7 +190,8 @@ class ProviderThrottle:
 
         This process's own callers first pass a local gate of the same width, so at most
         `max_concurrency` of its threads ask Redis at once; the shared slots still decide.
-        A successful call's slot goes straight to the next thread waiting at the gate, when
+        A successful call's slot goes straight to the next thread of this process waiting
+        for one (inside the gate between Redis polls first, then at the gate), when
         `_passable` allows, without a release and an acquire in Redis.
         """
         gate = self._gate(provider, credential_fingerprint)
@@ -185,7 +202,9 @@ class ProviderThrottle:
         if permit is None:
             try:
                 left = max_wait_s - (self._clock() - started)
-                permit = self.acquire(provider, credential_fingerprint, max_wait_s=max(left, 0.0))
+                permit = self._acquire(
+                    provider, credential_fingerprint, max(left, 0.0), pause=gate.seek
+                )
             except BaseException:
                 gate.leave()
                 raise
@@ -205,41 +224,16 @@ class ProviderThrottle:
             park_at = time.monotonic() if self.park_s > 0 and not permit.contended else None
             if self._passable(permit, outcome) and gate.pass_on(permit, park_at=park_at):
                 if park_at is not None:
-                    self._return_parked_later()
+                    self._park_timer.arm()
             else:
                 try:
                     permit.release(outcome)
                 finally:
                     gate.leave()
 
-    def _return_parked_later(self) -> None:
-        """Have a timer send back to Redis, `park_s` from now, the slots still parked then."""
-        if self._returning is not None:  # the usual case on a busy worker: no lock taken
-            return
-        with self._gates_lock:
-            if self._returning is None:
-                self._returning = threading.Timer(self.park_s, self._return_parked)
-                self._returning.daemon = True
-                self._returning.start()
-
-    def _return_parked(self, parked_before: float | None = None) -> None:
-        with self._gates_lock:
-            self._returning = None
-            gates = list(self._gates.values())
-        before = time.monotonic() - self.park_s if parked_before is None else parked_before
-        for gate in gates:
-            for permit in gate.unpark(parked_before=before):
-                permit.release(CallOutcome.SUCCESS)  # parked only after a success
-        if any(gate.parked() for gate in gates):
-            self._return_parked_later()
-
     def close(self) -> None:
         """Send every parked slot back to Redis now (a worker's shutdown)."""
-        with self._gates_lock:
-            if self._returning is not None:
-                self._returning.cancel()
-                self._returning = None
-        self._return_parked(parked_before=math.inf)
+        self._park_timer.close()
 
     def _passable(self, permit: Permit, outcome: CallOutcome) -> bool:
         """Whether the slot may go to a waiting thread of this process as it is: after a
@@ -256,6 +250,10 @@ class ProviderThrottle:
             return False
         permit.passes += 1
         return True
+
+    def _all_gates(self) -> list[LocalGate[Permit]]:
+        with self._gates_lock:
+            return list(self._gates.values())
 
     def _gate(self, provider: str, credential_fingerprint: str) -> LocalGate[Permit]:
         key = (provider, credential_fingerprint)

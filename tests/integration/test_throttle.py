@@ -584,3 +584,37 @@ def test_a_slot_granted_while_another_process_waits_is_not_parked(
         pass
     assert a.in_use(provider, FP) == 1  # parked again
     a.close()
+
+
+def test_a_thread_refused_by_redis_gets_the_next_slot_its_process_frees(
+    client: redis.Redis[Any], provider: str
+) -> None:
+    """With process B holding one of two slots, A's second thread is refused by Redis and
+    waits inside A's gate; when A's first call ends, its slot goes to that thread directly,
+    without a Redis release (before, it went to Redis and the waiting threads of every
+    process raced for it, so a thread inside could starve past its wait)."""
+    limits = {provider: ProviderLimits(2)}
+    a = ProviderThrottle(client, limits, lease_s=10, park_s=0)
+    b = ProviderThrottle(client, limits, lease_s=10, park_s=0)
+    held_by_b = b.acquire(provider, FP, max_wait_s=1)
+    assert held_by_b is not None
+    counts = _counting(a)
+    gate = a._gate(provider, FP)
+    got: list[int] = []
+
+    def second() -> None:
+        with a.permit(provider, FP, max_wait_s=5):
+            got.append(counts["release"])
+
+    with a.permit(provider, FP, max_wait_s=5):
+        thread = threading.Thread(target=second)
+        thread.start()
+        deadline = time.monotonic() + 5
+        while not gate.seeking() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert gate.seeking() == 1  # refused by Redis, it waits inside between polls
+    thread.join(5)
+    assert got == [0]  # its call ran on the first call's slot: nothing was released yet
+    assert counts["release"] == 1  # the second call's end (no waiter, no parking)
+    held_by_b.release()
+    assert a.in_use(provider, FP) == 0

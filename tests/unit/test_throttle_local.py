@@ -109,3 +109,38 @@ def test_a_parked_permit_frees_the_place_goes_to_the_next_caller_and_ages_out() 
     assert gate.unpark(parked_before=1.5) == ["old"]
     assert gate.enter(0) == (True, None)  # the second place, with nothing parked
     assert gate.enter(0) == (False, None)  # both places held
+
+
+def test_a_seeker_inside_is_handed_a_permit_before_a_waiter_outside_gets_the_place() -> None:
+    """With one holder seeking a permit between Redis polls and one thread waiting outside
+    the full gate, `pass_on` hands the permit to the seeker and the leaver's place (without
+    a permit) to the waiter; a seek that nobody serves returns None."""
+    gate: LocalGate[str] = LocalGate(2)
+    gate.enter(1)  # the holder with a permit
+    gate.enter(1)  # the seeker: inside, but Redis refused it
+    assert gate.seek(0.01) is None
+    sought: list[str | None] = []
+    outside: list[tuple[bool, str | None]] = []
+    seeker = threading.Thread(target=lambda: sought.append(gate.seek(5)))
+    waiter = threading.Thread(target=lambda: outside.append(gate.enter(5)))
+    seeker.start()
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while (gate.waiting() < 1 or gate.seeking() < 1) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert gate.pass_on("slot") is True
+    seeker.join(5)
+    waiter.join(5)
+    assert sought == ["slot"]
+    assert outside == [(True, None)]
+    assert gate.enter(0) == (False, None)  # seeker and waiter hold both places
+
+
+def test_a_seeker_takes_a_parked_permit_at_once() -> None:
+    """A permit parked while the seeker was between waits is taken by its next seek."""
+    gate: LocalGate[str] = LocalGate(2)
+    gate.enter(1)
+    gate.enter(1)
+    assert gate.pass_on("parked", park_at=1.0) is True
+    assert gate.seek(0) == "parked"
+    assert gate.parked() == 0
