@@ -111,7 +111,7 @@ class ProviderThrottle:
         # Redis calls per item saved, bench/overhead.py); one still parked when the timer
         # fires, `park_s` to 2 x `park_s` after it was parked, goes back to Redis, so other
         # processes wait at most that much longer for it. 0: never park. A slot granted
-        # while another caller was refused one within `wanted_s` is never parked: with
+        # while another process was refused one within `wanted_s` is never parked: with
         # several worker processes on one limit it would sit idle while they poll for it.
         self.park_s, self.wanted_s = park_s, wanted_s
         self.adaptation = adaptation or Adaptation()
@@ -147,7 +147,8 @@ class ProviderThrottle:
         of this process instead (`LocalGate.seek`)."""
         limits = self._limits(provider)
         keys = Keys.for_name(throttle_name(provider, credential_fingerprint))
-        token = f"{self._token_prefix}-{os.getpid()}-{next(self._tokens)}"
+        process = f"{self._token_prefix}-{os.getpid()}"
+        token = f"{process}-{next(self._tokens)}"
         deadline = self._clock() + max_wait_s
         while True:
             state, value, adapted, contended = self._scripts.acquire(
@@ -158,6 +159,7 @@ class ProviderThrottle:
                 burst=self.burst,
                 lease_s=self.lease_s,
                 wanted_s=self.wanted_s,
+                process=process,
             )
             if state == ADMITTED:
                 return Permit(

@@ -35,7 +35,7 @@ class Permit:
         self.provider, self.keys, self.token = provider, keys, token
         self.acquired_us = acquired_us  # Redis time; 429s of calls admitted before a cut don't cut
         self.adapted = adapted  # the adaptive limits had 429s to weigh when it was granted
-        self.contended = contended  # a caller was refused a slot just before it was granted
+        self.contended = contended  # another process was refused a slot just before
         self.granted_at = granted_at  # the throttle's clock when Redis granted it
         self.passes = 0  # calls it has been passed on to without going back to Redis
         self._throttle = throttle

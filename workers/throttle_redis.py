@@ -14,8 +14,8 @@ keys share one slot):
     NAME:adapt   HASH   limit, rate (effective values after 429s), ok and rl (successes and
                         429s in the current window), cut_at (µs of the last decrease);
                         gone = configured values and no 429 to weigh
-    NAME:wanted STRING  set for a moment by every refused caller: a slot granted while it
-                        is set is `contended` (someone else is waiting for one)
+    NAME:wanted ZSET    waiting process -> µs it was last refused a slot; a slot granted
+                        while another process was refused one is `contended`
 """
 
 from __future__ import annotations
@@ -61,11 +61,11 @@ end
 """
 
 # KEYS slots, tat, adapt, wanted; ARGV token ('' = rate only), max_limit, max_rate (0 = none),
-# burst, lease_us, wanted_ms. Returns {0, now_us, adapted, contended} admitted, {1, wait_us,
-# adapted, 0} over the rate, {2, 0, adapted, 1} no free slot; adapted is 1 while the adaptive
-# limits have 429s to weigh (lowered limits, or a window still counting after a 429);
-# contended is 1 when a caller found no free slot in the last wanted_ms (one refused now
-# marks it). Nothing else is written unless both checks pass: a refused caller holds nothing.
+# burst, lease_us, wanted_us, process. Returns {0, now_us, adapted, contended} admitted,
+# {1, wait_us, adapted, 0} over the rate, {2, 0, adapted, 1} no free slot; adapted is 1 while
+# the adaptive limits have 429s to weigh (lowered limits, or a window still counting after a
+# 429); contended is 1 when another process was refused a slot in the last wanted_us (a
+# refusal records its process). Else nothing is written unless both checks pass.
 _ACQUIRE = (
     _PRELUDE
     + """
@@ -76,7 +76,8 @@ local adapted = redis.call('EXISTS', KEYS[3])
 if token ~= '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
   if redis.call('ZCARD', KEYS[1]) >= limit then
-    redis.call('SET', KEYS[4], 1, 'PX', ARGV[6])
+    redis.call('ZADD', KEYS[4], now, ARGV[7])
+    redis.call('PEXPIRE', KEYS[4], math.ceil(tonumber(ARGV[6]) / 1000))
     return {2, 0, adapted, 1}
   end
 end
@@ -94,7 +95,13 @@ if token ~= '' then
   redis.call('ZADD', KEYS[1], now + lease, token)
   keep_for(KEYS[1], math.ceil(lease / 1000) + 1000)
 end
-return {0, now, adapted, redis.call('EXISTS', KEYS[4])}
+local others = 0
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[6]))
+  others = redis.call('ZCARD', KEYS[4])
+  if redis.call('ZSCORE', KEYS[4], ARGV[7]) then others = others - 1 end
+end
+return {0, now, adapted, others > 0 and 1 or 0}
 """
 )
 
@@ -198,8 +205,8 @@ class Adaptation:
 
 class Grant(NamedTuple):
     """One acquire's answer: ADMITTED (value: server µs), OVER_RATE (value: µs to wait) or
-    NO_SLOT; adapted while the adaptive limits have 429s to weigh; contended when a caller
-    was refused a slot a moment ago (see `_ACQUIRE`)."""
+    NO_SLOT; adapted while the adaptive limits have 429s to weigh; contended when another
+    process was refused a slot a moment ago (see `_ACQUIRE`)."""
 
     state: int
     value: int
@@ -227,10 +234,12 @@ class Scripts:
         burst: int,
         lease_s: float,
         wanted_s: float = 1.0,
+        process: str = "",
     ) -> Grant:
-        """One try for a slot and a rate token (see `_ACQUIRE`); a refusal marks the slots
-        wanted for `wanted_s`."""
-        args = [token, limit, rate, burst, math.ceil(lease_s * 1e6), math.ceil(wanted_s * 1000)]
+        """One try for a slot and a rate token (see `_ACQUIRE`); a refusal records `process`
+        as waiting for `wanted_s`."""
+        args = [token, limit, rate, burst, math.ceil(lease_s * 1e6), math.ceil(wanted_s * 1e6)]
+        args.append(process)
         with redis_errors("check the provider throttle"):
             state, value, adapted, contended = self._acquire(
                 keys=[keys.slots, keys.tat, keys.adapt, keys.wanted], args=args

@@ -564,15 +564,19 @@ def test_a_parked_slot_reaches_another_process_and_close_returns_it_at_once(
 def test_a_slot_granted_while_another_process_waits_is_not_parked(
     client: redis.Redis[Any], provider: str
 ) -> None:
-    """Once process B has been refused a slot, a slot A is granted within `wanted_s` goes back
-    to Redis when A's call ends (B gets it at once) instead of being parked; after
-    `wanted_s` with no refusal, A's slots are parked again."""
+    """A refusal of A's own does not stop A parking; once process B has been refused a slot,
+    a slot A is granted within `wanted_s` goes back to Redis when A's call ends (B gets it
+    at once) instead of being parked; after `wanted_s` with no refusal, A parks again."""
     limits = {provider: ProviderLimits(1)}
     a = ProviderThrottle(client, limits, lease_s=10, park_s=60, wanted_s=0.5)
     b = ProviderThrottle(client, limits, lease_s=10, park_s=60, wanted_s=0.5)
     with a.permit(provider, FP, max_wait_s=5):
+        assert a.acquire(provider, FP, max_wait_s=0.05) is None  # A itself is refused
+    a.close()
+    with a.permit(provider, FP, max_wait_s=5):
         assert b.acquire(provider, FP, max_wait_s=0.05) is None  # B is refused: it waits
-    a.close()  # that slot was granted before B asked, so it was parked
+    assert a.in_use(provider, FP) == 1  # granted after only A's own refusal: parked
+    a.close()
     with a.permit(provider, FP, max_wait_s=5):
         pass
     assert a.in_use(provider, FP) == 0  # granted while B waited: back in Redis, not parked
