@@ -45,7 +45,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from jobs.models import Attempt, Item, Job, UTCDateTime
+from jobs.model_types import UTCDateTime
+from jobs.models import Attempt, Item, Job
 from jobs.records import AttemptRecord
 from jobs.status import JobStatus
 

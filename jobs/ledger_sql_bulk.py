@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, null, select, update
 
 from jobs.error_codes import ErrorCode
 from jobs.ledger_sql import ITEMS, JOBS, NOW
-from jobs.models import UTCDateTime
+from jobs.model_types import UTCDateTime
 
 # Returns the tokens still held: a held token it does not return lost its claim (its job was
 # canceled, or its lease expired and someone else has the item), so its worker stops.

@@ -22,7 +22,8 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobs.models import Base, BigIntId, StrEnumColumn
+from jobs.model_types import BigIntId, StrEnumColumn
+from jobs.models import Base
 
 
 class Overlap(StrEnum):

@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobs.models import Base, BigIntId, StrEnumColumn
+from jobs.model_types import BigIntId, StrEnumColumn
+from jobs.models import Base
 
 JOB_FINISHED = "job.finished"  # the one event type so far: a job reached a terminal status
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import jobs.models
+import jobs.model_types
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import jobs.models
+import jobs.model_types
 
 
 revision: str = '0001'
@@ -24,7 +24,7 @@ def upgrade() -> None:
     op.create_table('tenants',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
-    sa.Column('created_at', jobs.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', jobs.model_types.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_tenants')),
     sa.UniqueConstraint('name', name=op.f('uq_tenants_name'))
     )
@@ -33,8 +33,8 @@ def upgrade() -> None:
     sa.Column('tenant_id', sa.String(length=40), nullable=False),
     sa.Column('prefix', sa.String(length=32), nullable=False),
     sa.Column('digest', sa.String(length=64), nullable=False),
-    sa.Column('created_at', jobs.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('revoked_at', jobs.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', jobs.model_types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', jobs.model_types.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_api_keys_tenant_id_tenants'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_keys')),
     sa.UniqueConstraint('prefix', name=op.f('uq_api_keys_prefix'))
@@ -62,10 +62,10 @@ def upgrade() -> None:
     sa.Column('canceled', sa.Integer(), nullable=False),
     sa.Column('usage_characters', sa.BigInteger(), nullable=False),
     sa.Column('usage_audio_seconds', sa.Float(), nullable=False),
-    sa.Column('created_at', jobs.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('started_at', jobs.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('finished_at', jobs.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('canceled_at', jobs.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', jobs.model_types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', jobs.model_types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', jobs.model_types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('canceled_at', jobs.model_types.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_jobs_tenant_id_tenants'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_jobs')),
     sa.UniqueConstraint('tenant_id', 'idempotency_key', name=op.f('uq_jobs_tenant_id_idempotency_key'))
@@ -84,9 +84,9 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('claim_token', sa.String(length=32), nullable=True),
-    sa.Column('next_attempt_at', jobs.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('lease_expires_at', jobs.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('published_at', jobs.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('next_attempt_at', jobs.model_types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('lease_expires_at', jobs.model_types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('published_at', jobs.model_types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('error_code', sa.String(length=64), nullable=True),
     sa.Column('error_message', sa.Text(), nullable=True),
     sa.Column('output_key', sa.String(length=1024), nullable=True),
@@ -94,8 +94,8 @@ def upgrade() -> None:
     sa.Column('output_content_type', sa.String(length=100), nullable=True),
     sa.Column('duration_s', sa.Float(), nullable=True),
     sa.Column('characters', sa.Integer(), nullable=False),
-    sa.Column('updated_at', jobs.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('finished_at', jobs.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', jobs.model_types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', jobs.model_types.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], name=op.f('fk_items_job_id_jobs'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_items')),
     sa.UniqueConstraint('job_id', 'external_id', name=op.f('uq_items_job_id_external_id')),
@@ -109,7 +109,7 @@ def upgrade() -> None:
     op.create_table('attempts',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('item_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('started_at', jobs.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', jobs.model_types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('latency_ms', sa.Double(), nullable=False),
     sa.Column('status_code', sa.Integer(), nullable=True),
     sa.Column('error_code', sa.String(length=64), nullable=True),
