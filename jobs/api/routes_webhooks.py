@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from jobs import webhooks
+from jobs import webhook_log
 from jobs.api.deps import Res, TenantId
 from jobs.api.docs import AUTH, NO_JOB, errors
 from jobs.clock import utc_now
@@ -65,7 +65,7 @@ def _secret_view(found: TenantSecrets, response: Response) -> WebhookSecretOut:
     )
 
 
-def _delivery_view(log: webhooks.DeliveryLog) -> WebhookDeliveryOut:
+def _delivery_view(log: webhook_log.DeliveryLog) -> WebhookDeliveryOut:
     d = log.delivery
     return WebhookDeliveryOut(
         id=d.id,
@@ -111,7 +111,7 @@ def rotate_webhook_secret(response: Response, res: Res, tenant_id: TenantId) -> 
 )
 def list_deliveries(job_id: str, res: Res, tenant_id: TenantId) -> WebhookDeliveryList:
     """Every delivery of the job (one per finish), newest first, with each attempt."""
-    logs = webhooks.job_deliveries(res.sessions, tenant_id, job_id)
+    logs = webhook_log.job_deliveries(res.sessions, tenant_id, job_id)
     return WebhookDeliveryList(deliveries=[_delivery_view(log) for log in logs])
 
 
@@ -123,5 +123,5 @@ def list_deliveries(job_id: str, res: Res, tenant_id: TenantId) -> WebhookDelive
 )
 def redeliver(job_id: str, delivery_id: str, res: Res, tenant_id: TenantId) -> WebhookDeliveryOut:
     """Send the delivery again now (beat's next pass), same `webhook-id`, new retry window."""
-    log = webhooks.redeliver(res.sessions, tenant_id, job_id, delivery_id, now=utc_now())
+    log = webhook_log.redeliver(res.sessions, tenant_id, job_id, delivery_id, now=utc_now())
     return _delivery_view(log)

@@ -33,8 +33,9 @@ from jobs.schemas import JobCreate
 from jobs.service import submit_job
 from jobs.status import ItemStatus
 from jobs.tenants import ensure_tenant
+from jobs.webhook_log import DeliveryLog, job_deliveries
 from jobs.webhook_secrets import ROTATION_GRACE, read_secrets, rotate_secret
-from jobs.webhooks import DeliveryLog, claim_due, job_deliveries, record_finished
+from jobs.webhooks import claim_due, record_finished
 from tests.integration.helpers import migrated_ledger
 from workers.webhook_sender import RETRY_WINDOW, WebhookSender
 

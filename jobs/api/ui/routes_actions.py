@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import RedirectResponse
 
-from jobs import schedules, service, webhooks
+from jobs import schedules, service, webhook_log
 from jobs.api.deps import Res
 from jobs.api.ui import queries
 from jobs.api.ui.queries import PageError
@@ -53,7 +53,7 @@ def redeliver(job_id: str, delivery_id: str, res: Res, session: PostSession) -> 
     if len(delivery_id) > queries.MAX_FILTER_CHARS:
         raise queries.no_such("webhook delivery")
     try:
-        webhooks.redeliver(res.sessions, session.tenant_id, job.id, delivery_id, now=utc_now())
+        webhook_log.redeliver(res.sessions, session.tenant_id, job.id, delivery_id, now=utc_now())
     except ApiError as exc:
         raise PageError.of(exc) from None
     return _back(job.id)

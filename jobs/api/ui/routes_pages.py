@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from jobs import schedules, webhooks
+from jobs import schedules, webhook_log
 from jobs.api.deps import Res
 from jobs.api.ui import queries
 from jobs.api.ui.progress import job_progress
@@ -115,7 +115,7 @@ def job_page(
 ) -> HTMLResponse:
     job = queries.owned_job(res, session.tenant_id, job_id)
     items = queries.items_page(res, job, status, error_code, cursor)
-    deliveries = webhooks.job_deliveries(res.sessions, session.tenant_id, job.id)
+    deliveries = webhook_log.job_deliveries(res.sessions, session.tenant_id, job.id)
     return render(
         request,
         "job.html",
