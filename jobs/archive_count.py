@@ -30,8 +30,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from jobs.archive_keys import Filters, archive_digest, readable_key
 from jobs.archive_reads import transcribed_digests
-from jobs.archives import MAX_SOURCE_CHARS, ArchivePlan, Filters, archive_digest, readable_key
+from jobs.archives import MAX_SOURCE_CHARS, ArchivePlan
 from jobs.audio_header import stored_seconds
 from storage.objects import ObjectInfo, ObjectStore, StorageUnavailable
 from storage.stores import BucketStores

@@ -29,7 +29,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from jobs.archives import ArchivePolicy, Location, parse_location, readable_key
+from jobs.archive_keys import readable_key
+from jobs.archives import ArchivePolicy, Location, parse_location
 from jobs.error_codes import ErrorCode
 from jobs.errors import invalid
 from jobs.schemas import JobCreate

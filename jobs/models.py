@@ -236,7 +236,7 @@ class Item(Base):
     # count as spent for the checks of the job's other items.
     budget_passed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Archive items (migration 0009): what the transcript depends on (object URL, ETag and
-    # settings: jobs.archives.archive_digest), and for a skipped item the job whose item
+    # settings: jobs.archive_keys.archive_digest), and for a skipped item the job whose item
     # made the output it points at.
     archive_digest: Mapped[str | None] = mapped_column(String(64))
     skipped_from: Mapped[str | None] = mapped_column(String(40))

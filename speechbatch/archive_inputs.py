@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
-from jobs.archives import Filters
+from jobs.archive_keys import Filters
 from speechbatch.inputs import InputError
 
 F = TypeVar("F", bound=Callable[..., Any])

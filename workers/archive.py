@@ -22,9 +22,10 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from jobs.archive_keys import mirror_key, readable_key
 from jobs.archive_outputs import OutputStores, destination_key
 from jobs.archive_reads import Mirror, mirror_of
-from jobs.archives import Location, mirror_key, parse_location, readable_key
+from jobs.archives import Location, parse_location
 from jobs.error_codes import ErrorCode
 from jobs.media import AudioRejected, check_audio
 from jobs.records import ClaimedItem

@@ -22,17 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from jobs.archive_keys import Filters, archive_digest, item_id_for, readable_key
 from jobs.archive_ledger import ArchiveLedger
 from jobs.archive_records import ExpansionClaim, Listed
-from jobs.archives import (
-    MAX_SOURCE_CHARS,
-    Filters,
-    Location,
-    archive_digest,
-    item_id_for,
-    parse_location,
-    readable_key,
-)
+from jobs.archives import MAX_SOURCE_CHARS, Location, parse_location
 from jobs.error_codes import ErrorCode
 from jobs.ledger import ItemLedger
 from jobs.manifest import write_manifest_if_finished

@@ -9,17 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from jobs.archives import (
-    ArchivePolicy,
-    Filters,
-    archive_digest,
-    item_id_for,
-    mirror_key,
-    parse_archive_buckets,
-    parse_location,
-    readable_key,
-    storage_location,
-)
+from jobs.archive_keys import Filters, archive_digest, item_id_for, mirror_key, readable_key
+from jobs.archives import ArchivePolicy, parse_archive_buckets, parse_location, storage_location
 from jobs.errors import ApiError
 from jobs.settings import Settings
 from jobs.status import JobStatus, job_status_from_counts
