@@ -39,6 +39,7 @@ from storage.prepared import Prepared
 from storage.publisher import MAX_COUNTDOWN_S
 
 Q, R = ItemStatus.QUEUED, ItemStatus.RUNNING
+Attempts = Sequence[AttemptRecord]
 # The two moves every item makes, run without SQLAlchemy's per-execution work (PostgreSQL).
 _CLAIM_AT_ONCE, _SUCCEED_AT_ONCE = Prepared(sql.CLAIM_AT_ONCE), Prepared(sql.SUCCEED_AT_ONCE)
 
@@ -72,7 +73,7 @@ class ItemLedger(LedgerBase):
         return self._transaction(move)
 
     def succeed(
-        self, item: ClaimedItem, result: ItemResult, attempts: Sequence[AttemptRecord]
+        self, item: ClaimedItem, result: ItemResult, attempts: Attempts
     ) -> JobStatus | None:
         """running → succeeded: record the output, the attempts and the usage, move the
         counters; returns the job's new status, or None if the claim was lost meanwhile."""
@@ -100,12 +101,7 @@ class ItemLedger(LedgerBase):
         return self._transaction(move)
 
     def fail(
-        self,
-        item: ClaimedItem,
-        error: ItemError,
-        attempts: Sequence[AttemptRecord],
-        *,
-        whole_job: bool = False,
+        self, item: ClaimedItem, error: ItemError, attempts: Attempts, *, whole_job: bool = False
     ) -> JobStatus | None:
         """running → failed; with `whole_job`, every queued item of the job fails too (its
         credential was refused: further calls are futile). The job's new status, or None."""
@@ -131,12 +127,7 @@ class ItemLedger(LedgerBase):
         return self._transaction(move)
 
     def retry_later(
-        self,
-        item: ClaimedItem,
-        error: ItemError,
-        attempts: Sequence[AttemptRecord],
-        *,
-        delay_s: float,
+        self, item: ClaimedItem, error: ItemError, attempts: Attempts, *, delay_s: float
     ) -> bool:
         """running → queued, due in `delay_s` (a spent attempt); a canceled job's item is
         canceled instead. Short delays go out as a countdown message, long ones wait for
@@ -144,17 +135,13 @@ class ItemLedger(LedgerBase):
         countdown = delay_s <= MAX_COUNTDOWN_S
         return self._back_to_queue(item, attempts, delay_s, error, countdown=countdown)
 
-    def hand_back(
-        self, item: ClaimedItem, attempts: Sequence[AttemptRecord], *, delay_s: float
-    ) -> bool:
+    def hand_back(self, item: ClaimedItem, attempts: Attempts, *, delay_s: float) -> bool:
         """running → queued without spending an attempt (no provider slot, our storage down,
         a 429): the hold-up was not the item's. Published again for `delay_s` from now."""
         delay_s = min(delay_s, MAX_COUNTDOWN_S)
         return self._back_to_queue(item, attempts, delay_s, None, countdown=True)
 
-    def reroute(
-        self, item: ClaimedItem, error: ItemError, attempts: Sequence[AttemptRecord]
-    ) -> bool:
+    def reroute(self, item: ClaimedItem, error: ItemError, attempts: Attempts) -> bool:
         """running → queued on the item's next route (its job's next fallback provider), due
         now and with a fresh attempt budget; `error` (why it moved) stays on the item until
         the fallback's outcome replaces it. False if the claim was lost."""
@@ -163,12 +150,7 @@ class ItemLedger(LedgerBase):
         return self._back_to_queue(item, attempts, 0.0, error, countdown=True, reroute=True)
 
     def await_provider(
-        self,
-        item: ClaimedItem,
-        job: ProviderJob,
-        attempts: Sequence[AttemptRecord],
-        *,
-        delay_s: float,
+        self, item: ClaimedItem, job: ProviderJob, attempts: Attempts, *, delay_s: float
     ) -> bool:
         """running → queued while the provider works on `job`, recorded on the item; no
         attempt spent. Due in `delay_s`: published at once for 0, else by the sweeper once
@@ -178,7 +160,7 @@ class ItemLedger(LedgerBase):
     def _back_to_queue(
         self,
         item: ClaimedItem,
-        attempts: Sequence[AttemptRecord],
+        attempts: Attempts,
         delay_s: float,
         error: ItemError | None,
         *,
