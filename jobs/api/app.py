@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 
 from jobs.api import (
     routes_health,
+    routes_items,
     routes_jobs,
     routes_metrics,
     routes_providers,
@@ -115,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = routes_metrics.metrics_registry(app.state.resources)
     install_error_handlers(app)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_items.router)
     app.include_router(routes_uploads.router)
     app.include_router(routes_schedules.router)
     app.include_router(routes_webhooks.router)
