@@ -73,7 +73,7 @@ class OutputSpec(Strict):
     # `cues.json` (each item's start in it), next to the manifest.
     stitched: bool = False
     # Archive jobs: `job` keeps outputs in the job's folder; `mirror` writes each transcript
-    # at `{prefix}/{tenant}/{path below the source prefix}.json` (jobs.archives).
+    # at `{prefix}/{tenant}/{path below the source prefix}.json` (jobs.archive_keys).
     layout: Literal["job", "mirror"] = "job"
     # Archive jobs: mirror into another bucket, `s3://bucket/prefix/` (or `file:///dir/` in
     # local mode), allowed by a `write:` SPEECHBATCH_ARCHIVE_BUCKETS entry

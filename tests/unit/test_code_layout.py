@@ -21,7 +21,7 @@ from workers.canary import TASK_CANARY
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYERED = ("jobs", "workers", "storage")
-MAX_LINES = 340  # "under ~300 lines" (issue 7), with room for a docstring's growth
+MAX_LINES = 320  # "under ~300 lines" (issue 7)
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
 DOCS = (ARCHITECTURE, ROOT / "README.md")
 OUR_PACKAGES = ("jobs", "workers", "storage", "speechbatch", "emulator")
