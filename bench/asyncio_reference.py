@@ -2,6 +2,7 @@
 
 It makes the same TTS calls to the same emulator with a semaphore of C and nothing else
 (no database, no broker, no storage), so its rate is what the provider allows in practice.
+A few rounds of C calls warm the emulator and the connections before the clock starts.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ async def run_reference(base_url: str, api_key: str, *, items: int, concurrency:
                         return
                     await asyncio.sleep(0.05)
 
+        # Untimed first: the emulator renders and caches each new audio length once, and the
+        # client opens its connections; the pipeline measured after this finds both warm.
+        await asyncio.gather(*(one(n) for n in range(-4 * concurrency, 0)))
         started = time.perf_counter()
         await asyncio.gather(*(one(n) for n in range(items)))
         return items / (time.perf_counter() - started)
