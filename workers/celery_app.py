@@ -35,7 +35,7 @@ from workers.canary import register_canary
 from workers.config import default_threads
 from workers.expand import run_expansion
 from workers.pipeline import run_item, run_items
-from workers.runtime import Runtime, build_runtime, warm_up
+from workers.runtime import Runtime, build_runtime, freeze_start_up_heap, warm_up
 from workers.self_check import install_self_check
 
 # Per-item INFO lines that repeat `workers.pipeline`'s own "item N outcome X" line: Celery's
@@ -71,9 +71,11 @@ def create_worker_app(settings: Settings, *, threads: int, events: bool | None =
             return holder[0]
 
     def warm(**_: Any) -> None:  # off the consumer's thread: a down database must not stall it
-        threading.Thread(
-            target=lambda: warm_up(runtime(), threads), name="speechbatch-warm-up", daemon=True
-        ).start()
+        def start_up() -> None:
+            warm_up(runtime(), threads)
+            freeze_start_up_heap()
+
+        threading.Thread(target=start_up, name="speechbatch-warm-up", daemon=True).start()
 
     worker_ready.connect(warm, weak=False)
     stopping = threading.Event()
