@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from bench.throughput import CLI, KEY, start, stop, wait_http
+from bench.throughput import CLI, KEY, start, stop, wait_http, wait_warm
 from jobs.ledger import ItemLedger
 from jobs.migrate import upgrade_to_head
 from jobs.schemas import JobCreate
@@ -115,7 +115,7 @@ def main() -> None:
             open_database(settings.database_url), CeleryPublisher(str(settings.broker_url))
         )
         tenant = ensure_tenant(ledger.db.sessions, "failover").id
-        time.sleep(3)
+        wait_warm(logs / "worker.log")
         print(f"failover: N={args.items} L={args.latency_ms:.0f}ms C={args.cap}, one worker")
         direct, _, status = run(ledger, tenant, job_body("smallest", args.items, []))
         print(f"  reference: the job sent straight to smallest {direct:.1f} s ({status})")

@@ -29,7 +29,7 @@ import numpy as np
 import soundfile as sf
 
 from bench.streaming import RssPeak, text_for
-from bench.throughput import CLI, KEY, start, stop, wait_http
+from bench.throughput import CLI, KEY, start, stop, wait_http, wait_warm
 from emulator.audio import render_speech
 from jobs.ledger import ItemLedger
 from jobs.migrate import upgrade_to_head
@@ -107,7 +107,7 @@ def main() -> None:
             open_database(settings.database_url), CeleryPublisher(str(settings.broker_url))
         )
         tenant = ensure_tenant(ledger.db.sessions, "long-audio").id
-        time.sleep(3)
+        wait_warm(logs / "worker.log")
         print(f"long_audio: one default worker, emulator at RTF {args.rtf:g}, S3")
         for minutes in args.stt_minutes:
             upload_id = secrets.token_hex(16)

@@ -31,7 +31,7 @@ import redis
 
 from bench.noop_app import COUNTER
 from bench.noop_app import app as noop_app
-from bench.throughput import CLI, KEY, start, wait_http
+from bench.throughput import CLI, KEY, start, wait_http, wait_warm
 from jobs.catalog import PROVIDERS
 from jobs.ledger import ItemLedger
 from jobs.migrate import upgrade_to_head
@@ -165,7 +165,7 @@ def pipeline_rate(
     worker = start([CLI, "worker", "--concurrency", str(concurrency)], env, logs / "worker.log")
     meter = CpuMeter(worker=worker.pid, emulator=emulator, s3=weed_pid(settings.s3_endpoint_url))
     try:
-        time.sleep(3)  # connected before the clock starts
+        wait_warm(logs / "worker.log")
         meter.begin()
         body = JobCreate.model_validate(
             {"kind": "tts", "provider": "slng", "items": [{"text": line} for line in lines]}

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
-from bench.throughput import CLI, KEY, start, stop, wait_http
+from bench.throughput import CLI, KEY, start, stop, wait_http, wait_warm
 from jobs.ledger import ItemLedger
 from jobs.migrate import upgrade_to_head
 from jobs.models import Item
@@ -191,7 +191,7 @@ def main() -> None:
             open_database(settings.database_url), CeleryPublisher(str(settings.broker_url))
         )
         tenant = ensure_tenant(ledger.db.sessions, "streaming").id
-        time.sleep(3)  # connected before the first clock starts
+        wait_warm(logs / "worker.log")
         runs: list[tuple[str, float, dict[str, Any]]] = []
         for minutes in args.minutes:
             slng = {"model": SLNG_MODEL, "speed": 0.5}

@@ -34,6 +34,7 @@ from jobs.tenants import ensure_tenant
 from storage.db import open_database
 from storage.publisher import CeleryPublisher
 from tests.services import free_port
+from workers.celery_app import WARMED_UP
 
 CLI = str(Path(sys.executable).parent / "speechbatch")
 KEY = "sk-bench-0123456789"
@@ -65,6 +66,17 @@ def wait_http(url: str, timeout: float = 30) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not answer")
+
+
+def wait_warm(*logs: Path, timeout: float = 120) -> None:
+    """Until each worker has logged that it is warmed up (pools open, heap frozen): a fixed
+    sleep measured a worker still importing when the machine was slow."""
+    deadline = time.monotonic() + timeout
+    for log in logs:
+        while WARMED_UP not in log.read_text(errors="replace"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker logging to {log} did not warm up")
+            time.sleep(0.1)
 
 
 def main() -> None:
@@ -137,7 +149,7 @@ def main() -> None:
                 ],
             }
         )
-        time.sleep(3)  # let the worker connect before the clock starts
+        wait_warm(*(workdir / f"w{n}.log" for n in range(args.workers)))
         submitted = submit_job(ledger, tenant, body, idempotency_key=None, max_items=args.items)
         job_id = submitted.job.id
 
@@ -170,9 +182,9 @@ def main() -> None:
 
 
 def print_timeline(sessions: Any, job: Any, cap: int, latency_ms: float) -> None:
-    """Where the time between POST and the last item went: the wait for the first call, the
-    mean number of threads in a call or waiting for its permit (over C) while calls ran,
-    and the tail after the last call."""
+    """Where the time between POST and the last item went: the wait for the first claim and
+    the first call, the mean number of threads in a call or waiting for its permit (over C)
+    while calls ran, and the tail after the last call."""
     with sessions() as session:
         first, last, busy_ms = session.execute(
             select(
@@ -185,7 +197,8 @@ def print_timeline(sessions: Any, job: Any, cap: int, latency_ms: float) -> None
         ).one()
     calls_s = (last - first).total_seconds() + latency_ms / 1000
     print(
-        f"  timeline: first call {(first - job.created_at).total_seconds():.2f} s after POST, "
+        f"  timeline: first claim {(job.started_at - job.created_at).total_seconds():.2f} s "
+        f"and first call {(first - job.created_at).total_seconds():.2f} s after POST, "
         f"calls {calls_s:.2f} s with {busy_ms / 1000 / calls_s / cap:.2f} x C calling or waiting, "
         f"last call to done {(job.finished_at - last).total_seconds() - latency_ms / 1000:.2f} s"
     )

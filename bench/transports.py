@@ -24,7 +24,7 @@ import httpx
 
 from bench.asyncio_reference import reference_rate
 from bench.overhead import CpuMeter
-from bench.throughput import CLI, KEY, start, stop, wait_http
+from bench.throughput import CLI, KEY, start, stop, wait_http, wait_warm
 from jobs.ledger import ItemLedger
 from jobs.migrate import upgrade_to_head
 from jobs.schemas import JobCreate
@@ -112,7 +112,7 @@ def main() -> None:
             open_database(settings.database_url), CeleryPublisher(str(settings.broker_url))
         )
         tenant = ensure_tenant(ledger.db.sessions, "transports").id
-        time.sleep(3)  # connected before the first clock starts
+        wait_warm(logs / "worker.log")
         print(
             f"transports: N={args.items} TTFB={args.ttfb_ms:.0f}ms L={args.latency_ms:.0f}ms "
             f"C={args.cap}, one worker"

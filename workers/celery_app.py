@@ -42,6 +42,9 @@ from workers.self_check import install_self_check
 # "received"/"succeeded" and httpx's "HTTP Request". At hundreds of items a second they cost
 # a noticeable share of a worker's one GIL; warnings and errors from them still show.
 QUIET_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "httpx")
+# Logged once the worker's pools are open and its heap is frozen (benchmarks wait for it).
+WARMED_UP = "worker warmed up"
+log = logging.getLogger(__name__)
 
 
 def create_worker_app(settings: Settings, *, threads: int, events: bool | None = None) -> Celery:
@@ -73,7 +76,7 @@ def create_worker_app(settings: Settings, *, threads: int, events: bool | None =
     def warm(**_: Any) -> None:  # off the consumer's thread: a down database must not stall it
         def start_up() -> None:
             warm_up(runtime(), threads)
-            freeze_start_up_heap()
+            log.info("%s: %d start-up objects frozen", WARMED_UP, freeze_start_up_heap())
 
         threading.Thread(target=start_up, name="speechbatch-warm-up", daemon=True).start()
 

@@ -2,14 +2,16 @@
 
 `SelfCheck` is driven directly where a failure is needed (a node nobody consumes for); one real
 `speechbatch worker` process shows the wiring: its self-check runs canaries on itself and
-passes, Celery's own `celery -A ... inspect ping` from the README reaches it, and with
-SPEECHBATCH_LOG_FORMAT=json every line it logs, Celery's included, is one JSON object.
+passes, Celery's own `celery -A ... inspect ping` from the README reaches it, it logs when it
+has warmed up, and with SPEECHBATCH_LOG_FORMAT=json every line it logs, Celery's included, is
+one JSON object.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -26,6 +28,7 @@ from tests.e2e.stack import CLI, Proc
 from tests.services import free_port
 from tests.unit.test_deploy_files import readme_commands
 from workers.canary import KEY_PREFIX
+from workers.celery_app import WARMED_UP
 from workers.self_check import EXIT_STATUS, SelfCheck
 
 pytestmark = pytest.mark.integration
@@ -204,3 +207,22 @@ def test_json_worker_logs_one_object_per_line(json_worker: Proc) -> None:
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
     started = next(r for r in records if r["logger"] == "speechbatch.processes")
     assert started["message"].endswith("2 threads, task events on, beat off")
+
+
+def test_worker_logs_when_warmed_up_with_its_start_up_heap_frozen(json_worker: Proc) -> None:
+    """After warm-up the worker says so once (the benchmarks wait for that line), having moved
+    the tens of thousands of objects start-up built out of the collector's sight."""
+    deadline = time.monotonic() + 30
+    while True:
+        records = [
+            json.loads(line)
+            for line in json_worker.log_path.read_text().splitlines()
+            if WARMED_UP in line
+        ]
+        if records or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(records) == 1, json_worker.tail()
+    assert records[0]["logger"] == "workers.celery_app"
+    frozen = re.fullmatch(rf"{WARMED_UP}: (\d+) start-up objects frozen", records[0]["message"])
+    assert frozen is not None and int(frozen.group(1)) > 50_000, records[0]["message"]
