@@ -36,6 +36,7 @@ import redis
 from jobs.catalog_limits import ProviderLimits
 from storage.provider_keys import credential_fingerprint, shared_redis, throttle_name
 from workers import metrics
+from workers.providers.exchange_end import releasable
 from workers.throttle_local import LocalGate, ParkTimer
 from workers.throttle_permit import Permit
 from workers.throttle_redis import (
@@ -188,7 +189,9 @@ class ProviderThrottle:
         self, provider: str, credential_fingerprint: str, *, max_wait_s: float
     ) -> Iterator[None]:
         """`acquire` as a block: ThrottleBusy when no slot frees in time; on exit the permit
-        is released with how the call went (before any backoff sleep of the caller).
+        is released with how the call went (before any backoff sleep of the caller), or
+        earlier, as a success, when the call's one exchange ended with a whole 2xx answer
+        (`workers.providers.exchange_end`).
 
         This process's own callers first pass a local gate of the same width, so at most
         `max_concurrency` of its threads ask Redis at once; the shared slots still decide.
@@ -215,14 +218,13 @@ class ProviderThrottle:
                 metrics.throttle_busy(provider, credential_fingerprint)
                 raise ThrottleBusy(provider)
         metrics.permit_granted(provider, credential_fingerprint, self._clock() - started)
-        error: BaseException | None = None
-        try:
-            yield
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            outcome = outcome_for(error)
+        finished = False
+
+        def finish(outcome: CallOutcome) -> None:  # once: at `exchange_ended()` or at exit
+            nonlocal finished
+            if finished:
+                return
+            finished = True
             park_at = time.monotonic() if self.park_s > 0 and not permit.contended else None
             if self._passable(permit, outcome) and gate.pass_on(permit, park_at=park_at):
                 if park_at is not None:
@@ -232,6 +234,16 @@ class ProviderThrottle:
                     permit.release(outcome)
                 finally:
                     gate.leave()
+
+        error: BaseException | None = None
+        try:
+            with releasable(lambda: finish(CallOutcome.SUCCESS)):
+                yield
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            finish(outcome_for(error))
 
     def close(self) -> None:
         """Send every parked slot back to Redis now (a worker's shutdown)."""

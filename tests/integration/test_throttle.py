@@ -18,6 +18,7 @@ from storage.provider_keys import ThrottleKeys
 from tests.integration.throttle_primitives import ConcurrencySlots, RateLimiter
 from tests.services import free_port
 from workers.providers.errors import ProviderUnavailable, QuotaExceeded, RateLimited
+from workers.providers.exchange_end import exchange_ended
 from workers.throttle import (
     CallOutcome,
     ProviderThrottle,
@@ -622,3 +623,39 @@ def test_a_thread_refused_by_redis_gets_the_next_slot_its_process_frees(
     assert counts["release"] == 1  # the second call's end (no waiter, no parking)
     held_by_b.release()
     assert a.in_use(provider, FP) == 0
+
+
+def test_an_ended_exchange_frees_the_slot_before_the_block_ends_and_only_once(
+    client: redis.Redis[Any], provider: str
+) -> None:
+    """With a cap of 1, a call whose one exchange ended gives its slot back in Redis at
+    once, so a second call gets it while the first block still runs; an error raised after
+    that (its answer failed the checks) frees nothing twice and reports the call as the
+    success the provider answered with."""
+    throttle = ProviderThrottle(
+        client, {provider: ProviderLimits(1)}, lease_s=10, park_s=0, max_passes=0
+    )
+    counts = _counting(throttle)
+    outcomes: list[CallOutcome] = []
+    real_report = throttle.report
+
+    def report(permit: Any, outcome: CallOutcome) -> None:
+        outcomes.append(outcome)
+        real_report(permit, outcome)
+
+    throttle.report = report  # type: ignore[method-assign]
+
+    def call_with_a_bad_answer() -> None:
+        with throttle.permit(provider, FP, max_wait_s=1):
+            assert throttle.in_use(provider, FP) == 1
+            exchange_ended()
+            assert throttle.in_use(provider, FP) == 0
+            with throttle.permit(provider, FP, max_wait_s=1):
+                assert throttle.in_use(provider, FP) == 1
+            raise ProviderUnavailable("the answer was not speech")
+
+    with pytest.raises(ProviderUnavailable):
+        call_with_a_bad_answer()
+    assert throttle.in_use(provider, FP) == 0
+    assert counts == {"acquire": 2, "release": 2}
+    assert outcomes == [CallOutcome.SUCCESS, CallOutcome.SUCCESS]

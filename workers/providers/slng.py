@@ -35,6 +35,7 @@ from workers.providers.errors import (
     UnsupportedAudio,
 )
 from workers.providers.exchange import Bounds, Limit
+from workers.providers.exchange_end import exchange_ended
 from workers.providers.slng_models import (
     ANSWER_PARSERS,
     BRIDGE_PREFIX,
@@ -115,6 +116,7 @@ class SlngProvider:
             json=route.family.body(call),
             headers={"Accept": route.family.accept},
         )
+        exchange_ended()  # a whole 2xx answer: the slot may go while it is checked
         request_id = response.headers.get("x-slng-request-id")
         if not response.content:
             raise ProviderUnavailable(

@@ -43,6 +43,7 @@ from workers.providers.errors import (
     UnsupportedAudio,
 )
 from workers.providers.exchange import Bounds, Limit
+from workers.providers.exchange_end import exchange_ended
 from workers.providers.sse import AudioFrames
 from workers.providers.transcripts import (
     as_float,
@@ -123,6 +124,7 @@ class SmallestProvider:
             response = self._post(
                 _ROUTES["http"], limit=limit, json=body, headers={"Accept": "audio/wav"}
             )
+            exchange_ended()  # a whole 2xx answer: the slot may go while it is checked
             audio = response.content
         if transport != "websocket":
             request_id = response.headers.get("x-request-id")
