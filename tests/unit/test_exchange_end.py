@@ -1,11 +1,15 @@
-"""A single-request TTS call frees its throttle slot as soon as its whole 2xx answer is read,
-before the answer is checked; error answers and calls outside a permit free nothing early."""
+"""A single-request TTS call (SLNG, Smallest, and the hosted vendors through one helper)
+frees its throttle slot as soon as its whole 2xx answer is read, before the answer is checked;
+error answers and calls outside a permit free nothing early."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 
+from tests.unit.test_openai_provider import NOISE as OPENAI_NOISE
+from tests.unit.test_openai_provider import WAV as OPENAI_WAV
+from tests.unit.test_openai_provider import speak as openai_speak
 from tests.unit.test_slng_provider import WAV as SLNG_WAV
 from tests.unit.test_slng_provider import speak as slng_speak
 from tests.unit.test_smallest_provider import NOISE
@@ -50,4 +54,17 @@ def test_smallest_http_frees_the_slot_on_a_2xx_answer_before_checking_it() -> No
         smallest_speak(lambda r: httpx.Response(200, content=NOISE))
     with releasable(lambda: released.append("429")), pytest.raises(RateLimited):
         smallest_speak(lambda r: httpx.Response(429, json={"message": "slow down"}))
+    assert released == ["ok", "noise"]
+
+
+def test_hosted_vendors_free_the_slot_on_a_whole_2xx_answer_before_checking_it() -> None:
+    """OpenAI's WAV answer (through `HostedHttp._spoken`, shared with Deepgram and
+    ElevenLabs) frees the slot before the speech check, noise included; a 429 does not."""
+    released: list[str] = []
+    with releasable(lambda: released.append("ok")):
+        openai_speak(lambda r: httpx.Response(200, content=OPENAI_WAV))
+    with releasable(lambda: released.append("noise")), pytest.raises(ProviderUnavailable):
+        openai_speak(lambda r: httpx.Response(200, content=OPENAI_NOISE))
+    with releasable(lambda: released.append("429")), pytest.raises(RateLimited):
+        openai_speak(lambda r: httpx.Response(429, json={"error": {"message": "slow down"}}))
     assert released == ["ok", "noise"]

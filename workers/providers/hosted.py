@@ -16,6 +16,7 @@ from workers.providers import exchange
 from workers.providers.answers import check_speech
 from workers.providers.base import Synthesis
 from workers.providers.exchange import Bounds
+from workers.providers.exchange_end import exchange_ended
 
 
 class HostedHttp:
@@ -35,7 +36,9 @@ class HostedHttp:
     def _spoken(
         self, wav: bytes, text: str, response: httpx.Response, request_id: str | None
     ) -> Synthesis:
-        """A whole WAV answer, once it passes the answer checks for `text`."""
+        """A whole WAV answer, once it passes the answer checks for `text`. Its one exchange
+        is over, so the call's throttle slot is freed before the checks."""
+        exchange_ended()
         check_speech(
             wav,
             text=text,
